@@ -1,0 +1,34 @@
+"""shm_comm: shared-memory pub/sub for sensor streams between processes on one machine."""
+
+from __future__ import annotations
+
+from .channels import channel_info, force_unlink, list_segments, remove_stale
+from .errors import (
+    SHMBufferFullError,
+    SHMConnectionError,
+    SHMError,
+    SHMFormatError,
+    SHMPeerGoneError,
+    SHMSerializationError,
+    SHMTimeoutError,
+)
+from .pubsub import Publisher, Subscriber
+
+__all__ = [
+    "Publisher",
+    "SHMBufferFullError",
+    "SHMConnectionError",
+    "SHMError",
+    "SHMFormatError",
+    "SHMPeerGoneError",
+    "SHMSerializationError",
+    "SHMTimeoutError",
+    "Subscriber",
+    "__version__",
+    "channel_info",
+    "force_unlink",
+    "list_segments",
+    "remove_stale",
+]
+
+__version__ = "0.1.0"

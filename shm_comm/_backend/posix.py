@@ -1,0 +1,211 @@
+"""POSIX shared memory: Linux (``/dev/shm``, tested) and macOS (``shm_open``, untested here).
+
+The only module besides ``windows.py`` that makes OS calls about segments. Segments are files
+in ``/dev/shm`` on Linux, opened with ``os.open`` rather than ``multiprocessing.shared_memory``
+so that attaching never registers with the resource tracker (cpython issue 82300: the tracker
+of a *subscriber* would unlink the publisher's segment when the subscriber exits).
+
+Ownership: the creator holds an exclusive ``flock`` on its descriptor for the segment's whole
+life. The kernel drops the lock when the creator dies, however it dies, so "is the owner
+alive?" is answered by trying a shared lock: no guessing from pids that may be reused.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import secrets
+import sys
+from collections.abc import Callable
+
+__all__ = [
+    "SHM_DIR",
+    "create_exclusive",
+    "is_owner_alive",
+    "list_names",
+    "open_segment",
+    "pid_alive",
+    "process_token",
+    "same_file",
+    "unlink",
+]
+
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def _path(name: str) -> str:
+    assert SHM_DIR is not None
+    return os.path.join(SHM_DIR, name)
+
+
+def _open_fd(name: str, flags: int) -> int:
+    if SHM_DIR is not None:
+        return os.open(_path(name), flags | os.O_CLOEXEC, 0o600)
+    import _posixshmem  # macOS: no /dev/shm; the call multiprocessing uses, minus the tracker
+
+    return int(_posixshmem.shm_open("/" + name, flags, mode=0o600))
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Make the segment ``size`` bytes with every page backed now, not at first write.
+
+    tmpfs overcommits: after a bare ftruncate, a full /dev/shm turns the first write to an
+    untouched page into SIGBUS. posix_fallocate fails here, with ENOSPC, instead.
+    """
+    if hasattr(os, "posix_fallocate") and SHM_DIR is not None:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    os.ftruncate(fd, size)
+
+
+def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], None]
+                     ) -> tuple[int, mmap.mmap]:
+    """Create segment ``name`` of ``size`` bytes, owner-only, locked, initialised, then visible.
+
+    ``initialize`` fills the mapping before any other process can open the name: on Linux the
+    segment is built under a temporary name and hard-linked into place, which fails if the
+    name exists. Raises ``FileExistsError`` if it does, ``OSError`` (ENOSPC...) otherwise.
+    """
+    if SHM_DIR is None:
+        fd = _open_fd(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        try:
+            return fd, _setup(fd, size, initialize)
+        except BaseException:
+            os.close(fd)
+            unlink(name)
+            raise
+    temp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = _open_fd(temp, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    try:
+        mapping = _setup(fd, size, initialize)
+        try:
+            os.link(_path(temp), _path(name))
+        except BaseException:
+            mapping.close()
+            raise
+        return fd, mapping
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        unlink(temp)
+
+
+def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None]) -> mmap.mmap:
+    os.fchmod(fd, 0o600)
+    _reserve(fd, size)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    mapping = mmap.mmap(fd, size)
+    initialize(mapping)
+    return mapping
+
+
+def open_segment(name: str, readonly: bool = False) -> tuple[int, mmap.mmap, int]:
+    """Map an existing segment; returns ``(fd, mapping, size)``.
+
+    Raises ``FileNotFoundError`` if there is no such segment and ``PermissionError`` if it
+    belongs to another user.
+    """
+    fd = _open_fd(name, os.O_RDONLY if readonly else os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ValueError("segment is empty")
+        access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
+        return fd, mmap.mmap(fd, size, access=access), size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_owner_alive(fd: int) -> bool:
+    """Whether the process that created the segment behind ``fd`` still holds its lock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def lock_for_reclaim(fd: int) -> bool:
+    """Take the dead owner's place on a stale segment; False if somebody holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def same_file(fd: int, name: str) -> bool:
+    """Whether ``name`` still refers to the segment open as ``fd`` (not replaced, not gone)."""
+    try:
+        if SHM_DIR is None:
+            return True
+        st = os.stat(_path(name))
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def unlink(name: str) -> bool:
+    """Remove segment ``name``; False if it did not exist."""
+    try:
+        if SHM_DIR is not None:
+            os.unlink(_path(name))
+        else:
+            import _posixshmem
+
+            _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def list_names(prefix: str) -> list[str]:
+    """Names of the segments starting with ``prefix`` (Linux only; macOS cannot list them)."""
+    if SHM_DIR is None:
+        return []
+    return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
+
+
+def process_token(pid: int) -> int:
+    """A number that changes when ``pid`` is reused: the start time on Linux, else 0."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def pid_alive(pid: int, token: int = 0) -> bool:
+    """Whether process ``pid`` (started at ``token``, if known) is alive and not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return False
+        if fields[0] in (b"Z", b"X"):
+            return False
+        if token and int(fields[19]) != token:
+            return False
+    return True

@@ -1,0 +1,126 @@
+"""Finding and inspecting channels from outside: for tools, widgets and clean-up.
+
+Everything here only reads segments (mapped read-only), except :func:`force_unlink` and
+:func:`remove_stale`, which remove names.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import layout as L
+from . import ring
+from ._backend import backend
+from .errors import SHMFormatError
+from .naming import SEGMENT_PREFIX, segment_name
+from .segment import Segment
+
+__all__ = ["channel_info", "force_unlink", "list_segments", "remove_stale"]
+
+
+def _describe(name: str) -> dict[str, Any]:
+    info: dict[str, Any] = {"segment": name}
+    try:
+        fd, mapping, size = backend.open_segment(name, readonly=True)
+    except (OSError, ValueError) as exc:
+        info.update(error=str(exc), stale=False)
+        return info
+    try:
+        try:
+            header = L.read_header(mapping, size)
+        except SHMFormatError as exc:
+            info.update(error=str(exc), stale=False)
+            return info
+        segment = Segment(name, os.dup(fd), mapping, header, owner=False)
+        try:
+            info.update(_info_from_segment(segment))
+        finally:
+            segment.close()
+    finally:
+        os.close(fd)
+    return info
+
+
+def _info_from_segment(segment: Segment) -> dict[str, Any]:
+    atom, lay, header = segment.atom, segment.layout, segment.header
+    head = atom.load(L.HEAD)
+    alive = segment.owner_alive()
+    last_ts = None
+    if head > 0:
+        entry = atom.load(lay.entry(head - 1))
+        if (entry >> L.ENTRY_INDEX_BITS) - 1 == head - 1:
+            index = entry & L.ENTRY_INDEX_MASK
+            if index < lay.num_buffers:
+                _seq, ts, _len, _enc, _flags = L.SLOT_HEADER.unpack_from(segment.view,
+                                                                       lay.buffer(index))
+                last_ts = ts / 1e9
+    records = ring.read_records(atom, lay)
+    return {
+        "name": header.name,
+        "kind": L.KIND_NAMES[lay.kind],
+        "encoding": L.ENCODING_NAMES[header.encoding],
+        "publisher_pid": header.owner_pid,
+        "publisher_alive": alive,
+        "stale": not alive and not atom.load(L.CLOSED),
+        "msg_count": head,
+        "bytes_total": atom.load(L.BYTES_TOTAL),
+        "drop_count": ring.drop_count(atom, lay),
+        "subscribers": len(records),
+        "num_slots": lay.num_slots,
+        "slot_size": lay.slot_size,
+        "size": lay.total_size,
+        "created": header.created_ns / 1e9,
+        "last_timestamp": last_ts,
+        "format_version": "%d.%d" % header.version,
+    }
+
+
+def list_segments() -> list[dict[str, Any]]:
+    """Every shm_comm segment on this machine (Linux), with its channel's counters.
+
+    Each entry has ``segment`` and either the channel fields (``name``, ``kind``,
+    ``publisher_pid``, ``publisher_alive``, ``stale``, ``msg_count``, ``drop_count``,
+    ``subscribers``...) or ``error`` for a segment that cannot be read.
+    """
+    return [_describe(name) for name in backend.list_names(SEGMENT_PREFIX)
+            if not name.startswith(".")]
+
+
+def channel_info(name: str, kind: str = "pubsub") -> dict[str, Any] | None:
+    """Counters of channel ``name`` (as in :func:`list_segments`), or None if it is absent."""
+    seg = segment_name(kind, name)
+    try:
+        segment = Segment.attach(seg, name, {"pubsub": L.KIND_PUBSUB, "reqrep": L.KIND_REQREP,
+                                             "pipeline": L.KIND_PIPELINE}[kind], readonly=True)
+    except FileNotFoundError:
+        return None
+    try:
+        return {"segment": seg, **_info_from_segment(segment)}
+    finally:
+        segment.close()
+
+
+def force_unlink(name: str) -> bool:
+    """Remove segment ``name`` (a segment name such as ``shmcp_joints``, or a channel name).
+
+    Removes it even if its owner is alive; prefer :func:`remove_stale`. Returns False if there
+    was no such segment.
+    """
+    if not name.startswith(SEGMENT_PREFIX) or "/" in name:
+        name = segment_name("pubsub", name)
+    return backend.unlink(name)
+
+
+def remove_stale(dry_run: bool = False) -> list[str]:
+    """Remove the segments whose owner process is gone; never a live one.
+
+    Returns the names removed (or that would be, with ``dry_run``).
+    """
+    removed = []
+    for info in list_segments():
+        if info.get("stale"):
+            removed.append(info["segment"])
+            if not dry_run:
+                backend.unlink(info["segment"])
+    return removed

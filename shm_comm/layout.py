@@ -1,0 +1,395 @@
+"""The binary format of a shm_comm segment: the one place that knows where every byte lives.
+
+A segment is one shared-memory object per channel. Everything is little-endian and every
+shared counter is an 8-byte aligned u64 accessed only through ``shm_comm._atomic``.
+
+Format version 1.0
+==================
+
+Static header (offset 0, written once by the creator before anyone can attach)::
+
+    off  size  field
+      0     8  magic            b"\\x93SHMCOMM"
+      8     2  version_major    u16   readers refuse a major version they do not know
+     10     2  version_minor    u16   additions that older readers may ignore
+     12     4  static_size      u32   bytes covered by the checksum (336)
+     16     1  kind             u8    1 pub/sub, 2 request/reply, 3 push/pull
+     17     1  encoding         u8    the channel's default encoding (see ENCODING_*)
+     18     2  flags            u16   reserved, 0
+     20     4  max_subscribers  u32   rows in the record table, 1..64
+     24     4  num_slots        u32   ring depth N, 1..65535
+     28     4  slot_size        u32   payload capacity of one buffer in bytes
+     32     4  num_buffers      u32   buffers = N + max_subscribers + 1
+     36     4  buffer_stride    u32   bytes from one buffer to the next
+     40     8  total_size       u64   size of the whole segment in bytes
+     48     8  owner_pid        u64   the creating process
+     56     8  incarnation      u64   random; tells a restarted channel from the old one
+     64     8  created_ns       u64   time.time_ns() at creation
+     72     2  name_length      u16
+     74     6  (zero)
+     80   256  name             the channel name, UTF-8, zero padded
+    336     4  checksum         u32   zlib.crc32 of bytes [0, 336)
+
+Counters (offset 384; written while the channel runs)::
+
+    384  head               messages published so far = the next sequence number
+    448  waiters            bit i set while subscriber record i sleeps on ``head``
+    456  closed             1 once the owner closed the channel
+    464  bytes_total        payload bytes published so far
+    472  departed_received  ``received`` of subscribers that have left
+    480  departed_dropped   ``dropped`` of subscribers that have left
+    488  membership         bumped whenever a subscriber attaches or leaves
+    496  holders            bit i set once subscriber record i has held a zero-copy view
+    512  extra[8]           kind-specific counters (request/reply, push/pull)
+
+Subscriber records (offset 576, ``max_subscribers`` rows of 64 bytes)::
+
+    +0 state   pid << 8 | code; code 0 free, 1 claimed (being set up), 2 active, 3 leaving
+    +8 pid     +16 start_token (tells a reused pid apart)   +24 cursor (next sequence to read)
+    +32 start (cursor at attach)   +40 dropped   +48 held (buffer index + 1 of the zero-copy
+    view this subscriber holds, or 0)   +56 extra
+    A subscriber is the only writer of its own row (besides a reaper freeing a dead one), so
+    received = cursor - start - dropped needs no extra store per message.
+
+Ring entries (64-aligned, ``num_slots`` u64 words): entry ``s % N`` holds
+``(s + 1) << 16 | buffer_index`` for message ``s``; 0 means never written.
+
+Buffers (64-aligned, ``num_buffers`` of ``buffer_stride`` bytes), each a 64-byte header and then
+the payload (so payloads are 64-byte aligned)::
+
+    +0 seq u64   +8 timestamp_ns u64   +16 length u32   +20 encoding u8   +21 flags u8
+    +24 reserved u64   +32 extra u64 x4 (request/reply correlation)
+
+Typed-array payload (encoding 3): a header, then the array data at ``data_offset``::
+
+    0 magic b"\\x93A"  2 version u8 (1)  3 ndim u8  4 descr_length u16  6 data_offset u16
+    8 seq u64  16 timestamp_ns u64  24 shape u64 x ndim  then the dtype descr (UTF-8, the
+    ``repr`` of ``numpy.lib.format.dtype_to_descr``), zero padding up to data_offset (a
+    multiple of 64).
+
+Version history: 1.0 (shm_comm 0.1) is the first format.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import SHMFormatError
+
+__all__ = [
+    "ARRAY_HEADER",
+    "ENCODING_ARRAY",
+    "ENCODING_MSGPACK",
+    "ENCODING_NAMES",
+    "ENCODING_PICKLE",
+    "ENCODING_RAW",
+    "FORMAT_VERSION",
+    "KIND_NAMES",
+    "KIND_PIPELINE",
+    "KIND_PUBSUB",
+    "KIND_REQREP",
+    "MAGIC",
+    "ArrayHeader",
+    "SegmentHeader",
+    "SegmentLayout",
+    "pack_array_header",
+    "read_header",
+    "unpack_array_header",
+]
+
+MAGIC = b"\x93SHMCOMM"
+FORMAT_VERSION = (1, 0)
+
+KIND_PUBSUB = 1
+KIND_REQREP = 2
+KIND_PIPELINE = 3
+KIND_NAMES = {KIND_PUBSUB: "pubsub", KIND_REQREP: "reqrep", KIND_PIPELINE: "pipeline"}
+
+ENCODING_RAW = 0
+ENCODING_PICKLE = 1
+ENCODING_MSGPACK = 2
+ENCODING_ARRAY = 3
+ENCODING_NAMES = {
+    ENCODING_RAW: "raw",
+    ENCODING_PICKLE: "pickle",
+    ENCODING_MSGPACK: "msgpack",
+    ENCODING_ARRAY: "array",
+}
+
+MAX_NAME_BYTES = 256
+MAX_SUBSCRIBERS = 64
+MAX_SLOTS = 65535
+MAX_BUFFERS = 65535
+MAX_SLOT_SIZE = 2**31 - 1
+
+STATIC_HEADER = struct.Struct("<8sHHIBBHIIIIIQQQQH6x256s")
+STATIC_SIZE = STATIC_HEADER.size  # 336
+CHECKSUM = struct.Struct("<I")
+CHECKSUM_OFFSET = STATIC_SIZE
+
+COUNTERS_OFFSET = 384
+HEAD = 384
+WAITERS = 448
+CLOSED = 456
+BYTES_TOTAL = 464
+DEPARTED_RECEIVED = 472
+DEPARTED_DROPPED = 480
+MEMBERSHIP = 488
+HOLDERS = 496
+EXTRA = 512  # 8 words of kind-specific counters
+RECORDS_OFFSET = 576
+
+RECORD_SIZE = 64
+REC_STATE = 0
+REC_PID = 8
+REC_START_TOKEN = 16
+REC_CURSOR = 24
+REC_START = 32
+REC_DROPPED = 40
+REC_HELD = 48
+REC_EXTRA = 56
+
+STATE_FREE = 0
+STATE_CLAIMED = 1
+STATE_ACTIVE = 2
+STATE_LEAVING = 3
+STATE_BITS = 8
+
+BUFFER_HEADER_SIZE = 64
+SLOT_HEADER = struct.Struct("<QQIBB")  # seq, timestamp_ns, length, encoding, flags
+BUF_EXTRA = 32
+
+ENTRY_INDEX_BITS = 16
+ENTRY_INDEX_MASK = (1 << ENTRY_INDEX_BITS) - 1
+
+ARRAY_MAGIC = b"\x93A"
+ARRAY_VERSION = 1
+ARRAY_HEADER = struct.Struct("<2sBBHHQQ")  # magic, version, ndim, descr_length, data_offset, seq, ts
+ARRAY_MAX_NDIM = 32
+ARRAY_MAX_DESCR = 4096
+ARRAY_ALIGN = 64
+
+
+def _align(value: int, alignment: int = 64) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    """Where each region of a segment lives, computed from the channel's parameters.
+
+    Raises ``ValueError`` for parameters outside the format's limits.
+    """
+
+    kind: int
+    num_slots: int
+    slot_size: int
+    max_subscribers: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KIND_NAMES:
+            raise ValueError(f"unknown channel kind {self.kind}")
+        if not 1 <= self.num_slots <= MAX_SLOTS:
+            raise ValueError(f"num_slots must be between 1 and {MAX_SLOTS}, got {self.num_slots}")
+        if not 1 <= self.slot_size <= MAX_SLOT_SIZE:
+            raise ValueError(
+                f"slot_size must be between 1 and {MAX_SLOT_SIZE} bytes, got {self.slot_size}"
+            )
+        if not 1 <= self.max_subscribers <= MAX_SUBSCRIBERS:
+            raise ValueError(
+                f"max_subscribers must be between 1 and {MAX_SUBSCRIBERS}, "
+                f"got {self.max_subscribers}"
+            )
+        if self.num_buffers > MAX_BUFFERS:
+            raise ValueError(
+                f"num_slots + max_subscribers + 1 must be at most {MAX_BUFFERS}, "
+                f"got {self.num_buffers}"
+            )
+
+    @property
+    def num_buffers(self) -> int:
+        """Data buffers: one per ring slot, one per subscriber's held view, one for a loan."""
+        return self.num_slots + self.max_subscribers + 1
+
+    @property
+    def buffer_stride(self) -> int:
+        """Bytes from the start of one buffer to the next (header plus padded payload)."""
+        return _align(BUFFER_HEADER_SIZE + self.slot_size)
+
+    @property
+    def entries_offset(self) -> int:
+        """Offset of the ring-entry words."""
+        return _align(RECORDS_OFFSET + RECORD_SIZE * self.max_subscribers)
+
+    @property
+    def buffers_offset(self) -> int:
+        """Offset of the first data buffer."""
+        return _align(self.entries_offset + 8 * self.num_slots)
+
+    @property
+    def total_size(self) -> int:
+        """Size of the whole segment in bytes."""
+        return self.buffers_offset + self.num_buffers * self.buffer_stride
+
+    def record(self, index: int) -> int:
+        """Offset of subscriber record ``index``."""
+        return RECORDS_OFFSET + RECORD_SIZE * index
+
+    def entry(self, seq: int) -> int:
+        """Offset of the ring entry that message ``seq`` uses."""
+        return self.entries_offset + 8 * (seq % self.num_slots)
+
+    def buffer(self, index: int) -> int:
+        """Offset of data buffer ``index`` (its 64-byte header)."""
+        return self.buffers_offset + index * self.buffer_stride
+
+    def payload(self, index: int) -> int:
+        """Offset of the payload of data buffer ``index``."""
+        return self.buffers_offset + index * self.buffer_stride + BUFFER_HEADER_SIZE
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    """The static header of a segment: its layout plus who made it and when."""
+
+    layout: SegmentLayout
+    encoding: int
+    owner_pid: int
+    incarnation: int
+    created_ns: int
+    name: str
+    version: tuple[int, int] = FORMAT_VERSION
+
+    def pack_into(self, buf: memoryview) -> None:
+        """Write the static header and its checksum at the start of ``buf``."""
+        name = self.name.encode()
+        if len(name) > MAX_NAME_BYTES:
+            raise ValueError(f"channel name is {len(name)} bytes; at most {MAX_NAME_BYTES}")
+        lay = self.layout
+        STATIC_HEADER.pack_into(
+            buf, 0, MAGIC, self.version[0], self.version[1], STATIC_SIZE, lay.kind,
+            self.encoding, 0, lay.max_subscribers, lay.num_slots, lay.slot_size,
+            lay.num_buffers, lay.buffer_stride, lay.total_size, self.owner_pid,
+            self.incarnation, self.created_ns, len(name), name,
+        )
+        CHECKSUM.pack_into(buf, CHECKSUM_OFFSET, zlib.crc32(buf[:STATIC_SIZE]))
+
+
+def read_header(buf: bytes | memoryview, actual_size: int | None = None) -> SegmentHeader:
+    """Parse and validate a segment's static header.
+
+    ``actual_size`` is the size of the shared-memory object, checked against the header.
+    Raises :class:`SHMFormatError` saying what is wrong: not ours, a version we cannot read,
+    corrupted bytes, or a size that does not match.
+    """
+    if len(buf) < CHECKSUM_OFFSET + CHECKSUM.size:
+        raise SHMFormatError(
+            f"segment is {len(buf)} bytes, too small for a shm_comm header "
+            f"({CHECKSUM_OFFSET + CHECKSUM.size} bytes); it was not made by shm_comm"
+        )
+    fields = STATIC_HEADER.unpack_from(buf, 0)
+    (magic, major, minor, static_size, kind, encoding, _flags, max_subscribers, num_slots,
+     slot_size, num_buffers, stride, total_size, owner_pid, incarnation, created_ns,
+     name_length, name) = fields
+    if magic != MAGIC:
+        raise SHMFormatError(
+            f"segment does not start with the shm_comm magic (found {bytes(magic)!r}); "
+            "another program owns this name"
+        )
+    if major != FORMAT_VERSION[0]:
+        raise SHMFormatError(
+            f"segment uses shm_comm format version {major}.{minor}, this library reads "
+            f"{FORMAT_VERSION[0]}.x; run the same shm_comm version on both sides"
+        )
+    (checksum,) = CHECKSUM.unpack_from(buf, CHECKSUM_OFFSET)
+    if static_size != STATIC_SIZE or checksum != zlib.crc32(bytes(buf[:STATIC_SIZE])):
+        raise SHMFormatError("segment header checksum does not match: the header is corrupted")
+    try:
+        layout = SegmentLayout(kind, num_slots, slot_size, max_subscribers)
+    except ValueError as exc:
+        raise SHMFormatError(f"segment header has impossible parameters: {exc}") from None
+    if (num_buffers, stride, total_size) != (
+        layout.num_buffers, layout.buffer_stride, layout.total_size
+    ):
+        raise SHMFormatError("segment header sizes are inconsistent: the header is corrupted")
+    if actual_size is not None and actual_size < total_size:
+        raise SHMFormatError(
+            f"segment is {actual_size} bytes but its header says {total_size}: truncated"
+        )
+    if encoding not in ENCODING_NAMES or name_length > MAX_NAME_BYTES:
+        raise SHMFormatError("segment header has an unknown encoding or name length")
+    try:
+        text = bytes(name[:name_length]).decode()
+    except UnicodeDecodeError:
+        raise SHMFormatError("segment header holds a channel name that is not UTF-8") from None
+    return SegmentHeader(layout, encoding, owner_pid, incarnation, created_ns, text,
+                         (major, minor))
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """The header in front of every typed-array payload."""
+
+    descr: str
+    shape: tuple[int, ...]
+    seq: int
+    timestamp_ns: int
+    data_offset: int
+
+
+def array_header_size(ndim: int, descr_length: int) -> int:
+    """Bytes from the payload start to the array data (a multiple of 64)."""
+    return _align(ARRAY_HEADER.size + 8 * ndim + descr_length, ARRAY_ALIGN)
+
+
+def pack_array_header(
+    buf: memoryview, offset: int, descr: str, shape: tuple[int, ...], seq: int, timestamp_ns: int
+) -> int:
+    """Write an array header at ``buf[offset:]``; returns the data offset relative to it."""
+    raw = descr.encode()
+    if len(shape) > ARRAY_MAX_NDIM:
+        raise ValueError(f"arrays may have at most {ARRAY_MAX_NDIM} dimensions, got {len(shape)}")
+    if len(raw) > ARRAY_MAX_DESCR:
+        raise ValueError(f"dtype description is {len(raw)} bytes; at most {ARRAY_MAX_DESCR}")
+    data_offset = array_header_size(len(shape), len(raw))
+    ARRAY_HEADER.pack_into(buf, offset, ARRAY_MAGIC, ARRAY_VERSION, len(shape), len(raw),
+                           data_offset, seq, timestamp_ns)
+    pos = offset + ARRAY_HEADER.size
+    struct.pack_into(f"<{len(shape)}Q", buf, pos, *shape)
+    pos += 8 * len(shape)
+    buf[pos:pos + len(raw)] = raw
+    return data_offset
+
+
+def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | None = None
+                        ) -> ArrayHeader:
+    """Parse the array header at ``buf[offset:]`` of a payload of ``length`` bytes.
+
+    Checks every length before reading; raises :class:`SHMFormatError` for anything malformed.
+    """
+    if length is None:
+        length = len(buf) - offset
+    if length < ARRAY_HEADER.size or offset + length > len(buf):
+        raise SHMFormatError(f"typed-array payload of {length} bytes is shorter than its header")
+    magic, version, ndim, descr_length, data_offset, seq, ts = ARRAY_HEADER.unpack_from(
+        buf, offset)
+    if magic != ARRAY_MAGIC:
+        raise SHMFormatError("payload is not a shm_comm typed array (bad magic)")
+    if version != ARRAY_VERSION:
+        raise SHMFormatError(
+            f"typed-array header version {version}, this library reads {ARRAY_VERSION}")
+    if ndim > ARRAY_MAX_NDIM or descr_length > ARRAY_MAX_DESCR:
+        raise SHMFormatError("typed-array header has too many dimensions or too long a dtype")
+    needed = array_header_size(ndim, descr_length)
+    if data_offset != needed or data_offset > length:
+        raise SHMFormatError("typed-array header has an inconsistent data offset")
+    pos = offset + ARRAY_HEADER.size
+    shape = struct.unpack_from(f"<{ndim}Q", buf, pos)
+    pos += 8 * ndim
+    try:
+        descr = bytes(buf[pos:pos + descr_length]).decode()
+    except UnicodeDecodeError:
+        raise SHMFormatError("typed-array dtype description is not UTF-8") from None
+    return ArrayHeader(descr, tuple(shape), seq, ts, data_offset)

@@ -1,0 +1,424 @@
+"""Publisher and Subscriber: named pub/sub channels over a shared-memory ring.
+
+A thin layer over ``ring.py`` (the algorithm), ``segment.py`` (the OS), ``wait.py`` (sleeping)
+and ``serialization.py`` (bytes). Semantics, in short (docs/design.md has the details):
+
+* A publisher never blocks by default. A subscriber that falls more than ``num_slots``
+  messages behind loses the oldest ones, and every loss is counted: with one subscriber,
+  ``received + pub.stats()["drop_count"] == sent`` exactly.
+* Each subscriber has its own cursor: a slow or stalled one never costs the others anything.
+* A subscriber that attaches late starts with the next message (``latest=True``: with the
+  newest one already there). Observers (``observer=True``) map the segment read-only and
+  change nothing the publisher does or counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from typing import Any
+
+from . import layout as L
+from . import ring
+from ._backend import backend
+from .errors import SHMConnectionError
+from .naming import segment_name, validate_channel_name
+from .ring import RingReader, RingWriter
+from .segment import Segment
+from .serialization import RAW, get_serializer
+from .wait import Waiter, sleep
+
+__all__ = ["Publisher", "Subscriber"]
+
+BytesLike = bytes | bytearray | memoryview
+
+LIVENESS_CHECK_INTERVAL = 0.2
+CONNECT_POLL = 0.002
+BLOCKING_SEND_POLL = 50e-6
+
+
+def _close_segment(segment: Segment, writer: RingWriter | None) -> None:
+    if writer is not None and not segment.closed:
+        writer.close()
+        segment.unlink()
+    segment.close()
+
+
+class Publisher:
+    """The single writer of a pub/sub channel.
+
+    ``num_slots`` messages fit in the ring; each holds up to ``slot_size`` bytes of payload.
+    ``max_subscribers`` (at most 64) bounds concurrent subscribers. Creating a publisher for a
+    channel whose previous publisher died reclaims the segment; a channel with a live
+    publisher raises :class:`SHMConnectionError`. ``close()`` (also on ``with`` exit, garbage
+    collection and interpreter exit) removes the segment; subscribers then see the publisher
+    as gone. Not thread-safe: send from one thread at a time.
+    """
+
+    def __init__(self, name: str, *, num_slots: int = 64, slot_size: int = 4096,
+                 serialization: str = "pickle", max_subscribers: int = 32) -> None:
+        self.name = validate_channel_name(name)
+        self._serializer = get_serializer(serialization)
+        layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers)
+        self._segment = Segment.create(segment_name("pubsub", name), layout,
+                                       self._serializer.encoding, name)
+        self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
+        self._layout = layout
+        self._min_cursor_bound = 0
+        self._finalizer = weakref.finalize(self, _close_segment, self._segment, self._writer)
+
+    @property
+    def num_slots(self) -> int:
+        """Ring depth: how many messages a subscriber may lag before it loses some."""
+        return self._layout.num_slots
+
+    @property
+    def slot_size(self) -> int:
+        """Largest payload in bytes."""
+        return self._layout.slot_size
+
+    @property
+    def segment_name(self) -> str:
+        """The shared-memory object's name (in ``/dev/shm`` on Linux)."""
+        return self._segment.name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._finalizer.alive
+
+    def send(self, obj: Any, *, block: bool = False, timeout: float | None = None) -> bool:
+        """Serialize ``obj`` and publish it; returns True once published.
+
+        With ``block=False`` (default) it always publishes; subscribers that are a whole ring
+        behind lose their oldest message (counted in ``drop_count``). With ``block=True`` it
+        first waits until no active subscriber would lose anything, for at most ``timeout``
+        seconds (None: no limit), and returns False, publishing nothing, if time ran out.
+        Raises ``ValueError`` if the serialized message does not fit in a slot and
+        :class:`SHMSerializationError` if ``obj`` cannot be serialized; nothing is sent then.
+        """
+        return self._publish(self._serializer.encode(obj), self._serializer.encoding,
+                             block, timeout)
+
+    def send_bytes(self, data: BytesLike, *, block: bool = False,
+                   timeout: float | None = None) -> bool:
+        """Publish raw bytes (any buffer, e.g. ``arr.tobytes()``) with no serializer.
+
+        Same blocking rules and errors as :meth:`send`.
+        """
+        return self._publish(data, RAW.encoding, block, timeout)
+
+    def _publish(self, data: BytesLike, encoding: int, block: bool,
+                 timeout: float | None) -> bool:
+        if not self._finalizer.alive:
+            raise ValueError(f"publisher of channel {self.name!r} is closed")
+        if block and not self._wait_for_room(timeout):
+            return False
+        self._writer.write(data, encoding, time.time_ns())
+        return True
+
+    def _wait_for_room(self, timeout: float | None) -> bool:
+        writer = self._writer
+        if writer.head - self._min_cursor_bound < self._layout.num_slots:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_reap = time.monotonic() + 0.1
+        while True:
+            lowest = writer.min_cursor()
+            self._min_cursor_bound = writer.head if lowest is None else lowest
+            if writer.head - self._min_cursor_bound < self._layout.num_slots:
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if now >= next_reap:
+                ring.reap_dead_records(self._segment.atom, self._layout, backend.pid_alive)
+                next_reap = now + 0.1
+            sleep(BLOCKING_SEND_POLL)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this channel (a snapshot; exact once subscribers are idle).
+
+        ``msg_count`` messages sent; ``drop_count`` messages lost, summed over subscribers
+        (including ones a stalled subscriber has not noticed yet); ``free_slots`` how many more
+        messages fit before the slowest subscriber loses one; ``subscribers`` attached now.
+        Subscribers whose process died are removed here.
+        """
+        atom, lay = self._segment.atom, self._layout
+        if self._finalizer.alive:
+            ring.reap_dead_records(atom, lay, backend.pid_alive)
+        records = ring.read_records(atom, lay)
+        head = self._writer.head
+        lag = max((head - r.cursor for r in records), default=0)
+        return {
+            "channel": self.name,
+            "segment": self._segment.name,
+            "msg_count": head,
+            "drop_count": ring.drop_count(atom, lay),
+            "num_slots": lay.num_slots,
+            "slot_size": lay.slot_size,
+            "free_slots": max(0, lay.num_slots - lag),
+            "subscribers": len(records),
+            "bytes_total": self._writer.bytes_total,
+            "serialization": self._serializer.name,
+            "pid": os.getpid(),
+        }
+
+    def close(self) -> None:
+        """Close the channel and remove its segment. Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self._writer.head} sent"
+        return f"<Publisher {self.name!r} {self.num_slots}x{self.slot_size} {state}>"
+
+
+def _release_reader(segment: Segment, reader: RingReader | None) -> None:
+    if reader is not None and reader.row is not None and not segment.closed:
+        state = segment.atom.load(segment.layout.record(reader.row) + L.REC_STATE)
+        if state >> L.STATE_BITS == os.getpid():
+            ring.release_record(segment.atom, segment.layout, reader.row, state)
+    segment.close()
+
+
+class _ChannelReader:
+    """Attaching, reconnecting, waiting and accounting shared by all subscriber kinds."""
+
+    _kind = L.KIND_PUBSUB
+
+    def __init__(self, name: str, *, timeout_connect: float, latest: bool, observer: bool,
+                 poll_interval: float | None) -> None:
+        self.name = validate_channel_name(name)
+        if timeout_connect < 0:
+            raise ValueError(f"timeout_connect must be >= 0, got {timeout_connect}")
+        self._latest = latest
+        self.observer = observer
+        self._waiter = Waiter(poll_interval, observer)
+        self._segment_name = segment_name("pubsub", name)
+        self._reconnects = 0
+        self._received_before = 0
+        self._dropped_before = 0
+        self._next_check = 0.0
+        self._alive = True
+        self._segment, self._reader = self._attach(timeout_connect, latest)
+        self._finalizer = weakref.finalize(self, _release_reader, self._segment, self._reader)
+
+    def _attach(self, timeout: float, latest: bool, from_oldest: bool = False
+                ) -> tuple[Segment, RingReader]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                segment = Segment.attach(self._segment_name, self.name, self._kind,
+                                         readonly=self.observer)
+                break
+            except FileNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise SHMConnectionError(
+                        f"no publisher for channel {self.name!r} appeared within {timeout} s "
+                        f"(segment {self._segment_name}); start the publisher first or raise "
+                        "timeout_connect"
+                    ) from None
+                sleep(CONNECT_POLL)
+        try:
+            atom, lay = segment.atom, segment.layout
+            if self.observer:
+                head = atom.load(L.HEAD)
+                cursor = max(0, head - lay.num_slots) if from_oldest else (
+                    max(0, head - 1) if latest else head)
+                reader = RingReader(atom, segment.view, lay, None, cursor)
+            else:
+                pid = os.getpid()
+                token = backend.process_token(pid)
+                try:
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest)
+                except SHMConnectionError:
+                    if not ring.reap_dead_records(atom, lay, backend.pid_alive):
+                        raise
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest)
+                if from_oldest:
+                    # After a publisher restart, take what the new one sent before we came.
+                    cursor = max(0, atom.load(L.HEAD) - lay.num_slots)
+                    atom.store(lay.record(row) + L.REC_CURSOR, cursor)
+                    atom.store(lay.record(row) + L.REC_START, cursor)
+                reader = RingReader(atom, segment.view, lay, row, cursor)
+        except BaseException:
+            segment.close()
+            raise
+        return segment, reader
+
+    def _set_waiting(self, waiting: bool) -> None:
+        self._reader.set_waiting(waiting)
+
+    def _check_publisher(self) -> None:
+        """Note whether the publisher lives; switch to a restarted one if there is one."""
+        self._alive = self._segment.owner_alive()
+        if self._alive or not self._segment.replaced():
+            return
+        try:
+            segment, reader = self._attach(0.0, False, from_oldest=True)
+        except (FileNotFoundError, SHMConnectionError):
+            return
+        old_reader = self._reader
+        self._received_before += old_reader.received
+        self._dropped_before += old_reader.dropped
+        self._finalizer()
+        self._segment, self._reader = segment, reader
+        self._finalizer = weakref.finalize(self, _release_reader, segment, reader)
+        self._reconnects += 1
+        self._alive = segment.owner_alive()
+        self._on_reconnect()
+
+    def _on_reconnect(self) -> None:
+        """Hook for subclasses that cache things about the segment."""
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for the next message; False when the deadline passed."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + LIVENESS_CHECK_INTERVAL
+            self._check_publisher()
+        if deadline is not None and now >= deadline:
+            return False
+        if not self._alive:
+            # Nothing will wake us: poll for a restarted publisher.
+            sleep(min(0.01, LIVENESS_CHECK_INTERVAL if deadline is None
+                      else max(0.0, deadline - now)))
+            self._next_check = 0.0
+            return True
+        return self._waiter.wait(self._segment.atom, self._reader.cursor, deadline,
+                                 self._set_waiting)
+
+    def _ensure_open(self) -> None:
+        if not self._finalizer.alive:
+            raise ValueError(f"subscriber of channel {self.name!r} is closed")
+
+    @property
+    def publisher_alive(self) -> bool:
+        """Whether the channel's publisher is alive and has not closed the channel."""
+        self._ensure_open()
+        self._check_publisher()
+        return self._alive
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._finalizer.alive
+
+    def stats(self) -> dict[str, Any]:
+        """This subscriber's counters: ``received``, ``dropped``, ``cursor``, ``pending``...
+
+        ``dropped`` counts messages that were evicted before this subscriber read them (it
+        learns of them when it next receives), and messages skipped by ``recv_latest``.
+        """
+        self._ensure_open()
+        reader = self._reader
+        return {
+            "channel": self.name,
+            "received": self._received_before + reader.received,
+            "dropped": self._dropped_before + reader.dropped,
+            "cursor": reader.cursor,
+            "pending": reader.pending(),
+            "publisher_alive": self.publisher_alive,
+            "reconnects": self._reconnects,
+            "observer": self.observer,
+        }
+
+    def close(self) -> None:
+        """Leave the channel (frees this subscriber's row). Idempotent.
+
+        Zero-copy views received earlier stay memory-safe, but their contents may change
+        once the subscriber is closed.
+        """
+        self._finalizer()
+
+
+class Subscriber(_ChannelReader):
+    """One reader of a pub/sub channel, receiving every message in order while it keeps up.
+
+    ``serialization`` must match the publisher's (``recv_bytes`` works with any). Waits up
+    to ``timeout_connect`` seconds for the channel to appear, then raises
+    :class:`SHMConnectionError`. ``latest=True`` starts with the newest message already
+    published; ``observer=True`` watches read-only without being counted or waited for.
+    ``poll_interval``: None wakes promptly without spinning (default), 0 busy-waits, a
+    positive value sleeps that many seconds between polls. Not thread-safe.
+    """
+
+    def __init__(self, name: str, *, serialization: str = "pickle",
+                 timeout_connect: float = 5.0, latest: bool = False, observer: bool = False,
+                 poll_interval: float | None = None) -> None:
+        self._serializer = get_serializer(serialization)
+        super().__init__(name, timeout_connect=timeout_connect, latest=latest,
+                         observer=observer, poll_interval=poll_interval)
+
+    def _take(self) -> tuple[bytes, int] | None:
+        reader = self._reader
+        view = self._segment.view
+        while True:
+            message = reader.poll()
+            if message is None:
+                return None
+            data = bytes(view[message.offset:message.offset + message.length])
+            if reader.validate(message):
+                self.last_timestamp_ns = message.timestamp_ns
+                self.last_seq = message.seq
+                return data, message.encoding
+
+    def _next(self, timeout: float | None) -> tuple[bytes, int] | None:
+        self._ensure_open()
+        got = self._take()
+        if got is not None or timeout == 0:
+            return got
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._wait(deadline):
+            got = self._take()
+            if got is not None:
+                return got
+        return self._take()
+
+    def recv(self, timeout: float | None = None) -> Any:
+        """The next message, deserialized; None if none arrived within ``timeout`` seconds.
+
+        ``timeout=None`` waits until a message arrives (also across a publisher restart);
+        ``0`` only checks. Raises :class:`SHMSerializationError` for a message that cannot be
+        decoded (it is consumed; the channel stays usable).
+        """
+        got = self._next(timeout)
+        if got is None:
+            return None
+        return self._serializer.decode(got[0], got[1])
+
+    def recv_bytes(self, timeout: float | None = None) -> bytes | None:
+        """The next message's payload bytes, whatever its encoding; None on timeout."""
+        got = self._next(timeout)
+        return None if got is None else got[0]
+
+    def recv_latest(self, timeout: float | None = None) -> Any:
+        """The newest message, skipping (and counting as dropped) any older unread ones."""
+        self._ensure_open()
+        self._reader.skip_to_latest()
+        return self.recv(timeout)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "observer" if self.observer else "subscriber"
+        return f"<Subscriber {self.name!r} {kind} cursor={self._reader.cursor}>"
+
+    last_timestamp_ns: int = 0
+    last_seq: int = -1
+
+    @property
+    def last_timestamp(self) -> float | None:
+        """Publisher's send time of the last received message, seconds since the epoch."""
+        return self.last_timestamp_ns / 1e9 if self.last_seq >= 0 else None

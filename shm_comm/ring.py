@@ -1,0 +1,472 @@
+"""The ring algorithm: how one writer and many readers share a segment without locks.
+
+This module works on any writable buffer (an mmap of shared memory in production, an anonymous
+mmap in unit tests). It makes no OS calls and never sleeps: waiting lives in ``wait.py``,
+segments in ``segment.py``. docs/design.md has the full argument; in short:
+
+* The writer owns a private free list of data buffers. It writes a message into a free buffer,
+  then publishes it with one atomic store of the ring entry ``(seq + 1) << 16 | buffer`` and
+  one of ``head``. Overwriting an entry evicts the message ``seq - num_slots`` that was there.
+* A reader keeps a cursor (the next sequence number it wants). It reads ``head``; if its cursor
+  fell more than ``num_slots`` behind, the messages in between were evicted and are counted as
+  dropped. It reads the entry, copies the payload, issues a full fence and reads the entry
+  again: if it changed, the buffer may have been reused during the copy and the copy is thrown
+  away (counted as a drop). Sequence numbers never wrap in practice (2**48), so an old entry
+  can never pass for a new one.
+* Zero-copy readers (typed arrays) record the buffer they hold in their row before re-checking
+  the entry; the writer checks the rows of holders after evicting, and keeps a held buffer out
+  of its free list until it is released. There are ``max_subscribers + 1`` spare buffers, so
+  the writer always finds a free one without waiting for anybody.
+* Each reader is the only writer of its own row, so accounting needs no read-modify-write on
+  the hot path: ``received = cursor - start - dropped``.
+
+Every shared word is accessed through ``AtomicBuffer`` with sequentially consistent operations,
+which is what makes the two "store, then load the other side's word" hand-offs (holders and
+sleeping readers) safe on weakly ordered CPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import layout as L
+from ._atomic import AtomicBuffer
+from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError
+
+__all__ = ["RingReader", "RingWriter", "claim_record", "reap_dead_records", "release_record"]
+
+IsAlive = Callable[[int, int], bool]
+"""``is_alive(pid, start_token) -> bool``: whether the process that owns a row still runs."""
+
+
+def _entry_seq(entry: int) -> int:
+    return (entry >> L.ENTRY_INDEX_BITS) - 1
+
+
+class RingWriter:
+    """The single writer of a segment: publishes messages and keeps the buffer free list.
+
+    Not thread-safe: one thread of one process writes a channel at a time.
+    """
+
+    def __init__(self, atom: AtomicBuffer, view: memoryview, layout: L.SegmentLayout) -> None:
+        self._atom = atom
+        self._view = view
+        self._layout = layout
+        self._num_slots = layout.num_slots
+        self._head = atom.load(L.HEAD)
+        self._bytes_total = atom.load(L.BYTES_TOTAL)
+        # What we last stored in each entry, so evicting needs no load.
+        self._entries = [atom.load(layout.entries_offset + 8 * i) for i in range(layout.num_slots)]
+        in_ring = {e & L.ENTRY_INDEX_MASK for e in self._entries if e}
+        self._free = [i for i in range(layout.num_buffers) if i not in in_ring]
+        self._held: list[int] = []  # evicted buffers still held by a zero-copy reader
+        self._loaned: int | None = None
+
+    @property
+    def head(self) -> int:
+        """Messages published so far (the sequence number the next message gets)."""
+        return self._head
+
+    @property
+    def free_buffers(self) -> int:
+        """Buffers ready to take a message right now."""
+        return len(self._free)
+
+    @property
+    def bytes_total(self) -> int:
+        """Payload bytes published so far."""
+        return self._bytes_total
+
+    def reserve(self) -> int:
+        """Take a free buffer for the next message and return its index.
+
+        The caller fills ``payload_view(index)`` and then calls :meth:`commit` or
+        :meth:`cancel`. Only one buffer can be reserved at a time.
+        """
+        if self._loaned is not None:
+            raise RuntimeError("a buffer is already reserved; commit or cancel it first")
+        if not self._free:
+            self._collect_released()
+            if not self._free:
+                raise SHMBufferFullError(
+                    "every data buffer is held by a zero-copy reader; "
+                    "this cannot happen with well-behaved readers (is the segment corrupted?)"
+                )
+        index = self._free.pop()
+        # The buffer may have been read by a (now stale) reader: order our coming payload
+        # writes after the eviction that freed it, so a stale reader's re-check sees it.
+        self._atom.fence()
+        self._loaned = index
+        return index
+
+    def payload_view(self, index: int, length: int | None = None) -> memoryview:
+        """A writable view of the payload area of buffer ``index``."""
+        start = self._layout.payload(index)
+        size = self._layout.slot_size if length is None else length
+        return self._view[start:start + size]
+
+    def cancel(self, index: int) -> None:
+        """Give back a reserved buffer without publishing anything."""
+        if self._loaned != index:
+            raise RuntimeError(f"buffer {index} is not the reserved one")
+        self._loaned = None
+        self._free.append(index)
+
+    def commit(self, index: int, length: int, encoding: int, timestamp_ns: int) -> int:
+        """Publish the reserved buffer ``index`` holding ``length`` payload bytes.
+
+        Returns the message's sequence number.
+        """
+        if self._loaned != index:
+            raise RuntimeError(f"buffer {index} is not the reserved one")
+        if not 0 <= length <= self._layout.slot_size:
+            raise ValueError(f"length {length} outside 0..{self._layout.slot_size}")
+        self._loaned = None
+        atom = self._atom
+        seq = self._head
+        L.SLOT_HEADER.pack_into(self._view, self._layout.buffer(index), seq, timestamp_ns,
+                                length, encoding, 0)
+        slot = seq % self._num_slots
+        old = self._entries[slot]
+        new = ((seq + 1) << L.ENTRY_INDEX_BITS) | index
+        atom.store(self._layout.entries_offset + 8 * slot, new)
+        self._entries[slot] = new
+        if old:
+            self._release_evicted(old & L.ENTRY_INDEX_MASK)
+        elif self._held:
+            self._collect_released()
+        self._bytes_total += length
+        atom.store(L.BYTES_TOTAL, self._bytes_total)
+        self._head = seq + 1
+        atom.store(L.HEAD, seq + 1)
+        if atom.load(L.WAITERS):
+            atom.wake(L.HEAD)
+        return seq
+
+    def write(self, payload: bytes | bytearray | memoryview, encoding: int,
+              timestamp_ns: int) -> int:
+        """Copy ``payload`` into a free buffer and publish it; returns its sequence number."""
+        length = len(payload)
+        if length > self._layout.slot_size:
+            raise ValueError(
+                f"message of {length} bytes does not fit in a slot of {self._layout.slot_size} "
+                f"bytes; create the channel with slot_size >= {length}"
+            )
+        index = self.reserve()
+        start = self._layout.payload(index)
+        self._view[start:start + length] = payload
+        return self.commit(index, length, encoding, timestamp_ns)
+
+    def _release_evicted(self, index: int) -> None:
+        holders = self._atom.load(L.HOLDERS)
+        if holders and self._is_held(index, holders):
+            self._held.append(index)
+        else:
+            self._free.append(index)
+        if self._held:
+            self._collect_released()
+
+    def _is_held(self, index: int, holders: int) -> bool:
+        want = index + 1
+        row = 0
+        while holders:
+            if holders & 1 and self._atom.load(self._layout.record(row) + L.REC_HELD) == want:
+                return True
+            holders >>= 1
+            row += 1
+        return False
+
+    def _collect_released(self) -> None:
+        holders = self._atom.load(L.HOLDERS)
+        still = [i for i in self._held if holders and self._is_held(i, holders)]
+        if len(still) != len(self._held):
+            self._free.extend(i for i in self._held if i not in still)
+            self._held = still
+
+    def min_cursor(self) -> int | None:
+        """The smallest cursor of the active subscribers, or None when there are none."""
+        result: int | None = None
+        for row in range(self._layout.max_subscribers):
+            rec = self._layout.record(row)
+            if self._atom.load(rec + L.REC_STATE) & 0xFF == L.STATE_ACTIVE:
+                cursor = self._atom.load(rec + L.REC_CURSOR)
+                result = cursor if result is None else min(result, cursor)
+        return result
+
+    def has_room(self) -> bool:
+        """Whether the next message evicts nothing that an active subscriber has not read."""
+        lowest = self.min_cursor()
+        return lowest is None or self._head - lowest < self._num_slots
+
+    def close(self) -> None:
+        """Mark the channel closed and wake every sleeping reader."""
+        self._atom.store(L.CLOSED, 1)
+        self._atom.wake(L.HEAD)
+
+
+@dataclass
+class Message:
+    """Where a message sits in a buffer: returned by :meth:`RingReader.poll`."""
+
+    seq: int
+    buffer: int
+    offset: int
+    length: int
+    encoding: int
+    timestamp_ns: int
+
+
+class RingReader:
+    """One reader's view of a ring: a cursor, its drop accounting and an optional held buffer.
+
+    ``row`` is the reader's subscriber record, or None for an observer that never writes to
+    the segment. Not thread-safe.
+    """
+
+    def __init__(self, atom: AtomicBuffer, view: memoryview, layout: L.SegmentLayout,
+                 row: int | None, cursor: int) -> None:
+        self._atom = atom
+        self._view = view
+        self._layout = layout
+        self._num_slots = layout.num_slots
+        self._entries_offset = layout.entries_offset
+        self.row = row
+        self._rec = layout.record(row) if row is not None else None
+        self.cursor = cursor
+        self.start = cursor
+        self.dropped = 0
+        self.held: int | None = None
+
+    @property
+    def received(self) -> int:
+        """Messages this reader has taken from the ring."""
+        return self.cursor - self.start - self.dropped
+
+    def pending(self) -> int:
+        """Messages published that this reader has not taken (some may already be evicted)."""
+        return max(0, self._atom.load(L.HEAD) - self.cursor)
+
+    def _skip_to(self, cursor: int) -> None:
+        self.dropped += cursor - self.cursor
+        self.cursor = cursor
+        if self._rec is not None:
+            self._atom.store(self._rec + L.REC_DROPPED, self.dropped)
+            self._atom.store(self._rec + L.REC_CURSOR, cursor)
+
+    def skip_to_latest(self) -> int:
+        """Skip (and count as dropped) everything but the newest message; returns how many."""
+        head = self._atom.load(L.HEAD)
+        if head - 1 > self.cursor:
+            skipped = head - 1 - self.cursor
+            self._skip_to(head - 1)
+            return skipped
+        return 0
+
+    def poll(self, hold: bool = False) -> Message | None:
+        """Take the next message, or return None when there is none yet.
+
+        With ``hold=False`` the caller must copy the payload and then call :meth:`validate`
+        (observers and copying subscribers). With ``hold=True`` (subscribers only) the buffer
+        is pinned until the next poll or :meth:`release_hold`, and stays unchanged until then.
+        """
+        atom = self._atom
+        if self.held is not None:
+            self.release_hold()
+        while True:
+            head = atom.load(L.HEAD)
+            cursor = self.cursor
+            if cursor >= head:
+                return None
+            oldest = head - self._num_slots
+            if cursor < oldest:
+                self._skip_to(oldest)
+                cursor = oldest
+            entry_offset = self._entries_offset + 8 * (cursor % self._num_slots)
+            entry = atom.load(entry_offset)
+            if _entry_seq(entry) != cursor:
+                # Evicted since we read head (or, impossible for a sound segment, not yet
+                # written): the next round re-reads head and skips ahead.
+                if _entry_seq(entry) < cursor:
+                    raise SHMFormatError(
+                        f"ring entry for message {cursor} is older than head says: "
+                        "the segment is corrupted"
+                    )
+                continue
+            index = entry & L.ENTRY_INDEX_MASK
+            if index >= self._layout.num_buffers:
+                raise SHMFormatError(f"ring entry names buffer {index} of "
+                                     f"{self._layout.num_buffers}: the segment is corrupted")
+            if hold:
+                assert self._rec is not None, "observers cannot hold buffers"
+                atom.store(self._rec + L.REC_HELD, index + 1)
+                if atom.load(entry_offset) != entry:
+                    atom.store(self._rec + L.REC_HELD, 0)
+                    continue
+                self.held = index
+            buf = self._layout.buffer(index)
+            _seq, ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(self._view, buf)
+            if length > self._layout.slot_size:
+                atom.fence()
+                if atom.load(entry_offset) != entry:
+                    self.release_hold()
+                    continue
+                raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
+                                     f"{self._layout.slot_size}: the segment is corrupted")
+            return Message(cursor, index, buf + L.BUFFER_HEADER_SIZE, length, encoding, ts)
+
+    def validate(self, message: Message) -> bool:
+        """After copying ``message``'s payload: True (and advance) if the copy is intact.
+
+        False means the writer reused the buffer during the copy; the message is counted as
+        dropped and the caller polls again.
+        """
+        atom = self._atom
+        if self.held is None:
+            atom.fence()
+            entry = atom.load(self._entries_offset + 8 * (message.seq % self._num_slots))
+            if entry != ((message.seq + 1) << L.ENTRY_INDEX_BITS) | message.buffer:
+                self._skip_to(message.seq + 1)
+                return False
+        self.cursor = message.seq + 1
+        if self._rec is not None:
+            atom.store(self._rec + L.REC_CURSOR, self.cursor)
+        return True
+
+    def release_hold(self) -> None:
+        """Let the writer reuse the buffer this reader holds (no-op without a hold)."""
+        if self.held is not None:
+            assert self._rec is not None
+            self._atom.store(self._rec + L.REC_HELD, 0)
+            self.held = None
+
+    def enable_holding(self) -> None:
+        """Announce in ``holders`` that this reader may hold buffers (once, before holding)."""
+        if self.row is None:
+            raise TypeError("observers cannot hold zero-copy buffers")
+        self._atom.fetch_or(L.HOLDERS, 1 << self.row)
+
+    def set_waiting(self, waiting: bool) -> None:
+        """Announce (or withdraw) that this reader is about to sleep on ``head``."""
+        if self.row is None:
+            return
+        bit = 1 << self.row
+        if waiting:
+            self._atom.fetch_or(L.WAITERS, bit)
+        else:
+            self._atom.fetch_and(L.WAITERS, ~bit & 0xFFFFFFFFFFFFFFFF)
+
+
+def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: int,
+                 latest: bool) -> tuple[int, int]:
+    """Take a free subscriber row; returns ``(row, start_cursor)``.
+
+    The reader starts at the current head (only new messages), or at the newest message
+    when ``latest`` is true. Raises :class:`SHMConnectionError` when every row is taken.
+    """
+    for row in range(layout.max_subscribers):
+        rec = layout.record(row)
+        if atom.compare_exchange(rec + L.REC_STATE, L.STATE_FREE,
+                                 (pid << L.STATE_BITS) | L.STATE_CLAIMED):
+            atom.store(rec + L.REC_PID, pid)
+            atom.store(rec + L.REC_START_TOKEN, token)
+            atom.store(rec + L.REC_DROPPED, 0)
+            atom.store(rec + L.REC_HELD, 0)
+            head = atom.load(L.HEAD)
+            cursor = max(0, head - 1) if latest else head
+            atom.store(rec + L.REC_CURSOR, cursor)
+            atom.store(rec + L.REC_START, cursor)
+            atom.store(rec + L.REC_STATE, (pid << L.STATE_BITS) | L.STATE_ACTIVE)
+            atom.fetch_add(L.MEMBERSHIP, 1)
+            return row, cursor
+    raise SHMConnectionError(
+        f"all {layout.max_subscribers} subscriber rows of this channel are taken; "
+        "create the Publisher with a larger max_subscribers"
+    )
+
+
+def release_record(atom: AtomicBuffer, layout: L.SegmentLayout, row: int,
+                   expected_state: int) -> bool:
+    """Free subscriber row ``row`` if its state word is still ``expected_state``.
+
+    Folds the row's counts into the departed totals, drops its hold and its wait bit.
+    Returns False if somebody else changed the row first.
+    """
+    rec = layout.record(row)
+    leaving = (expected_state & ~0xFF) | L.STATE_LEAVING
+    if not atom.compare_exchange(rec + L.REC_STATE, expected_state, leaving):
+        return False
+    cursor = atom.load(rec + L.REC_CURSOR)
+    start = atom.load(rec + L.REC_START)
+    dropped = atom.load(rec + L.REC_DROPPED)
+    atom.fetch_add(L.DEPARTED_DROPPED, dropped)
+    atom.fetch_add(L.DEPARTED_RECEIVED, max(0, cursor - start - dropped))
+    atom.store(rec + L.REC_HELD, 0)
+    mask = ~(1 << row) & 0xFFFFFFFFFFFFFFFF
+    atom.fetch_and(L.WAITERS, mask)
+    atom.fetch_and(L.HOLDERS, mask)
+    atom.store(rec + L.REC_STATE, L.STATE_FREE)
+    atom.fetch_add(L.MEMBERSHIP, 1)
+    return True
+
+
+def reap_dead_records(atom: AtomicBuffer, layout: L.SegmentLayout, is_alive: IsAlive) -> int:
+    """Free the rows of subscribers whose process is gone; returns how many were freed."""
+    freed = 0
+    for row in range(layout.max_subscribers):
+        rec = layout.record(row)
+        state = atom.load(rec + L.REC_STATE)
+        code = state & 0xFF
+        if code not in (L.STATE_ACTIVE, L.STATE_CLAIMED):
+            continue
+        pid = state >> L.STATE_BITS
+        token = atom.load(rec + L.REC_START_TOKEN) if code == L.STATE_ACTIVE else 0
+        if not is_alive(pid, token) and release_record(atom, layout, row, state):
+            freed += 1
+    return freed
+
+
+@dataclass
+class RecordInfo:
+    """A snapshot of one subscriber row."""
+
+    row: int
+    pid: int
+    cursor: int
+    received: int
+    dropped: int
+    holding: bool
+    waiting: bool
+
+
+def read_records(atom: AtomicBuffer, layout: L.SegmentLayout) -> list[RecordInfo]:
+    """Snapshot the active subscriber rows (for stats and tools; never writes)."""
+    waiters = atom.load(L.WAITERS)
+    out = []
+    for row in range(layout.max_subscribers):
+        rec = layout.record(row)
+        state = atom.load(rec + L.REC_STATE)
+        if state & 0xFF != L.STATE_ACTIVE:
+            continue
+        cursor = atom.load(rec + L.REC_CURSOR)
+        dropped = atom.load(rec + L.REC_DROPPED)
+        start = atom.load(rec + L.REC_START)
+        out.append(RecordInfo(row, state >> L.STATE_BITS, cursor, max(0, cursor - start - dropped),
+                              dropped, bool(atom.load(rec + L.REC_HELD)),
+                              bool(waiters >> row & 1)))
+    return out
+
+
+def drop_count(atom: AtomicBuffer, layout: L.SegmentLayout) -> int:
+    """Messages lost so far, summed over subscribers (present and departed).
+
+    Includes messages already evicted that a slow subscriber has not noticed yet, so the
+    figure is current even while a subscriber is stalled.
+    """
+    head = atom.load(L.HEAD)
+    evicted_below = head - layout.num_slots
+    total = atom.load(L.DEPARTED_DROPPED)
+    for info in read_records(atom, layout):
+        total += info.dropped + max(0, evicted_below - info.cursor)
+    return total

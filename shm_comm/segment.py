@@ -1,0 +1,181 @@
+"""An open shared-memory segment: its mapping, its atomics and its parsed header.
+
+Creation reclaims a segment left by a crashed owner and refuses one whose owner lives.
+Attaching validates the header (magic, version, checksum, sizes, kind and channel name)
+before anything else reads the segment.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import secrets
+import time
+
+from . import layout as L
+from ._atomic import AtomicBuffer
+from ._backend import backend
+from .errors import SHMConnectionError, SHMFormatError
+
+__all__ = ["Segment"]
+
+
+class Segment:
+    """One mapped segment. ``close()`` releases this handle; ``unlink()`` removes the name.
+
+    Closing while NumPy views or memoryviews of the segment are alive is safe: the mapping
+    then stays until the last view is gone (it can never vanish under a view).
+    """
+
+    def __init__(self, name: str, fd: int, mapping: mmap.mmap, header: L.SegmentHeader,
+                 owner: bool) -> None:
+        self.name = name
+        self.header = header
+        self.layout = header.layout
+        self.owner = owner
+        self._fd = fd
+        self._mapping: mmap.mmap | None = mapping
+        self.view = memoryview(mapping)
+        self.atom = AtomicBuffer(mapping)
+        self.closed = False
+
+    @classmethod
+    def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str
+               ) -> Segment:
+        """Create segment ``name`` for ``channel``, reclaiming it if its owner is dead.
+
+        Raises :class:`SHMConnectionError` if a live owner has it, if another program's
+        segment has the name, or if the system cannot provide the memory.
+        """
+        header = L.SegmentHeader(layout, encoding, os.getpid(), secrets.randbits(63),
+                                 time.time_ns(), channel)
+
+        def initialize(mapping: mmap.mmap) -> None:
+            with memoryview(mapping) as view:
+                header.pack_into(view)
+
+        for _attempt in range(20):
+            try:
+                fd, mapping = backend.create_exclusive(name, layout.total_size, initialize)
+            except FileExistsError:
+                cls._reclaim(name, channel)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise SHMConnectionError(
+                        f"cannot reserve {layout.total_size} bytes of shared memory for channel "
+                        f"{channel!r}: {exc.strerror}; free space in /dev/shm or enlarge it "
+                        "(sudo mount -o remount,size=... /dev/shm), or use fewer/smaller slots"
+                    ) from exc
+                raise SHMConnectionError(f"cannot create segment {name}: {exc}") from exc
+            return cls(name, fd, mapping, header, owner=True)
+        raise SHMConnectionError(f"could not create segment {name}: it keeps being re-created")
+
+    @staticmethod
+    def _reclaim(name: str, channel: str) -> None:
+        """Remove ``name`` if its owner is dead; raise if it is alive or not ours."""
+        try:
+            fd, mapping, size = backend.open_segment(name)
+        except FileNotFoundError:
+            return
+        except (PermissionError, ValueError) as exc:
+            raise SHMConnectionError(
+                f"segment {name} exists but cannot be opened ({exc}); it belongs to another "
+                "user or program: remove it with shm_comm.force_unlink if it is stale"
+            ) from None
+        try:
+            try:
+                header = L.read_header(mapping, size)
+            except SHMFormatError as exc:
+                raise SHMConnectionError(
+                    f"segment {name} exists and is not a readable shm_comm channel ({exc}); "
+                    f"remove it with shm_comm.force_unlink({name!r}) if it is stale"
+                ) from None
+            if header.name != channel:
+                raise SHMConnectionError(
+                    f"segment {name} belongs to channel {header.name!r}, not {channel!r} "
+                    "(their names hash alike); rename one of the channels"
+                )
+            if backend.is_owner_alive(fd):
+                raise SHMConnectionError(
+                    f"channel {channel!r} already has a live publisher (pid "
+                    f"{header.owner_pid}); close it first or pick another name"
+                )
+            # The owner is dead. Lock the stale segment so only one reclaimer removes it,
+            # and only if the name still points at it.
+            if backend.lock_for_reclaim(fd) and backend.same_file(fd, name):
+                backend.unlink(name)
+            else:
+                time.sleep(0.001)
+        finally:
+            mapping.close()
+            os.close(fd)
+
+    @classmethod
+    def attach(cls, name: str, channel: str, kind: int, readonly: bool = False) -> Segment:
+        """Map existing segment ``name`` after validating that it is ``channel`` of ``kind``.
+
+        Raises ``FileNotFoundError`` if it does not exist (yet), :class:`SHMFormatError` if it
+        is not a channel this library can read, :class:`SHMConnectionError` for a mismatch.
+        """
+        try:
+            fd, mapping, size = backend.open_segment(name, readonly=readonly)
+        except PermissionError as exc:
+            raise SHMConnectionError(
+                f"no permission to open segment {name}: it belongs to another user "
+                "(segments are created owner-only)"
+            ) from exc
+        except ValueError:
+            raise FileNotFoundError(name) from None
+        try:
+            header = L.read_header(mapping, size)
+            if header.layout.kind != kind:
+                raise SHMConnectionError(
+                    f"channel {channel!r} is a {L.KIND_NAMES[header.layout.kind]} channel, "
+                    f"not {L.KIND_NAMES[kind]}"
+                )
+            if header.name != channel:
+                raise SHMConnectionError(
+                    f"segment {name} belongs to channel {header.name!r}, not {channel!r}"
+                )
+        except BaseException:
+            mapping.close()
+            os.close(fd)
+            raise
+        return cls(name, fd, mapping, header, owner=False)
+
+    def owner_alive(self) -> bool:
+        """Whether the segment's creator is alive and has not closed it."""
+        if self.closed:
+            return False
+        if self.atom.load(L.CLOSED):
+            return False
+        return backend.is_owner_alive(self._fd)
+
+    def replaced(self) -> bool:
+        """Whether the name now points at another segment (or at none)."""
+        return not backend.same_file(self._fd, self.name)
+
+    def close(self) -> None:
+        """Release this process's handle. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.atom.release()
+        try:
+            self.view.release()
+        except BufferError:
+            pass  # slices of it are alive; they keep the mapping alive
+        mapping, self._mapping = self._mapping, None
+        if mapping is not None:
+            try:
+                mapping.close()
+            except BufferError:
+                pass  # exported views keep the mapping; it is unmapped when they are gone
+        os.close(self._fd)
+
+    def unlink(self) -> None:
+        """Remove the segment's name if it still refers to this segment."""
+        if not self.closed and backend.same_file(self._fd, self.name):
+            backend.unlink(self.name)

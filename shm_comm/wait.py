@@ -1,0 +1,88 @@
+"""How a receiver waits for the next message: the only module that sleeps.
+
+Three strategies, chosen by ``poll_interval``:
+
+* ``None`` (default): sleep in the kernel on the segment's ``head`` word (a futex on Linux)
+  and be woken by the publisher's next send, typically within tens of microseconds, using no
+  CPU meanwhile. Sleeps are cut into slices of at most ``MAX_SLEEP`` so that a lost wake-up
+  (there should be none, see docs/design.md) could never cost more than that. Platforms
+  without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
+* ``0``: busy-wait. Lowest latency; burns a whole core. Avoid on small machines.
+* ``> 0``: sleep that many seconds between polls (the tuning guide's 100 µs knob).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from . import layout as L
+from ._atomic import AtomicBuffer, has_futex
+
+__all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "Waiter"]
+
+MAX_SLEEP = 0.05
+FALLBACK_POLL = 100e-6
+OBSERVER_POLL = 0.002
+
+
+class Waiter:
+    """Waits until ``head`` passes a cursor, the channel closes, or a deadline passes."""
+
+    def __init__(self, poll_interval: float | None, observer: bool = False) -> None:
+        if poll_interval is not None and poll_interval < 0:
+            raise ValueError(f"poll_interval must be None, 0 or positive, got {poll_interval}")
+        self.poll_interval = poll_interval
+        self.observer = observer
+        self.use_futex = poll_interval is None and bool(has_futex)
+
+    def wait(self, atom: AtomicBuffer, cursor: int, deadline: float | None,
+             set_waiting: Callable[[bool], None]) -> bool:
+        """Block until a message past ``cursor`` may be there; False once ``deadline`` passed.
+
+        Returns True early now and then (a slice ended, the channel closed): callers re-check
+        their own conditions and call again. ``deadline`` is a ``time.monotonic()`` value.
+        """
+        if self.poll_interval == 0:
+            return self._spin(atom, cursor, deadline)
+        remaining = MAX_SLEEP if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if not self.use_futex:
+            interval = FALLBACK_POLL if self.poll_interval is None else self.poll_interval
+            time.sleep(min(interval, remaining))
+            return True
+        if self.observer:
+            # Observers never write to the segment, so nobody wakes them on purpose; they
+            # still wake at once when a subscriber's wake-up is broadcast.
+            head = atom.load(L.HEAD)
+            if head <= cursor and not atom.load(L.CLOSED):
+                atom.wait(L.HEAD, head, min(remaining, OBSERVER_POLL))
+            return True
+        set_waiting(True)
+        try:
+            # Announce first, then look: a publisher that stored head before our
+            # announcement is seen here, one that stores it after sees our bit and wakes us.
+            head = atom.load(L.HEAD)
+            if head <= cursor and not atom.load(L.CLOSED):
+                atom.wait(L.HEAD, head, min(remaining, MAX_SLEEP))
+        finally:
+            set_waiting(False)
+        return True
+
+    def _spin(self, atom: AtomicBuffer, cursor: int, deadline: float | None) -> bool:
+        load = atom.load
+        spins = 0
+        while load(L.HEAD) <= cursor:
+            spins += 1
+            if spins & 0x3FF == 0:
+                if load(L.CLOSED):
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+        return True
+
+
+def sleep(seconds: float) -> None:
+    """Sleep; the one entry point for code that must pause (blocking sends, retries)."""
+    time.sleep(seconds)
