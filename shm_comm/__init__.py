@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .arrays import ArrayPublisher, ArraySubscriber, decode_array
 from .channels import channel_info, force_unlink, list_segments, remove_stale
 from .errors import (
     SHMBufferFullError,
@@ -15,6 +16,8 @@ from .errors import (
 from .pubsub import Publisher, Subscriber
 
 __all__ = [
+    "ArrayPublisher",
+    "ArraySubscriber",
     "Publisher",
     "SHMBufferFullError",
     "SHMConnectionError",
@@ -26,6 +29,7 @@ __all__ = [
     "Subscriber",
     "__version__",
     "channel_info",
+    "decode_array",
     "force_unlink",
     "list_segments",
     "remove_stale",

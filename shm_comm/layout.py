@@ -26,7 +26,8 @@ Static header (offset 0, written once by the creator before anyone can attach)::
      56     8  incarnation      u64   random; tells a restarted channel from the old one
      64     8  created_ns       u64   time.time_ns() at creation
      72     2  name_length      u16
-     74     6  (zero)
+     74     2  metadata_length  u16   bytes of channel metadata (0..4096)
+     76     4  metadata_crc     u32   zlib.crc32 of the metadata
      80   256  name             the channel name, UTF-8, zero padded
     336     4  checksum         u32   zlib.crc32 of bytes [0, 336)
 
@@ -42,6 +43,9 @@ Counters (offset 384; written while the channel runs)::
     496  holders            bit i set once subscriber record i has held a zero-copy view
     512  extra[8]           kind-specific counters (request/reply, push/pull)
 
+Channel metadata (offset ``metadata_offset``, after the records; 4096 bytes): UTF-8 JSON
+written once at creation, e.g. a typed channel's dtype and shape (see arrays.py).
+
 Subscriber records (offset 576, ``max_subscribers`` rows of 64 bytes)::
 
     +0 state   pid << 8 | code; code 0 free, 1 claimed (being set up), 2 active, 3 leaving
@@ -51,7 +55,7 @@ Subscriber records (offset 576, ``max_subscribers`` rows of 64 bytes)::
     A subscriber is the only writer of its own row (besides a reaper freeing a dead one), so
     received = cursor - start - dropped needs no extra store per message.
 
-Ring entries (64-aligned, ``num_slots`` u64 words): entry ``s % N`` holds
+Ring entries (after the metadata, ``num_slots`` u64 words): entry ``s % N`` holds
 ``(s + 1) << 16 | buffer_index`` for message ``s``; 0 means never written.
 
 Buffers (64-aligned, ``num_buffers`` of ``buffer_stride`` bytes), each a 64-byte header and then
@@ -119,12 +123,13 @@ ENCODING_NAMES = {
 }
 
 MAX_NAME_BYTES = 256
+METADATA_SIZE = 4096
 MAX_SUBSCRIBERS = 64
 MAX_SLOTS = 65535
 MAX_BUFFERS = 65535
 MAX_SLOT_SIZE = 2**31 - 1
 
-STATIC_HEADER = struct.Struct("<8sHHIBBHIIIIIQQQQH6x256s")
+STATIC_HEADER = struct.Struct("<8sHHIBBHIIIIIQQQQHHI256s")
 STATIC_SIZE = STATIC_HEADER.size  # 336
 CHECKSUM = struct.Struct("<I")
 CHECKSUM_OFFSET = STATIC_SIZE
@@ -219,9 +224,14 @@ class SegmentLayout:
         return _align(BUFFER_HEADER_SIZE + self.slot_size)
 
     @property
+    def metadata_offset(self) -> int:
+        """Offset of the channel metadata region."""
+        return _align(RECORDS_OFFSET + RECORD_SIZE * self.max_subscribers)
+
+    @property
     def entries_offset(self) -> int:
         """Offset of the ring-entry words."""
-        return _align(RECORDS_OFFSET + RECORD_SIZE * self.max_subscribers)
+        return self.metadata_offset + METADATA_SIZE
 
     @property
     def buffers_offset(self) -> int:
@@ -261,19 +271,26 @@ class SegmentHeader:
     created_ns: int
     name: str
     version: tuple[int, int] = FORMAT_VERSION
+    metadata: bytes = b""
 
     def pack_into(self, buf: memoryview) -> None:
         """Write the static header and its checksum at the start of ``buf``."""
         name = self.name.encode()
         if len(name) > MAX_NAME_BYTES:
             raise ValueError(f"channel name is {len(name)} bytes; at most {MAX_NAME_BYTES}")
+        if len(self.metadata) > METADATA_SIZE:
+            raise ValueError(f"channel metadata is {len(self.metadata)} bytes; "
+                             f"at most {METADATA_SIZE}")
         lay = self.layout
         STATIC_HEADER.pack_into(
             buf, 0, MAGIC, self.version[0], self.version[1], STATIC_SIZE, lay.kind,
             self.encoding, 0, lay.max_subscribers, lay.num_slots, lay.slot_size,
             lay.num_buffers, lay.buffer_stride, lay.total_size, self.owner_pid,
-            self.incarnation, self.created_ns, len(name), name,
+            self.incarnation, self.created_ns, len(name), len(self.metadata),
+            zlib.crc32(self.metadata), name,
         )
+        start = lay.metadata_offset
+        buf[start:start + len(self.metadata)] = self.metadata
         CHECKSUM.pack_into(buf, CHECKSUM_OFFSET, zlib.crc32(buf[:STATIC_SIZE]))
 
 
@@ -292,7 +309,7 @@ def read_header(buf: bytes | memoryview, actual_size: int | None = None) -> Segm
     fields = STATIC_HEADER.unpack_from(buf, 0)
     (magic, major, minor, static_size, kind, encoding, _flags, max_subscribers, num_slots,
      slot_size, num_buffers, stride, total_size, owner_pid, incarnation, created_ns,
-     name_length, name) = fields
+     name_length, metadata_length, metadata_crc, name) = fields
     if magic != MAGIC:
         raise SHMFormatError(
             f"segment does not start with the shm_comm magic (found {bytes(magic)!r}); "
@@ -320,12 +337,20 @@ def read_header(buf: bytes | memoryview, actual_size: int | None = None) -> Segm
         )
     if encoding not in ENCODING_NAMES or name_length > MAX_NAME_BYTES:
         raise SHMFormatError("segment header has an unknown encoding or name length")
+    metadata = b""
+    if metadata_length:
+        start = layout.metadata_offset
+        if metadata_length > METADATA_SIZE or len(buf) < start + metadata_length:
+            raise SHMFormatError("segment metadata length is impossible: corrupted")
+        metadata = bytes(buf[start:start + metadata_length])
+        if zlib.crc32(metadata) != metadata_crc:
+            raise SHMFormatError("segment metadata checksum does not match: corrupted")
     try:
         text = bytes(name[:name_length]).decode()
     except UnicodeDecodeError:
         raise SHMFormatError("segment header holds a channel name that is not UTF-8") from None
     return SegmentHeader(layout, encoding, owner_pid, incarnation, created_ns, text,
-                         (major, minor))
+                         (major, minor), metadata)
 
 
 @dataclass(frozen=True)

@@ -58,11 +58,16 @@ class Publisher:
 
     def __init__(self, name: str, *, num_slots: int = 64, slot_size: int = 4096,
                  serialization: str = "pickle", max_subscribers: int = 32) -> None:
-        self.name = validate_channel_name(name)
         self._serializer = get_serializer(serialization)
+        self._create_channel(name, num_slots, slot_size, max_subscribers,
+                             self._serializer.encoding)
+
+    def _create_channel(self, name: str, num_slots: int, slot_size: int, max_subscribers: int,
+                        encoding: int, metadata: bytes = b"") -> None:
+        self.name = validate_channel_name(name)
         layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers)
-        self._segment = Segment.create(segment_name("pubsub", name), layout,
-                                       self._serializer.encoding, name)
+        self._segment = Segment.create(segment_name("pubsub", name), layout, encoding, name,
+                                       metadata)
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
         self._layout = layout
         self._min_cursor_bound = 0

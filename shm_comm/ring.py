@@ -334,6 +334,61 @@ class RingReader:
             atom.store(self._rec + L.REC_CURSOR, self.cursor)
         return True
 
+    def read_batch(self, max_n: int, out: memoryview, item_size: int, data_offset: int,
+                   timestamps: list[int]) -> tuple[int, int]:
+        """Copy up to ``max_n`` waiting fixed-size messages into ``out``, back to back.
+
+        Each message's payload must be ``data_offset + item_size`` bytes; bytes
+        ``[data_offset, data_offset + item_size)`` of it go to ``out[i * item_size:]``. Copies
+        first, then validates every message with one fence: returns ``(first, count)``, the
+        valid messages being ``first .. first + count - 1`` of ``out`` (earlier ones were
+        overwritten during the copy and are counted as dropped). Stops early at a message of
+        another size, leaving it for :meth:`poll`. Timestamps are appended to ``timestamps``.
+        """
+        if self.held is not None:
+            self.release_hold()
+        atom, view = self._atom, self._view
+        head = atom.load(L.HEAD)
+        if self.cursor < head - self._num_slots:
+            self._skip_to(head - self._num_slots)
+        start = self.cursor
+        n = min(max_n, head - start)
+        entries_offset, num_slots = self._entries_offset, self._num_slots
+        buffer_of = self._layout.buffer
+        length_wanted = data_offset + item_size
+        unpack = L.SLOT_HEADER.unpack_from
+        entries = []
+        for i in range(n):
+            seq = start + i
+            entry = atom.load(entries_offset + 8 * (seq % num_slots))
+            if _entry_seq(entry) != seq:
+                break
+            index = entry & L.ENTRY_INDEX_MASK
+            if index >= self._layout.num_buffers:
+                break
+            buf = buffer_of(index)
+            _seq, ts, length, _enc, _flags = unpack(view, buf)
+            if length != length_wanted:
+                break
+            src = buf + L.BUFFER_HEADER_SIZE + data_offset
+            out[i * item_size:(i + 1) * item_size] = view[src:src + item_size]
+            timestamps.append(ts)
+            entries.append(entry)
+        atom.fence()
+        count = len(entries)
+        first = count
+        # Eviction goes in sequence order, so the intact messages are a suffix.
+        while first > 0 and atom.load(
+                entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
+            first -= 1
+        if first:
+            del timestamps[len(timestamps) - count:len(timestamps) - count + first]
+            self._skip_to(start + first)
+        self.cursor = start + count
+        if self._rec is not None and count:
+            atom.store(self._rec + L.REC_CURSOR, self.cursor)
+        return first, count - first
+
     def release_hold(self) -> None:
         """Let the writer reuse the buffer this reader holds (no-op without a hold)."""
         if self.held is not None:

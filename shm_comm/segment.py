@@ -41,15 +41,15 @@ class Segment:
         self.closed = False
 
     @classmethod
-    def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str
-               ) -> Segment:
+    def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str,
+               metadata: bytes = b"") -> Segment:
         """Create segment ``name`` for ``channel``, reclaiming it if its owner is dead.
 
         Raises :class:`SHMConnectionError` if a live owner has it, if another program's
         segment has the name, or if the system cannot provide the memory.
         """
         header = L.SegmentHeader(layout, encoding, os.getpid(), secrets.randbits(63),
-                                 time.time_ns(), channel)
+                                 time.time_ns(), channel, metadata=metadata)
 
         def initialize(mapping: mmap.mmap) -> None:
             with memoryview(mapping) as view:
