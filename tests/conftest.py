@@ -1,0 +1,71 @@
+"""Shared fixtures: unique channel names and a check that no test leaks a segment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHM_DIR = Path("/dev/shm")
+PREFIX = "shmc"
+
+
+def _our_segments() -> set[str]:
+    if not SHM_DIR.is_dir():
+        return set()
+    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith((PREFIX, f".{PREFIX}"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_segments() -> Iterator[None]:
+    """Fail the run if it leaves shm_comm segments in /dev/shm that were not there before."""
+    before = _our_segments()
+    yield
+    left = _our_segments() - before
+    for name in left:  # clean up so one failure does not poison later runs
+        (SHM_DIR / name).unlink(missing_ok=True)
+    assert not left, f"tests left segments in /dev/shm: {sorted(left)}"
+
+
+@pytest.fixture
+def channel() -> str:
+    """A fresh channel name, unique to this test."""
+    return f"t_{secrets.token_hex(5)}"
+
+
+def spawn_python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    """Start ``python -c code args...`` as a real separate process (text mode pipes)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, cwd=str(ROOT), **kwargs)
+
+
+def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 20.0) -> str:
+    """Read ``proc``'s stdout until a line starting with ``expected``; fail after ``timeout``."""
+    import selectors
+    import time
+
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise AssertionError(f"process exited before printing {expected!r}: {err}")
+            if line.startswith(expected):
+                return line.strip()
+    finally:
+        sel.unregister(proc.stdout)
+    raise AssertionError(f"no line starting with {expected!r} within {timeout} s")
