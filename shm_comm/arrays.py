@@ -312,7 +312,7 @@ class ArraySubscriber(_ChannelReader):
                 pass
         out = np.empty((max_n, *self.shape), dtype=self.dtype)
         stamps: list[int] = []
-        flat = memoryview(out.reshape(-1).view(np.uint8))
+        flat = out.reshape(-1).view(np.uint8).data
         first, count = self._reader.read_batch(max_n, flat, self._item_size, self._data_offset,
                                                stamps)
         result = out[first:first + count]

@@ -72,7 +72,7 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
         "size": lay.total_size,
         "created": header.created_ns / 1e9,
         "last_timestamp": last_ts,
-        "format_version": "%d.%d" % header.version,
+        "format_version": f"{header.version[0]}.{header.version[1]}",
     }
 
 

@@ -76,6 +76,7 @@ Version history: 1.0 (shm_comm 0.1) is the first format.
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from dataclasses import dataclass
@@ -171,7 +172,8 @@ ENTRY_INDEX_MASK = (1 << ENTRY_INDEX_BITS) - 1
 
 ARRAY_MAGIC = b"\x93A"
 ARRAY_VERSION = 1
-ARRAY_HEADER = struct.Struct("<2sBBHHQQ")  # magic, version, ndim, descr_length, data_offset, seq, ts
+# magic, version, ndim, descr_length, data_offset, seq, timestamp_ns
+ARRAY_HEADER = struct.Struct("<2sBBHHQQ")
 ARRAY_MAX_NDIM = 32
 ARRAY_MAX_DESCR = 4096
 ARRAY_ALIGN = 64
@@ -294,7 +296,7 @@ class SegmentHeader:
         CHECKSUM.pack_into(buf, CHECKSUM_OFFSET, zlib.crc32(buf[:STATIC_SIZE]))
 
 
-def read_header(buf: bytes | memoryview, actual_size: int | None = None) -> SegmentHeader:
+def read_header(buf: bytes | memoryview | mmap.mmap, actual_size: int | None = None) -> SegmentHeader:
     """Parse and validate a segment's static header.
 
     ``actual_size`` is the size of the shared-memory object, checked against the header.

@@ -8,8 +8,9 @@ raw bytes where that is not acceptable; a msgpack or raw subscriber never unpick
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import layout as L
 from .errors import SHMSerializationError
@@ -63,7 +64,7 @@ def _raw_loads(data: bytes | memoryview) -> bytes:
 
 def _msgpack() -> Serializer:
     try:
-        import msgpack
+        import msgpack  # type: ignore[import-untyped]
     except ImportError:
         raise ValueError(
             'serialization="msgpack" needs the msgpack package: pip install msgpack'

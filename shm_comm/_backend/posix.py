@@ -43,7 +43,8 @@ def _path(name: str) -> str:
 def _open_fd(name: str, flags: int) -> int:
     if SHM_DIR is not None:
         return os.open(_path(name), flags | os.O_CLOEXEC, 0o600)
-    import _posixshmem  # macOS: no /dev/shm; the call multiprocessing uses, minus the tracker
+    # macOS: no /dev/shm; the call multiprocessing uses, minus the resource tracker.
+    import _posixshmem  # type: ignore[import-not-found]
 
     return int(_posixshmem.shm_open("/" + name, flags, mode=0o600))
 
