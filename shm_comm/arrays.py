@@ -142,7 +142,7 @@ class ArrayPublisher(Publisher):
             raise TypeError(f"channel {self.name!r} carries {self.dtype}, got {arr.dtype}; "
                             f"convert with arr.astype({str(self.dtype)!r})")
         self._check_shape(arr.shape)
-        if not self._finalizer.alive:
+        if self._closed:
             raise ValueError(f"publisher of channel {self.name!r} is closed")
         if block and not self._wait_for_room(timeout):
             return False
@@ -171,7 +171,7 @@ class ArrayPublisher(Publisher):
         ``with`` block discards the loan (nothing is published). Do not keep the array after
         the block. ``shape`` is required for variable-shape channels.
         """
-        if not self._finalizer.alive:
+        if self._closed:
             raise ValueError(f"publisher of channel {self.name!r} is closed")
         target_shape = self.shape if shape is None else _shape(shape, "shape")
         if shape is None and not self.fixed_shape:

@@ -61,10 +61,5 @@ def read_message_spsc(shm: object, tail: int) -> tuple[bytes, int] | None:
         reader = RingReader(segment.atom, segment.view, segment.layout, None, tail)
         _readers[segment] = reader
     reader.cursor = tail
-    while True:
-        message = reader.poll()
-        if message is None:
-            return None
-        data = bytes(segment.view[message.offset:message.offset + message.length])
-        if reader.validate(message):
-            return data, reader.cursor
+    got = reader.take_copy()
+    return None if got is None else (got[0], reader.cursor)

@@ -80,6 +80,7 @@ import mmap
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import SHMFormatError
 
@@ -215,32 +216,32 @@ class SegmentLayout:
                 f"got {self.num_buffers}"
             )
 
-    @property
+    @cached_property
     def num_buffers(self) -> int:
         """Data buffers: one per ring slot, one per subscriber's held view, one for a loan."""
         return self.num_slots + self.max_subscribers + 1
 
-    @property
+    @cached_property
     def buffer_stride(self) -> int:
         """Bytes from the start of one buffer to the next (header plus padded payload)."""
         return _align(BUFFER_HEADER_SIZE + self.slot_size)
 
-    @property
+    @cached_property
     def metadata_offset(self) -> int:
         """Offset of the channel metadata region."""
         return _align(RECORDS_OFFSET + RECORD_SIZE * self.max_subscribers)
 
-    @property
+    @cached_property
     def entries_offset(self) -> int:
         """Offset of the ring-entry words."""
         return self.metadata_offset + METADATA_SIZE
 
-    @property
+    @cached_property
     def buffers_offset(self) -> int:
         """Offset of the first data buffer."""
         return _align(self.entries_offset + 8 * self.num_slots)
 
-    @property
+    @cached_property
     def total_size(self) -> int:
         """Size of the whole segment in bytes."""
         return self.buffers_offset + self.num_buffers * self.buffer_stride
@@ -296,7 +297,8 @@ class SegmentHeader:
         CHECKSUM.pack_into(buf, CHECKSUM_OFFSET, zlib.crc32(buf[:STATIC_SIZE]))
 
 
-def read_header(buf: bytes | memoryview | mmap.mmap, actual_size: int | None = None) -> SegmentHeader:
+def read_header(buf: bytes | memoryview | mmap.mmap,
+                actual_size: int | None = None) -> SegmentHeader:
     """Parse and validate a segment's static header.
 
     ``actual_size`` is the size of the shared-memory object, checked against the header.

@@ -71,6 +71,7 @@ class Publisher:
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
         self._layout = layout
         self._min_cursor_bound = 0
+        self._closed = False
         self._finalizer = weakref.finalize(self, _close_segment, self._segment, self._writer)
 
     @property
@@ -91,7 +92,7 @@ class Publisher:
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
+        return self._closed
 
     def send(self, obj: Any, *, block: bool = False, timeout: float | None = None) -> bool:
         """Serialize ``obj`` and publish it; returns True once published.
@@ -116,7 +117,7 @@ class Publisher:
 
     def _publish(self, data: BytesLike, encoding: int, block: bool,
                  timeout: float | None) -> bool:
-        if not self._finalizer.alive:
+        if self._closed:
             raise ValueError(f"publisher of channel {self.name!r} is closed")
         if block and not self._wait_for_room(timeout):
             return False
@@ -151,7 +152,7 @@ class Publisher:
         Subscribers whose process died are removed here.
         """
         atom, lay = self._segment.atom, self._layout
-        if self._finalizer.alive:
+        if not self._closed:
             ring.reap_dead_records(atom, lay, backend.pid_alive)
         records = ring.read_records(atom, lay)
         head = self._writer.head
@@ -172,6 +173,7 @@ class Publisher:
 
     def close(self) -> None:
         """Close the channel and remove its segment. Idempotent."""
+        self._closed = True
         self._finalizer()
 
     def __enter__(self) -> Publisher:
@@ -212,6 +214,7 @@ class _ChannelReader:
         self._dropped_before = 0
         self._next_check = 0.0
         self._alive = True
+        self._closed = False
         self._segment, self._reader = self._attach(timeout_connect, latest)
         self._finalizer = weakref.finalize(self, _release_reader, self._segment, self._reader)
 
@@ -301,7 +304,7 @@ class _ChannelReader:
                                  self._set_waiting)
 
     def _ensure_open(self) -> None:
-        if not self._finalizer.alive:
+        if self._closed:
             raise ValueError(f"subscriber of channel {self.name!r} is closed")
 
     @property
@@ -314,7 +317,7 @@ class _ChannelReader:
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
+        return self._closed
 
     def stats(self) -> dict[str, Any]:
         """This subscriber's counters: ``received``, ``dropped``, ``cursor``, ``pending``...
@@ -341,6 +344,7 @@ class _ChannelReader:
         Zero-copy views received earlier stay memory-safe, but their contents may change
         once the subscriber is closed.
         """
+        self._closed = True
         self._finalizer()
 
 
@@ -363,17 +367,11 @@ class Subscriber(_ChannelReader):
                          observer=observer, poll_interval=poll_interval)
 
     def _take(self) -> tuple[bytes, int] | None:
-        reader = self._reader
-        view = self._segment.view
-        while True:
-            message = reader.poll()
-            if message is None:
-                return None
-            data = bytes(view[message.offset:message.offset + message.length])
-            if reader.validate(message):
-                self.last_timestamp_ns = message.timestamp_ns
-                self.last_seq = message.seq
-                return data, message.encoding
+        got = self._reader.take_copy()
+        if got is None:
+            return None
+        data, encoding, self.last_timestamp_ns, self.last_seq = got
+        return data, encoding
 
     def _next(self, timeout: float | None) -> tuple[bytes, int] | None:
         self._ensure_open()

@@ -40,6 +40,14 @@ IsAlive = Callable[[int, int], bool]
 """``is_alive(pid, start_token) -> bool``: whether the process that owns a row still runs."""
 
 
+_INDEX_BITS = L.ENTRY_INDEX_BITS
+_INDEX_MASK = L.ENTRY_INDEX_MASK
+_HEAD = L.HEAD
+_BUFFER_HEADER_SIZE = L.BUFFER_HEADER_SIZE
+_pack_slot_header = L.SLOT_HEADER.pack_into
+_unpack_slot_header = L.SLOT_HEADER.unpack_from
+
+
 def _entry_seq(entry: int) -> int:
     return (entry >> L.ENTRY_INDEX_BITS) - 1
 
@@ -55,6 +63,10 @@ class RingWriter:
         self._view = view
         self._layout = layout
         self._num_slots = layout.num_slots
+        self._slot_size = layout.slot_size
+        self._entries_offset = layout.entries_offset
+        self._buffers_offset = layout.buffers_offset
+        self._stride = layout.buffer_stride
         self._head = atom.load(L.HEAD)
         self._bytes_total = atom.load(L.BYTES_TOTAL)
         # What we last stored in each entry, so evicting needs no load.
@@ -121,21 +133,25 @@ class RingWriter:
         """
         if self._loaned != index:
             raise RuntimeError(f"buffer {index} is not the reserved one")
-        if not 0 <= length <= self._layout.slot_size:
-            raise ValueError(f"length {length} outside 0..{self._layout.slot_size}")
+        if not 0 <= length <= self._slot_size:
+            raise ValueError(f"length {length} outside 0..{self._slot_size}")
         self._loaned = None
         atom = self._atom
         seq = self._head
-        L.SLOT_HEADER.pack_into(self._view, self._layout.buffer(index), seq, timestamp_ns,
-                                length, encoding, 0)
+        _pack_slot_header(self._view, self._buffers_offset + index * self._stride, seq,
+                          timestamp_ns, length, encoding, 0)
         slot = seq % self._num_slots
         old = self._entries[slot]
-        new = ((seq + 1) << L.ENTRY_INDEX_BITS) | index
-        atom.store(self._layout.entries_offset + 8 * slot, new)
+        new = ((seq + 1) << _INDEX_BITS) | index
+        atom.store(self._entries_offset + 8 * slot, new)
         self._entries[slot] = new
         if old:
-            self._release_evicted(old & L.ENTRY_INDEX_MASK)
-        elif self._held:
+            evicted = old & _INDEX_MASK
+            if atom.load(L.HOLDERS) and self._is_held(evicted, atom.load(L.HOLDERS)):
+                self._held.append(evicted)
+            else:
+                self._free.append(evicted)
+        if self._held:
             self._collect_released()
         self._bytes_total += length
         atom.store(L.BYTES_TOTAL, self._bytes_total)
@@ -149,24 +165,15 @@ class RingWriter:
               timestamp_ns: int) -> int:
         """Copy ``payload`` into a free buffer and publish it; returns its sequence number."""
         length = len(payload)
-        if length > self._layout.slot_size:
+        if length > self._slot_size:
             raise ValueError(
-                f"message of {length} bytes does not fit in a slot of {self._layout.slot_size} "
+                f"message of {length} bytes does not fit in a slot of {self._slot_size} "
                 f"bytes; create the channel with slot_size >= {length}"
             )
         index = self.reserve()
-        start = self._layout.payload(index)
+        start = self._buffers_offset + index * self._stride + L.BUFFER_HEADER_SIZE
         self._view[start:start + length] = payload
         return self.commit(index, length, encoding, timestamp_ns)
-
-    def _release_evicted(self, index: int) -> None:
-        holders = self._atom.load(L.HOLDERS)
-        if holders and self._is_held(index, holders):
-            self._held.append(index)
-        else:
-            self._free.append(index)
-        if self._held:
-            self._collect_released()
 
     def _is_held(self, index: int, holders: int) -> bool:
         want = index + 1
@@ -231,9 +238,14 @@ class RingReader:
         self._view = view
         self._layout = layout
         self._num_slots = layout.num_slots
+        self._num_buffers = layout.num_buffers
+        self._slot_size = layout.slot_size
         self._entries_offset = layout.entries_offset
+        self._buffers_offset = layout.buffers_offset
+        self._stride = layout.buffer_stride
         self.row = row
         self._rec = layout.record(row) if row is not None else None
+        self._rec_cursor = (self._rec or 0) + L.REC_CURSOR
         self.cursor = cursor
         self.start = cursor
         self.dropped = 0
@@ -285,7 +297,7 @@ class RingReader:
                 cursor = oldest
             entry_offset = self._entries_offset + 8 * (cursor % self._num_slots)
             entry = atom.load(entry_offset)
-            if _entry_seq(entry) != cursor:
+            if (entry >> _INDEX_BITS) - 1 != cursor:
                 # Evicted since we read head (or, impossible for a sound segment, not yet
                 # written): the next round re-reads head and skips ahead.
                 if _entry_seq(entry) < cursor:
@@ -294,10 +306,10 @@ class RingReader:
                         "the segment is corrupted"
                     )
                 continue
-            index = entry & L.ENTRY_INDEX_MASK
-            if index >= self._layout.num_buffers:
+            index = entry & _INDEX_MASK
+            if index >= self._num_buffers:
                 raise SHMFormatError(f"ring entry names buffer {index} of "
-                                     f"{self._layout.num_buffers}: the segment is corrupted")
+                                     f"{self._num_buffers}: the segment is corrupted")
             if hold:
                 assert self._rec is not None, "observers cannot hold buffers"
                 atom.store(self._rec + L.REC_HELD, index + 1)
@@ -305,16 +317,62 @@ class RingReader:
                     atom.store(self._rec + L.REC_HELD, 0)
                     continue
                 self.held = index
-            buf = self._layout.buffer(index)
-            _seq, ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(self._view, buf)
-            if length > self._layout.slot_size:
+            buf = self._buffers_offset + index * self._stride
+            _seq, ts, length, encoding, _flags = _unpack_slot_header(self._view, buf)
+            if length > self._slot_size:
                 atom.fence()
                 if atom.load(entry_offset) != entry:
                     self.release_hold()
                     continue
                 raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
-                                     f"{self._layout.slot_size}: the segment is corrupted")
+                                     f"{self._slot_size}: the segment is corrupted")
             return Message(cursor, index, buf + L.BUFFER_HEADER_SIZE, length, encoding, ts)
+
+    def take_copy(self) -> tuple[bytes, int, int, int] | None:
+        """Take the next message as a validated copy: ``(payload, encoding, timestamp_ns, seq)``.
+
+        The fast path of :meth:`poll` + copy + :meth:`validate`; None when there is none yet.
+        """
+        if self.held is not None:
+            self.release_hold()
+        atom = self._atom
+        load = atom.load
+        view = self._view
+        num_slots = self._num_slots
+        while True:
+            head = load(_HEAD)
+            cursor = self.cursor
+            if cursor >= head:
+                return None
+            if cursor < head - num_slots:
+                self._skip_to(head - num_slots)
+                cursor = self.cursor
+            entry_offset = self._entries_offset + 8 * (cursor % num_slots)
+            entry = load(entry_offset)
+            index = entry & _INDEX_MASK
+            if (entry >> _INDEX_BITS) - 1 != cursor or index >= self._num_buffers:
+                message = self.poll()  # the slow path sorts out eviction and corruption
+                if message is None:
+                    return None
+                data = bytes(view[message.offset:message.offset + message.length])
+                if self.validate(message):
+                    return data, message.encoding, message.timestamp_ns, message.seq
+                continue
+            buf = self._buffers_offset + index * self._stride
+            _seq, ts, length, encoding, _flags = _unpack_slot_header(view, buf)
+            start = buf + _BUFFER_HEADER_SIZE
+            data = bytes(view[start:start + min(length, self._slot_size)])
+            atom.fence()
+            if load(entry_offset) != entry:
+                self._skip_to(cursor + 1)
+                continue
+            if length > self._slot_size:
+                raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
+                                     f"{self._slot_size}: the segment is corrupted")
+            self.cursor = cursor + 1
+            if self._rec is not None:
+                atom.store(self._rec_cursor, cursor + 1)
+            return data, encoding, ts, cursor
 
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.
@@ -326,7 +384,7 @@ class RingReader:
         if self.held is None:
             atom.fence()
             entry = atom.load(self._entries_offset + 8 * (message.seq % self._num_slots))
-            if entry != ((message.seq + 1) << L.ENTRY_INDEX_BITS) | message.buffer:
+            if entry != ((message.seq + 1) << _INDEX_BITS) | message.buffer:
                 self._skip_to(message.seq + 1)
                 return False
         self.cursor = message.seq + 1
