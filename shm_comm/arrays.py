@@ -97,7 +97,7 @@ class ArrayPublisher(Publisher):
 
     def __init__(self, name: str, *, dtype: npt.DTypeLike, shape: ShapeLike | None = None,
                  max_shape: ShapeLike | None = None, num_slots: int = 64,
-                 max_subscribers: int = 32) -> None:
+                 max_subscribers: int = 32, permissions: int = 0o600) -> None:
         if (shape is None) == (max_shape is None):
             raise ValueError("give exactly one of shape= (fixed) or max_shape= (variable)")
         self.dtype = _check_dtype(dtype)
@@ -110,7 +110,7 @@ class ArrayPublisher(Publisher):
                                "shape": list(self.shape), "fixed": self.fixed_shape}).encode()
         self._serializer = RAW
         self._create_channel(name, num_slots, max(1, header + capacity), max_subscribers,
-                             L.ENCODING_ARRAY, metadata)
+                             L.ENCODING_ARRAY, metadata, permissions)
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if self.fixed_shape:

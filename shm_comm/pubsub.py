@@ -49,7 +49,9 @@ class Publisher:
     """The single writer of a pub/sub channel.
 
     ``num_slots`` messages fit in the ring; each holds up to ``slot_size`` bytes of payload.
-    ``max_subscribers`` (at most 64) bounds concurrent subscribers. Creating a publisher for a
+    ``max_subscribers`` (at most 64) bounds concurrent subscribers. ``permissions`` is the
+    segment's file mode: owner-only 0o600 by default; 0o640/0o660 share with the owner's group
+    (docs/security.md). Creating a publisher for a
     channel whose previous publisher died reclaims the segment; a channel with a live
     publisher raises :class:`SHMConnectionError`. ``close()`` (also on ``with`` exit, garbage
     collection and interpreter exit) removes the segment; subscribers then see the publisher
@@ -57,17 +59,18 @@ class Publisher:
     """
 
     def __init__(self, name: str, *, num_slots: int = 64, slot_size: int = 4096,
-                 serialization: str = "pickle", max_subscribers: int = 32) -> None:
+                 serialization: str = "pickle", max_subscribers: int = 32,
+                 permissions: int = 0o600) -> None:
         self._serializer = get_serializer(serialization)
         self._create_channel(name, num_slots, slot_size, max_subscribers,
-                             self._serializer.encoding)
+                             self._serializer.encoding, permissions=permissions)
 
     def _create_channel(self, name: str, num_slots: int, slot_size: int, max_subscribers: int,
-                        encoding: int, metadata: bytes = b"") -> None:
+                        encoding: int, metadata: bytes = b"", permissions: int = 0o600) -> None:
         self.name = validate_channel_name(name)
         layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers)
         self._segment = Segment.create(segment_name("pubsub", name), layout, encoding, name,
-                                       metadata)
+                                       metadata, permissions)
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
         self._layout = layout
         self._min_cursor_bound = 0

@@ -42,12 +42,16 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str,
-               metadata: bytes = b"") -> Segment:
+               metadata: bytes = b"", permissions: int = 0o600) -> Segment:
         """Create segment ``name`` for ``channel``, reclaiming it if its owner is dead.
 
         Raises :class:`SHMConnectionError` if a live owner has it, if another program's
-        segment has the name, or if the system cannot provide the memory.
+        segment has the name, or if the system cannot provide the memory. ``permissions``
+        is the file mode: 0o600 (owner only, default), 0o640 or 0o660 (the owner's group may
+        read; read and write). Nothing wider is allowed.
         """
+        if permissions not in (0o600, 0o640, 0o660):
+            raise ValueError(f"permissions must be 0o600, 0o640 or 0o660, got {permissions:#o}")
         header = L.SegmentHeader(layout, encoding, os.getpid(), secrets.randbits(63),
                                  time.time_ns(), channel, metadata=metadata)
 
@@ -57,7 +61,8 @@ class Segment:
 
         for _attempt in range(20):
             try:
-                fd, mapping = backend.create_exclusive(name, layout.total_size, initialize)
+                fd, mapping = backend.create_exclusive(name, layout.total_size, initialize,
+                                                       permissions)
             except FileExistsError:
                 cls._reclaim(name, channel)
                 continue

@@ -32,7 +32,8 @@ __all__ = [
     "unlink",
 ]
 
-SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# SHM_COMM_DIR points shm_comm at another tmpfs (tests use a small one to fill it up).
+SHM_DIR = os.environ.get("SHM_COMM_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 
 
 def _path(name: str) -> str:
@@ -65,8 +66,8 @@ def _reserve(fd: int, size: int) -> None:
     os.ftruncate(fd, size)
 
 
-def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], None]
-                     ) -> tuple[int, mmap.mmap]:
+def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], None],
+                     mode: int = 0o600) -> tuple[int, mmap.mmap]:
     """Create segment ``name`` of ``size`` bytes, owner-only, locked, initialised, then visible.
 
     ``initialize`` fills the mapping before any other process can open the name: on Linux the
@@ -76,7 +77,7 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
     if SHM_DIR is None:
         fd = _open_fd(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
-            return fd, _setup(fd, size, initialize)
+            return fd, _setup(fd, size, initialize, mode)
         except BaseException:
             os.close(fd)
             unlink(name)
@@ -84,7 +85,7 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
     temp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = _open_fd(temp, os.O_CREAT | os.O_EXCL | os.O_RDWR)
     try:
-        mapping = _setup(fd, size, initialize)
+        mapping = _setup(fd, size, initialize, mode)
         try:
             os.link(_path(temp), _path(name))
         except BaseException:
@@ -98,8 +99,9 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
         unlink(temp)
 
 
-def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None]) -> mmap.mmap:
-    os.fchmod(fd, 0o600)
+def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: int
+           ) -> mmap.mmap:
+    os.fchmod(fd, mode)
     _reserve(fd, size)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     mapping = mmap.mmap(fd, size)
