@@ -118,6 +118,8 @@ def remove_stale(dry_run: bool = False) -> list[str]:
     Returns the names removed (or that would be, with ``dry_run``).
     """
     removed = []
+    if not dry_run:
+        removed.extend(backend.remove_dead_temporaries("shmc"))
     for info in list_segments():
         if info.get("stale"):
             removed.append(info["segment"])

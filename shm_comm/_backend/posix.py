@@ -25,9 +25,11 @@ __all__ = [
     "create_exclusive",
     "is_owner_alive",
     "list_names",
+    "lock_for_reclaim",
     "open_segment",
     "pid_alive",
     "process_token",
+    "remove_dead_temporaries",
     "same_file",
     "unlink",
 ]
@@ -82,6 +84,7 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
             os.close(fd)
             unlink(name)
             raise
+    remove_dead_temporaries(name)
     temp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = _open_fd(temp, os.O_CREAT | os.O_EXCL | os.O_RDWR)
     try:
@@ -97,6 +100,26 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
         raise
     finally:
         unlink(temp)
+
+
+def remove_dead_temporaries(name: str = "") -> list[str]:
+    """Remove half-built segments (``.NAME.PID.RANDOM.tmp``) whose creator died mid-creation.
+
+    Only names starting with ``.`` + ``name`` are considered, and only if the pid in the name
+    is not alive. Returns the names removed.
+    """
+    if SHM_DIR is None:
+        return []
+    removed = []
+    for entry in os.listdir(SHM_DIR):
+        if not (entry.startswith("." + name) and entry.endswith(".tmp")):
+            continue
+        parts = entry.rsplit(".", 3)
+        if len(parts) != 4 or not parts[1].isdigit() or pid_alive(int(parts[1])):
+            continue
+        if unlink(entry):
+            removed.append(entry)
+    return removed
 
 
 def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: int
