@@ -13,7 +13,7 @@ from . import layout as L
 from . import ring
 from ._backend import backend
 from .errors import SHMFormatError
-from .naming import SEGMENT_PREFIX, segment_name
+from .naming import KIND_LETTERS, SEGMENT_PREFIX, segment_name
 from .segment import Segment
 
 __all__ = ["channel_info", "force_unlink", "list_segments", "remove_stale"]
@@ -83,8 +83,9 @@ def list_segments() -> list[dict[str, Any]]:
     ``publisher_pid``, ``publisher_alive``, ``stale``, ``msg_count``, ``drop_count``,
     ``subscribers``...) or ``error`` for a segment that cannot be read.
     """
+    prefixes = tuple(f"{SEGMENT_PREFIX}{letter}_" for letter in KIND_LETTERS.values())
     return [_describe(name) for name in backend.list_names(SEGMENT_PREFIX)
-            if not name.startswith(".")]
+            if name.startswith(prefixes)]
 
 
 def channel_info(name: str, kind: str = "pubsub") -> dict[str, Any] | None:
@@ -107,7 +108,7 @@ def force_unlink(name: str) -> bool:
     Removes it even if its owner is alive; prefer :func:`remove_stale`. Returns False if there
     was no such segment.
     """
-    if not name.startswith(SEGMENT_PREFIX) or "/" in name:
+    if not name.startswith(tuple(f"{SEGMENT_PREFIX}{k}_" for k in KIND_LETTERS.values())):
         name = segment_name("pubsub", name)
     return backend.unlink(name)
 
@@ -119,7 +120,8 @@ def remove_stale(dry_run: bool = False) -> list[str]:
     """
     removed = []
     if not dry_run:
-        removed.extend(backend.remove_dead_temporaries("shmc"))
+        for letter in KIND_LETTERS.values():
+            removed.extend(backend.remove_dead_temporaries(f"{SEGMENT_PREFIX}{letter}_"))
     for info in list_segments():
         if info.get("stale"):
             removed.append(info["segment"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -13,13 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHM_DIR = Path("/dev/shm")
-PREFIX = "shmc"
+OUR_SEGMENT = re.compile(r"\.?shmc[prq]_")  # channels, and half-built ones (.name.pid.x.tmp)
 
 
 def _our_segments() -> set[str]:
     if not SHM_DIR.is_dir():
         return set()
-    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith((PREFIX, f".{PREFIX}"))}
+    return {p.name for p in SHM_DIR.iterdir() if OUR_SEGMENT.match(p.name)}
 
 
 @pytest.fixture(scope="session", autouse=True)
