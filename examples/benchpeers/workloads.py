@@ -1,0 +1,588 @@
+"""The benchmark workloads, written once against :mod:`benchpeers.base`.
+
+Every workload has a parent-side ``channels`` function that creates the channel specs, and
+one function per process role ("a", "b") that runs in a spawned child. Role functions receive
+the opened peer, the channel specs, the workload parameters and a dict of synchronisation
+primitives (``barrier``, ``ack``, ``finished``, ``ready``, ``credits``, ``credits2``) created by
+the parent, and return a JSON-serialisable dict.
+
+Timing uses ``time.perf_counter_ns()`` (CLOCK_MONOTONIC on Linux, shared by all processes),
+so a timestamp taken by the sender can be compared with the receiver's clock.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import (
+    SEQ_PROBE,
+    SEQ_STOP,
+    SEQ_WAKE,
+    ChannelSpec,
+    Peer,
+    Receiver,
+    Sender,
+    pack_header,
+    unpack_header,
+)
+
+Sync = dict[str, Any]
+Params = dict[str, Any]
+Specs = dict[str, ChannelSpec]
+
+BARRIER_TIMEOUT = 30.0
+HANDSHAKE_TIMEOUT = 10.0
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def now_ns() -> int:
+    """Shared monotonic clock in nanoseconds."""
+    return time.perf_counter_ns()
+
+
+def _wait(sync: Sync) -> None:
+    sync["barrier"].wait(BARRIER_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------------------------
+# handshakes
+# ---------------------------------------------------------------------------------------------
+def probe_until_echo(s: Sender, r: Receiver, size: int) -> None:
+    """Ping-pong initiator: send probes until one comes back (covers slow joiners), drain."""
+    msg = s.new_message(size)
+    pack_header(msg, SEQ_PROBE, 0)
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    while True:
+        s.send(msg)
+        if r.recv_for(0.02) is not None:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("no echo to connection probes")
+    while r.recv_for(0.05) is not None:  # swallow echoes of the extra probes
+        pass
+
+
+def probe_until_ack(s: Sender, size: int, ack: Any) -> None:
+    """One-way producer: send probes until the consumer sets ``ack``."""
+    msg = s.new_message(size)
+    pack_header(msg, SEQ_PROBE, 0)
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    while not ack.is_set():
+        s.send(msg)
+        if ack.wait(0.02):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("consumer never acknowledged the connection probes")
+    time.sleep(0.05)  # let in-flight probes arrive before the measurement starts
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. ping-pong latency
+# ---------------------------------------------------------------------------------------------
+def _pp_cases(p: Params) -> list[tuple[str, int]]:
+    return [(mode, size) for mode in p["modes"] for size in p["sizes"]]
+
+
+def pingpong_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """Two bytes channels (ping a->b, pong b->a) per (receive mode, payload size)."""
+    specs: Specs = {}
+    for mode, size in _pp_cases(p):
+        for d in ("ping", "pong"):
+            name = f"{p['tag']}_{d}{mode}{size}"
+            specs[f"{d}-{mode}-{size}"] = peer.make_channel(ctx, name, "bytes", size)
+    return specs
+
+
+def pingpong_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Initiator: measures round-trip times; one-way latency = RTT / 2.
+
+    Each case stops after ``iterations`` round trips or ``max_seconds``, whichever comes
+    first (busy-polling on a loaded 2-core machine can make single round trips take ms).
+    """
+    out: dict[str, Any] = {}
+    budget_ns = int(p["max_seconds"] * 1e9)
+    for mode, size in _pp_cases(p):
+        s = peer.open_sender(specs[f"ping-{mode}-{size}"], mode)
+        _wait(sync)
+        r = peer.open_receiver(specs[f"pong-{mode}-{size}"], mode)
+        _wait(sync)
+        probe_until_echo(s, r, size)
+        msg = s.new_message(size)
+        rtts = []
+        warmup = p["warmup"]
+        t_begin = now_ns()
+        for i in range(warmup + p["iterations"]):
+            pack_header(msg, i, 0)
+            t0 = now_ns()
+            s.send(msg)
+            while True:
+                seq, _ = unpack_header(r.recv())
+                if seq == i:
+                    break
+            t1 = now_ns()
+            if i >= warmup:
+                rtts.append(t1 - t0)
+            if t1 - t_begin > budget_ns and len(rtts) >= 20:
+                break
+        pack_header(msg, SEQ_STOP, 0)
+        s.send(msg)
+        r.recv_for(2.0)
+        _wait(sync)
+        r.close()
+        s.close()
+        out[f"{mode}-{size}"] = {"rtt_ns": rtts}
+    return out
+
+
+def pingpong_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Echo side: sends back every message until the stop marker."""
+    for mode, size in _pp_cases(p):
+        s = peer.open_sender(specs[f"pong-{mode}-{size}"], mode)
+        _wait(sync)
+        r = peer.open_receiver(specs[f"ping-{mode}-{size}"], mode)
+        _wait(sync)
+        while True:
+            msg = r.recv()
+            s.send(msg)
+            if unpack_header(msg)[0] == SEQ_STOP:
+                break
+        _wait(sync)
+        r.close()
+        s.close()
+    return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. streaming throughput of small messages
+# ---------------------------------------------------------------------------------------------
+def stream_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One bytes channel a->b tuned for throughput."""
+    spec = peer.make_channel(ctx, f"{p['tag']}_stream", "bytes", p["size"])
+    spec.purpose = "throughput"
+    return {"data": spec}
+
+
+def stream_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Producer: sends as fast as it can for ``count`` messages or ``seconds``."""
+    s = peer.open_sender(specs["data"], "block")
+    _wait(sync)
+    _wait(sync)
+    probe_until_ack(s, p["size"], sync["ack"])
+    msg = s.new_message(p["size"])
+    limit_ns = int(p["seconds"] * 1e9)
+    attempted = accepted = 0
+    t_start = now_ns()
+    for i in range(p["count"]):
+        pack_header(msg, i, 0)
+        accepted += bool(s.send(msg))
+        attempted += 1
+        if not i & 1023 and now_ns() - t_start > limit_ns:
+            break
+    t_end = now_ns()
+    stats = s.stats()
+    pack_header(msg, SEQ_STOP, 0)
+    deadline = time.monotonic() + p["drain_seconds"]
+    while not sync["finished"].wait(0.01) and time.monotonic() < deadline:
+        s.send(msg)
+    _wait(sync)
+    s.close()
+    return {
+        "attempted": attempted,
+        "accepted": accepted,
+        "t_start": t_start,
+        "t_end": t_end,
+        "sender_stats": _jsonable(stats),
+    }
+
+
+def stream_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Consumer: counts data messages until the stop marker."""
+    _wait(sync)
+    r = peer.open_receiver(specs["data"], "block")
+    _wait(sync)
+    received = reordered = 0
+    last_seq = -1
+    t_first = t_last = 0
+    ack = sync["ack"]
+    running = True
+    while running:
+        for m in r.recv_many():
+            seq = unpack_header(m)[0]
+            if seq >= 0:
+                t_last = now_ns()
+                if not received:
+                    t_first = t_last
+                received += 1
+                if seq < last_seq:
+                    reordered += 1
+                last_seq = seq
+            elif seq == SEQ_PROBE:
+                if not ack.is_set():
+                    ack.set()
+            elif seq == SEQ_STOP:
+                running = False
+                break
+    sync["finished"].set()
+    stats = r.stats()
+    _wait(sync)
+    r.close()
+    return {
+        "received": received,
+        "reordered": reordered,
+        "t_first": t_first,
+        "t_last": t_last,
+        "receiver_stats": _jsonable(stats),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. large arrays
+# ---------------------------------------------------------------------------------------------
+def array_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One array channel per (send variant, array size)."""
+    specs: Specs = {}
+    for variant in p["variants"]:
+        for nbytes in p["sizes"]:
+            key = f"{variant}-{nbytes}"
+            spec = peer.make_channel(
+                ctx, f"{p['tag']}_arr{variant}{nbytes}", "array", nbytes, (nbytes // 8,)
+            )
+            spec.data["variant"] = variant
+            spec.purpose = "throughput"
+            specs[key] = spec
+    return specs
+
+
+def _counts(p: Params, nbytes: int) -> tuple[int, int, int]:
+    """(warm-up, latency, throughput) message counts for an array size."""
+    if nbytes >= 8 * MIB:
+        return p["warm"], p["lat_big"], p["thr_big"]
+    return p["warm"], p["lat_small"], p["thr_small"]
+
+
+def array_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Producer: warm-up (touch every buffer once), then phase 1 with one message in
+    flight (per-message latency), then phase 2 with two in flight (GB/s).
+
+    Flow control is a semaphore of credits returned by the consumer, so no transport can
+    drop or queue unboundedly; the consumer never copies a received array unless the
+    transport itself does.
+    """
+    out: dict[str, Any] = {}
+    credits = sync["credits"]
+    for key, spec in specs.items():
+        n_warm, n_lat, n_thr = _counts(p, spec.size)
+        tx = peer.open_array_sender(spec)
+        src = tx.new_source(spec.shape)
+        src[:] = 1.0
+        _wait(sync)
+        _wait(sync)
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        while not sync["ack"].is_set():
+            tx.send_array(src, SEQ_PROBE, 0)
+            if sync["ack"].wait(0.05):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("array consumer never acknowledged the probes")
+        send_ns = []
+        t2_start = 0
+        total = n_warm + n_lat + n_thr
+        for i in range(total):
+            if i == n_warm + n_lat:
+                t2_start = now_ns()
+            if not credits.acquire(timeout=30):
+                raise TimeoutError("consumer stopped returning credits")
+            t0 = now_ns()
+            tx.send_array(src, i, t0)
+            if i >= n_warm:
+                send_ns.append(now_ns() - t0)
+        _wait(sync)
+        sync["ack"].clear()
+        tx.close()
+        out[key] = {"send_ns": send_ns, "t2_start": t2_start, "n_lat": n_lat, "n_thr": n_thr}
+        _wait(sync)
+    return out
+
+
+def array_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Consumer: obtains each array as an ndarray, returns a credit per message."""
+    out: dict[str, Any] = {}
+    credits = sync["credits"]
+    for key, spec in specs.items():
+        n_warm, n_lat, n_thr = _counts(p, spec.size)
+        last = n_warm + n_lat + n_thr - 1
+        _wait(sync)
+        rx = peer.open_array_receiver(spec)
+        _wait(sync)
+        lat_ns = []
+        t_last = 0
+        ok_shape = True
+        while True:
+            seq, stamp, arr = rx.recv_array()
+            t = now_ns()
+            if seq == SEQ_PROBE:
+                if not sync["ack"].is_set():
+                    sync["ack"].set()
+                    time.sleep(0.1)  # let the remaining probes arrive, then drop them
+                    credits.release()  # window of 1 for warm-up and latency phases
+                continue
+            ok_shape = ok_shape and isinstance(arr, np.ndarray) and arr.shape == spec.shape
+            if n_warm <= seq < n_warm + n_lat:
+                lat_ns.append(t - stamp)
+            t_last = t
+            credits.release()
+            if seq == n_warm + n_lat - 1:
+                credits.release()  # window of 2 for the throughput phase
+            if seq == last:
+                break
+        _wait(sync)
+        while credits.acquire(False):  # reset the window for the next channel
+            pass
+        rx.close()
+        out[key] = {"lat_ns": lat_ns, "t_last": t_last, "ndarray": ok_shape}
+        _wait(sync)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 4 + 5. wake-up latency of a blocked receiver, then CPU used while blocked on a silent channel
+# ---------------------------------------------------------------------------------------------
+def wake_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One small-message channel a->b."""
+    return {"data": peer.make_channel(ctx, f"{p['tag']}_wake", "bytes", 64)}
+
+
+def wake_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Sender: ``count`` paced messages (the receiver is asleep in recv each time), then,
+    if ``idle_seconds`` > 0, silence for that long followed by a wake-up message."""
+    s = peer.open_sender(specs["data"], p["mode"])
+    _wait(sync)
+    _wait(sync)
+    probe_until_ack(s, 64, sync["ack"])
+    msg = s.new_message(64)
+    for i in range(p["count"]):
+        time.sleep(p["gap"])
+        pack_header(msg, i, now_ns())
+        s.send(msg)
+    if p["idle_seconds"] > 0:
+        if not sync["ready"].wait(30):
+            raise TimeoutError("receiver did not start the idle phase")
+        time.sleep(p["idle_seconds"])
+        pack_header(msg, SEQ_WAKE, 0)
+        deadline = time.monotonic() + 10
+        while not sync["finished"].wait(0.02) and time.monotonic() < deadline:
+            s.send(msg)
+    _wait(sync)
+    s.close()
+    return {}
+
+
+def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Receiver: wake-up latency samples, then CPU time while blocked for ``idle_seconds``."""
+    _wait(sync)
+    r = peer.open_receiver(specs["data"], p["mode"])
+    _wait(sync)
+    while unpack_header(r.recv())[0] != SEQ_PROBE:
+        pass
+    sync["ack"].set()
+    out: dict[str, Any] = {}
+    lat = []
+    while len(lat) < p["count"]:
+        m = r.recv()
+        t = now_ns()
+        seq, stamp = unpack_header(m)
+        if seq >= 0:
+            lat.append(t - stamp)
+            if seq == p["count"] - 1:
+                break
+    out["wake_ns"] = lat
+    if p["idle_seconds"] > 0:
+        sync["ready"].set()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = time.process_time()
+        w0 = time.monotonic()
+        while unpack_header(r.recv())[0] != SEQ_WAKE:
+            pass  # stray connection probes
+        cpu1 = time.process_time()
+        w1 = time.monotonic()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        sync["finished"].set()
+        out.update(
+            idle_cpu_s=cpu1 - cpu0,
+            idle_wall_s=w1 - w0,
+            idle_vcsw=ru1.ru_nvcsw - ru0.ru_nvcsw,
+            idle_ivcsw=ru1.ru_nivcsw - ru0.ru_nivcsw,
+        )
+    _wait(sync)
+    r.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# shm_comm only: recv_batch vs recv loop, loan cost, memcpy reference
+# ---------------------------------------------------------------------------------------------
+def batch_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One 6 x float64 array channel."""
+    return {"data": peer.make_channel(ctx, f"{p['tag']}_batch", "array", 48, (6,))}
+
+
+def batch_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Publishes ``n`` messages per round and waits until the consumer has read them."""
+    import shm_comm
+
+    name = str(specs["data"].data["channel"])
+    pub = shm_comm.ArrayPublisher(name, shape=(6,), dtype=np.float64, num_slots=p["slots"])
+    _wait(sync)
+    _wait(sync)  # subscriber attached
+    x = np.zeros(6)
+    refused = 0
+    for _ in range(2 * p["rounds"]):
+        for i in range(p["n"]):
+            x[0] = i
+            refused += not pub.send(x)
+        sync["credits"].release()  # "n messages queued"
+        if not sync["credits2"].acquire(timeout=30):
+            raise TimeoutError("batch consumer stalled")
+    _wait(sync)
+    pub.close()
+    return {"refused": refused}
+
+
+def batch_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Times ``recv_batch(n)`` against ``n`` single ``recv`` calls on the same backlog."""
+    import shm_comm
+
+    name = str(specs["data"].data["channel"])
+    _wait(sync)
+    sub = shm_comm.ArraySubscriber(name)
+    _wait(sync)
+    n = p["n"]
+    batch_ns, loop_ns, got_batch, got_loop = [], [], [], []
+    out = np.empty((n, 6))
+    for _ in range(p["rounds"]):
+        if not sync["credits"].acquire(timeout=30):
+            raise TimeoutError("batch producer stalled")
+        t0 = now_ns()
+        arr = sub.recv_batch(max_n=n, timeout=0.0)
+        batch_ns.append(now_ns() - t0)
+        got_batch.append(len(arr))
+        sync["credits2"].release()
+        if not sync["credits"].acquire(timeout=30):
+            raise TimeoutError("batch producer stalled")
+        k = 0
+        t0 = now_ns()
+        for k in range(n):
+            a = sub.recv(timeout=0, copy=False)
+            if a is None:
+                break
+            out[k] = a
+        else:
+            k = n
+        loop_ns.append(now_ns() - t0)
+        got_loop.append(k)
+        sync["credits2"].release()
+    _wait(sync)
+    sub.close()
+    return {"batch_ns": batch_ns, "loop_ns": loop_ns, "got_batch": got_batch, "got_loop": got_loop}
+
+
+def micro_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One array channel per size for the loan/send micro-benchmark."""
+    return {
+        str(n): peer.make_channel(ctx, f"{p['tag']}_loan{n}", "array", n, (n // 8,))
+        for n in p["sizes"]
+    }
+
+
+def _median_ns(fn: Callable[[], Any], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = now_ns()
+        fn()
+        times.append(now_ns() - t0)
+    return float(np.median(times))
+
+
+def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Single process: np.copyto (memcpy reference), ArrayPublisher.send, loan() cost."""
+    import shm_comm
+
+    out: dict[str, Any] = {}
+    for key, spec in specs.items():
+        nbytes = spec.size
+        reps = p["reps_big"] if nbytes >= 8 * MIB else p["reps_small"]
+        src = np.ones(spec.shape)
+        dst = np.zeros(spec.shape)
+        np.copyto(dst, src)
+        memcpy = _median_ns(lambda d=dst, s=src: np.copyto(d, s), reps)
+        pub = shm_comm.ArrayPublisher(
+            str(spec.data["channel"]), shape=spec.shape, dtype=np.float64, num_slots=4
+        )
+        for _ in range(8):  # touch every slot once
+            pub.send(src)
+        send = _median_ns(lambda pb=pub, s=src: pb.send(s), reps)
+
+        def loan_only(pb: Any = pub) -> None:
+            with pb.loan() as o:
+                o[0] = 1.0
+
+        def loan_fill(pb: Any = pub, s: np.ndarray = src) -> None:
+            with pb.loan() as o:
+                np.copyto(o, s)
+
+        loan = _median_ns(loan_only, reps)
+        loan_full = _median_ns(loan_fill, reps)
+        pub.close()
+        out[key] = {
+            "nbytes": nbytes,
+            "memcpy_ns": memcpy,
+            "send_ns": send,
+            "loan_ns": loan,
+            "loan_fill_ns": loan_full,
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+# ---------------------------------------------------------------------------------------------
+RoleFn = Callable[[Peer, Specs, Params, Sync], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Parent-side channel factory plus the role functions run in the children."""
+
+    channels: Callable[[Peer, Any, Params], Specs]
+    roles: dict[str, RoleFn]
+
+
+WORKLOADS: dict[str, Workload] = {
+    "pingpong": Workload(pingpong_channels, {"a": pingpong_a, "b": pingpong_b}),
+    "stream": Workload(stream_channels, {"a": stream_a, "b": stream_b}),
+    "arrays": Workload(array_channels, {"a": array_a, "b": array_b}),
+    "wake": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
+    "idle": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
+    "batch": Workload(batch_channels, {"a": batch_a, "b": batch_b}),
+    "micro": Workload(micro_channels, {"a": micro_a}),
+}
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (np.integer, np.floating)):
+            out[k] = v.item()
+        else:
+            out[k] = repr(v)
+    return out
