@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Benchmark shm_comm against other Python IPC mechanisms, all in ONE run.
+
+Usage::
+
+    python examples/benchmark.py                 # shm_comm workloads only
+    python examples/benchmark.py --quick --peers # + every installed peer, fewer iterations
+    python examples/benchmark.py --peers --json results.json --plot docs/benchmark.png
+    python examples/benchmark.py --only latency,stream --iterations 2000
+
+Peers (``--peers``): multiprocessing.Queue, multiprocessing.Pipe, pyzmq (PUB/SUB over
+``ipc://``), faster-fifo, iceoryx2 and Eclipse Zenoh, each used the way its documentation
+recommends (see ``examples/benchpeers/peer_*.py``). A peer whose package is missing is skipped
+with a line saying so.
+
+Every workload runs producer and consumer in separate ``spawn``-ed processes with a timeout; a
+failing peer shows up as ``FAIL: ...`` in its cell. Machines with few cores are noisy: compare
+the columns of one run with each other, not numbers across runs. Rows say whether the receiver
+blocks in the OS or busy-polls (busy-polling burns a whole core; on a 2-core machine two
+spinning processes compete with everything else).
+
+Output: a Markdown table on stdout, a progress bar on stderr, optionally ``--json`` (raw
+samples, metrics, machine description) and ``--plot`` (matplotlib PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from importlib import metadata
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+try:  # prefer the installed package; fall back to the repository checkout
+    import shm_comm  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(1, os.path.dirname(HERE))
+
+from benchpeers import ALL_CLASSES, PEER_CLASSES, SUBJECT, Peer  # noqa: E402
+from benchpeers.report import (  # noqa: E402
+    alias_main_array_metrics,
+    build_table,
+    comparison_rows,
+    extract,
+    group_of,
+    plot,
+    shm_comm_table,
+)
+from benchpeers.runner import Runner, Task, TaskResult  # noqa: E402
+from benchpeers.workloads import KIB, MIB  # noqa: E402
+
+WORKLOAD_CHOICES = ("latency", "stream", "arrays", "idle", "wakeup", "typed", "batch", "loan")
+LAT_SIZES = [64, 4 * KIB]
+ARRAY_SIZES = [1 * MIB, 16 * MIB]
+MICRO_SIZES = [1 * KIB, 1 * MIB, 16 * MIB]
+TYPED_PEER = "shm_comm[typed]"
+
+
+def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
+    """Per-workload parameters; ``--quick`` shrinks the sample counts, not the semantics."""
+    s: dict[str, dict[str, Any]] = {
+        "pingpong": {"warmup": 200, "iterations": 5000, "max_seconds": 10.0},
+        "stream": {"size": 64, "count": 200_000, "seconds": 5.0, "drain_seconds": 20.0},
+        "arrays": {"warm": 8, "lat_small": 100, "thr_small": 300, "lat_big": 20, "thr_big": 50},
+        "wake": {"count": 500, "gap": 0.003, "idle_seconds": 2.0},
+        "batch": {"n": 1000, "rounds": 30, "slots": 2048},
+        "micro": {"reps_small": 2000, "reps_big": 40},
+    }
+    if quick:
+        s["pingpong"].update(warmup=50, iterations=500, max_seconds=1.5)
+        s["stream"].update(count=30_000, seconds=2.0, drain_seconds=10.0)
+        s["arrays"].update(warm=6, lat_small=10, thr_small=30, lat_big=4, thr_big=8)
+        s["wake"].update(count=100)
+        s["batch"].update(rounds=5)
+        s["micro"].update(reps_small=200, reps_big=8)
+    if iterations:
+        s["pingpong"]["iterations"] = iterations
+        s["wake"]["count"] = max(10, iterations // 10)
+    return s
+
+
+def plan(
+    peers: dict[str, Peer],
+    names: list[str],
+    only: set[str],
+    cfg: dict[str, dict[str, Any]],
+    quick: bool,
+) -> tuple[list[Task], list[Task]]:
+    """Tasks for this run: (sequential tasks, idle-CPU tasks run side by side at the end).
+
+    The idle subscribers only sleep in the kernel, so running them at the same time does not
+    change the CPU time each of them uses; it saves ~2.5 s per peer.
+    """
+    tmo = 45.0 if quick else 120.0
+    seq: list[Task] = []
+    idle: list[Task] = []
+    wake = dict(cfg["wake"], idle_seconds=0.0)
+    quiet = dict(cfg["wake"], count=0)
+    for name in names:
+        peer = peers[name]
+        modes = ["block", "spin"] if peer.supports_spin else ["block"]
+        if "latency" in only:
+            params = dict(cfg["pingpong"], sizes=LAT_SIZES, modes=modes)
+            seq.append(Task(f"latency/{name}", name, "pingpong", params, tmo))
+        if "stream" in only:
+            seq.append(Task(f"stream/{name}", name, "stream", dict(cfg["stream"]), tmo))
+        if "arrays" in only:
+            params = dict(cfg["arrays"], sizes=ARRAY_SIZES, variants=list(peer.array_variants))
+            seq.append(Task(f"arrays/{name}", name, "arrays", params, tmo * 2))
+        if "wakeup" in only:
+            seq.append(Task(f"wakeup/block/{name}", name, "wake", dict(wake, mode="block"), tmo))
+        if "idle" in only:
+            idle.append(Task(f"idle/block/{name}", name, "idle", dict(quiet, mode="block"), tmo))
+        if name != SUBJECT:
+            continue
+        if "wakeup" in only:
+            seq.append(Task(f"wakeup/spin/{name}", name, "wake", dict(wake, mode="spin"), tmo))
+        if "idle" in only:  # burns a core: run alone, not next to the other idle tasks
+            seq.append(Task(f"idle/spin/{name}", name, "idle", dict(quiet, mode="spin"), tmo))
+        if "typed" in only:
+            base = dict(cfg["pingpong"], sizes=[48], modes=["block"])
+            seq.append(Task(f"typed/raw48/{name}", name, "pingpong", base, tmo))
+            seq.append(Task(f"typed/{TYPED_PEER}", TYPED_PEER, "pingpong", base, tmo))
+        if "batch" in only:
+            seq.append(Task(f"batch/{name}", name, "batch", dict(cfg["batch"]), tmo))
+        if "loan" in only:
+            params = dict(cfg["micro"], sizes=MICRO_SIZES)
+            seq.append(Task(f"loan+memcpy/{name}", name, "micro", params, tmo * 2))
+    return seq, idle
+
+
+def machine() -> dict[str, Any]:
+    """Short description of the machine and package versions."""
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("shm-comm-streams", "numpy", "pyzmq", "faster-fifo", "iceoryx2", "eclipse-zenoh"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command line."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer iterations (< 1 min)")
+    ap.add_argument("--peers", action="store_true", help="also run the peers")
+    ap.add_argument("--only", default="", help="comma list of: " + ",".join(WORKLOAD_CHOICES))
+    ap.add_argument("--peer", default="", help="comma list restricting which peers run")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="round trips per latency row (wake-up samples = iterations/10)",
+    )
+    ap.add_argument("--json", metavar="FILE", help="write raw results and metrics as JSON")
+    ap.add_argument("--plot", metavar="FILE.png", help="write latency/throughput plots")
+    ap.add_argument("--keep-logs", action="store_true", help="keep child logs (run dir)")
+    args = ap.parse_args(argv)
+    only = {w.strip() for w in args.only.split(",") if w.strip()} or set(WORKLOAD_CHOICES)
+    bad = only - set(WORKLOAD_CHOICES)
+    if bad:
+        ap.error(f"unknown workload(s) {sorted(bad)}; choose from {WORKLOAD_CHOICES}")
+    args.only_set = only
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the report."""
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    info = machine()
+    cfg = settings(args.quick, args.iterations)
+
+    classes = [c for c in ALL_CLASSES if c.name in (SUBJECT, TYPED_PEER)]
+    if args.peers:
+        classes += PEER_CLASSES
+    if args.peer:
+        wanted = {p.strip() for p in args.peer.split(",")}
+        classes = [c for c in classes if c.name in wanted or c.name in (SUBJECT, TYPED_PEER)]
+    peers = {c.name: c() for c in classes}
+    skipped: dict[str, str] = {}
+    for name, peer in peers.items():
+        reason = peer.unavailable()
+        if reason:
+            skipped[name] = reason
+    runnable = [n for n in peers if n not in skipped]
+    peer_names = [c.name for c in PEER_CLASSES if c.name in peers]
+
+    run_dir = tempfile.mkdtemp(prefix="shmc-bench-")
+    runner = Runner(run_dir, {n: peers[n] for n in runnable})
+    seq_tasks, idle_tasks = plan(
+        peers, [n for n in runnable if n != TYPED_PEER], args.only_set, cfg, args.quick
+    )
+    seq_tasks = [t for t in seq_tasks if t.peer in runnable]  # e.g. no typed peer
+
+    results: list[TaskResult] = []
+    try:
+        from tqdm import tqdm
+
+        total = len(seq_tasks) + len(idle_tasks)
+        bar: Any = tqdm(total=total, file=sys.stderr, unit="task", dynamic_ncols=True)
+    except ImportError:  # pragma: no cover
+        bar = None
+    try:
+        for task in seq_tasks:
+            if bar is not None:
+                bar.set_description(task.key)
+            results.append(runner.run(task))
+            _progress(bar, results[-1:])
+        if idle_tasks:
+            if bar is not None:
+                bar.set_description(f"idle x{len(idle_tasks)} (in parallel)")
+            results += runner.run_parallel(idle_tasks)
+            _progress(bar, results[-len(idle_tasks) :])
+    finally:
+        if bar is not None:
+            bar.close()
+        removed = runner.cleanup()
+        if not args.keep_logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    metrics: dict[str, dict[str, float]] = {n: {} for n in peers}
+    errors: dict[str, dict[str, str]] = {n: {} for n in peers}
+    for res in results:
+        if res.ok:
+            try:
+                metrics[res.task.peer].update(extract(res))
+            except Exception as exc:  # a malformed result must not kill the report
+                errors[res.task.peer][group_of(res)] = f"report: {exc!r}"
+        else:
+            errors[res.task.peer][group_of(res)] = res.error
+    typed = metrics.get(TYPED_PEER, {})
+    if "lat.block.48.p50" in typed:
+        metrics[SUBJECT]["lat.block.typed.p50"] = typed["lat.block.48.p50"]
+    alias_main_array_metrics(metrics)
+
+    rows = comparison_rows(LAT_SIZES, ARRAY_SIZES, args.only_set)
+    spin_unsupported = {n for n, p in peers.items() if not p.supports_spin}
+    table, table_data = build_table(
+        rows, SUBJECT, peer_names, metrics, errors, skipped, spin_unsupported
+    )
+    elapsed = time.monotonic() - t_start
+
+    out = sys.stdout
+    out.write(f"# shm_comm benchmark ({'quick' if args.quick else 'full'})\n\n")
+    out.write(
+        f"{info['date']} — {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+        f"Linux {info['kernel']}, Python {info['python']}; run took {elapsed:.0f} s.\n\n"
+    )
+    for name in (SUBJECT, *peer_names):
+        if name in skipped:
+            out.write(f"- skipped {name}: {skipped[name]}\n")
+    if not args.peers:
+        out.write("- peers not run (use --peers)\n")
+    out.write("\n" + table + "\n\n")
+    out.write(
+        "Last column: factor by which shm_comm beats the best peer on that row (>1) or "
+        "loses to it (<1). Array rows: shm_comm column = ArrayPublisher.send; the loan() rows "
+        "compare shm_comm's loan path with the same peers' best.\n\n"
+    )
+    out.write(shm_comm_table(metrics.get(SUBJECT, {}), MICRO_SIZES, ARRAY_SIZES) + "\n\n")
+    out.write("How each peer was used:\n\n")
+    for name in (SUBJECT, TYPED_PEER, *peer_names):
+        if name in peers:
+            out.write(f"- **{name}**: {peers[name].description}\n")
+    failures = [r for r in results if not r.ok]
+    if failures:
+        out.write("\nFailures:\n\n")
+        for r in failures:
+            out.write(f"- {r.task.key}: {r.error}\n")
+    out.flush()
+
+    if args.json:
+        payload = {
+            "machine": info,
+            "args": {k: v for k, v in vars(args).items() if k != "only_set"},
+            "elapsed_s": elapsed,
+            "settings": cfg,
+            "skipped": skipped,
+            "metrics": metrics,
+            "errors": errors,
+            "table": table_data,
+            "cleanup_removed": removed,
+            "tasks": [
+                {
+                    "key": r.task.key,
+                    "task": asdict(r.task),
+                    "ok": r.ok,
+                    "error": r.error,
+                    "seconds": r.seconds,
+                    "raw": r.roles,
+                }
+                for r in results
+            ],
+        }
+        with open(args.json, "w") as fh:
+            json.dump(payload, fh, indent=1, default=str)
+    if args.plot:
+        try:
+            plot(args.plot, SUBJECT, peer_names, results, metrics, ARRAY_SIZES)
+        except Exception as exc:  # plotting is optional
+            print(f"[benchmark] plot failed: {exc!r}", file=sys.stderr)
+    return 0
+
+
+def _progress(bar: Any, done: list[TaskResult]) -> None:
+    """Advance the progress bar; report failures on stderr as they happen."""
+    for res in done:
+        if not res.ok:
+            print(f"[benchmark] {res.task.key} failed: {res.error}", file=sys.stderr)
+        if bar is not None:
+            bar.update(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

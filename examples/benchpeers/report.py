@@ -1,0 +1,439 @@
+"""Turns raw task results into metrics, Markdown tables, JSON and a plot."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .runner import TaskResult
+from .workloads import KIB, MIB
+
+Metrics = dict[str, dict[str, float]]  # peer -> metric id -> value
+Errors = dict[str, dict[str, str]]  # peer -> task group -> error
+
+
+def pct(values: list[int] | list[float], q: float) -> float:
+    """Percentile of a non-empty list (linear interpolation)."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def size_label(nbytes: int) -> str:
+    """64 -> "64 B", 4096 -> "4 KiB", 1048576 -> "1 MiB"."""
+    if nbytes >= MIB and nbytes % MIB == 0:
+        return f"{nbytes // MIB} MiB"
+    if nbytes >= KIB and nbytes % KIB == 0:
+        return f"{nbytes // KIB} KiB"
+    return f"{nbytes} B"
+
+
+def group_of(res: TaskResult) -> str:
+    """Task group id, used to attribute a failure to the rows it would have produced."""
+    mode = res.task.params.get("mode")
+    return f"{res.task.workload}-{mode}" if mode else res.task.workload
+
+
+def extract(res: TaskResult) -> dict[str, float]:
+    """Metric id -> value for one successful task."""
+    wl = res.task.workload
+    p = res.task.params
+    m: dict[str, float] = {}
+    if wl == "pingpong":
+        for case, v in res.roles["a"].items():
+            mode, size = case.split("-")
+            one_way_us = [x / 2 / 1000 for x in v["rtt_ns"]]
+            base = f"lat.{mode}.{size}"
+            m[base + ".p50"] = pct(one_way_us, 50)
+            m[base + ".p99"] = pct(one_way_us, 99)
+    elif wl == "stream":
+        a, b = res.roles["a"], res.roles["b"]
+        span = (b["t_last"] - a["t_start"]) / 1e9
+        m["stream.delivered_rate"] = b["received"] / span if span > 0 and b["received"] else 0.0
+        m["stream.delivered_frac"] = 100.0 * b["received"] / max(1, a["attempted"])
+        m["stream.send_rate"] = a["attempted"] / max(1e-9, (a["t_end"] - a["t_start"]) / 1e9)
+        m["stream.received"] = float(b["received"])
+        m["stream.attempted"] = float(a["attempted"])
+        if "drop_count" in a["sender_stats"]:
+            m["stream.drop_count"] = float(a["sender_stats"]["drop_count"])
+        if "dropped" in b["receiver_stats"]:
+            m["stream.sub_dropped"] = float(b["receiver_stats"]["dropped"])
+    elif wl == "arrays":
+        for key, bv in res.roles["b"].items():
+            av = res.roles["a"][key]
+            variant, nbytes_s = key.split("-")
+            nbytes = int(nbytes_s)
+            span = (bv["t_last"] - av["t2_start"]) / 1e9
+            base = f"arr.{variant}.{nbytes}"
+            m[base + ".gbps"] = av["n_thr"] * nbytes / span / 1e9 if span > 0 else 0.0
+            m[base + ".lat_p50_ms"] = pct(bv["lat_ns"], 50) / 1e6
+            m[base + ".lat_p99_ms"] = pct(bv["lat_ns"], 99) / 1e6
+            m[base + ".send_p50_us"] = pct(av["send_ns"], 50) / 1e3
+            m[base + ".ndarray"] = 1.0 if bv["ndarray"] else 0.0
+    elif wl in ("wake", "idle"):
+        b = res.roles["b"]
+        mode = p["mode"]
+        if b.get("wake_ns"):
+            wake_us = [x / 1000 for x in b["wake_ns"]]
+            m[f"wake.{mode}.p50"] = pct(wake_us, 50)
+            m[f"wake.{mode}.p99"] = pct(wake_us, 99)
+        if "idle_cpu_s" in b:
+            # normalise to exactly the nominal idle period
+            scale = p["idle_seconds"] / max(1e-9, b["idle_wall_s"])
+            m[f"idle.{mode}.cpu_ms"] = b["idle_cpu_s"] * 1000 * scale
+            m[f"idle.{mode}.vcsw"] = float(b["idle_vcsw"])
+    elif wl == "batch":
+        b = res.roles["b"]
+        m["batch.batch_us"] = pct(b["batch_ns"], 50) / 1000
+        m["batch.loop_us"] = pct(b["loop_ns"], 50) / 1000
+        m["batch.ratio"] = m["batch.loop_us"] / max(1e-9, m["batch.batch_us"])
+        m["batch.got_batch"] = float(min(b["got_batch"]))
+        m["batch.got_loop"] = float(min(b["got_loop"]))
+    elif wl == "micro":
+        for key, v in res.roles["a"].items():
+            n = int(key)
+            m[f"micro.{n}.memcpy_us"] = v["memcpy_ns"] / 1000
+            m[f"micro.{n}.memcpy_gbps"] = n / v["memcpy_ns"]
+            m[f"micro.{n}.send_us"] = v["send_ns"] / 1000
+            m[f"micro.{n}.loan_us"] = v["loan_ns"] / 1000
+            m[f"micro.{n}.loan_fill_us"] = v["loan_fill_ns"] / 1000
+    return m
+
+
+@dataclass(frozen=True)
+class Row:
+    """One comparison row of the main table."""
+
+    metric: str
+    label: str
+    unit: str
+    better: str  # "lower" or "higher"
+    group: str  # task group producing this metric
+    digits: int = 1
+
+
+def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[str]) -> list[Row]:
+    """Rows of the main table (shm_comm vs peers), in display order."""
+    rows: list[Row] = []
+    if "latency" in include:
+        for mode, mode_label in (("block", "blocking recv"), ("spin", "busy-poll")):
+            for size in lat_sizes:
+                for q in ("p50", "p99"):
+                    rows.append(
+                        Row(
+                            f"lat.{mode}.{size}.{q}",
+                            f"one-way latency {size_label(size)} {q}, {mode_label}",
+                            "µs",
+                            "lower",
+                            "pingpong",
+                        )
+                    )
+    if "stream" in include:
+        rows += [
+            Row(
+                "stream.delivered_rate",
+                "stream 64 B: delivered msgs/s",
+                "msg/s",
+                "higher",
+                "stream",
+                0,
+            ),
+            Row("stream.delivered_frac", "stream 64 B: delivered / sent", "%", "higher", "stream"),
+        ]
+    if "arrays" in include:
+        for n in array_sizes:
+            lab = size_label(n)
+            rows += [
+                Row(
+                    f"arr.main.{n}.gbps",
+                    f"{lab} float64 array: throughput",
+                    "GB/s",
+                    "higher",
+                    "arrays",
+                    2,
+                ),
+                Row(
+                    f"arr.main.{n}.lat_p50_ms",
+                    f"{lab} float64 array: latency p50",
+                    "ms",
+                    "lower",
+                    "arrays",
+                    3,
+                ),
+                Row(
+                    f"arr.main.{n}.lat_p99_ms",
+                    f"{lab} float64 array: latency p99",
+                    "ms",
+                    "lower",
+                    "arrays",
+                    3,
+                ),
+                Row(
+                    f"arr.loan.{n}.gbps",
+                    f"{lab} array via loan(): throughput",
+                    "GB/s",
+                    "higher",
+                    "arrays",
+                    2,
+                ),
+                Row(
+                    f"arr.loan.{n}.lat_p50_ms",
+                    f"{lab} array via loan(): latency p50",
+                    "ms",
+                    "lower",
+                    "arrays",
+                    3,
+                ),
+            ]
+    if "idle" in include:
+        rows.append(
+            Row(
+                "idle.block.cpu_ms",
+                "CPU of a subscriber blocked 2 s on a silent channel",
+                "ms",
+                "lower",
+                "idle-block",
+                2,
+            )
+        )
+    if "wakeup" in include:
+        rows += [
+            Row(
+                "wake.block.p50",
+                "wake-up latency of a blocked recv p50",
+                "µs",
+                "lower",
+                "wake-block",
+            ),
+            Row(
+                "wake.block.p99",
+                "wake-up latency of a blocked recv p99",
+                "µs",
+                "lower",
+                "wake-block",
+            ),
+        ]
+    return rows
+
+
+def alias_main_array_metrics(metrics: Metrics) -> None:
+    """Map each peer's primary array path to ``arr.main.*`` (shm_comm: ``send``)."""
+    for values in metrics.values():
+        for k in list(values):
+            if k.startswith(("arr.default.", "arr.send.")):
+                values["arr.main." + k.split(".", 2)[2]] = values[k]
+
+
+def fmt_value(v: float, digits: int) -> str:
+    """Human formatting with thousands separators for big numbers."""
+    if math.isnan(v):
+        return "nan"
+    if abs(v) >= 10000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def build_table(
+    rows: list[Row],
+    subject: str,
+    peers: list[str],
+    metrics: Metrics,
+    errors: Errors,
+    skipped: dict[str, str],
+    spin_unsupported: set[str],
+) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown table + the same data as a list of dicts (for JSON)."""
+    cols = [subject, *peers]
+    head = ["workload", "unit", *cols, "best peer", "shm_comm vs best peer"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    data: list[dict[str, Any]] = []
+    for row in rows:
+        cells: list[str] = []
+        values: dict[str, float | None] = {}
+        for peer in cols:
+            v = metrics.get(peer, {}).get(row.metric)
+            values[peer] = v
+            if v is not None:
+                cells.append(fmt_value(v, row.digits))
+            elif peer in skipped:
+                cells.append("skipped")
+            elif row.group in errors.get(peer, {}):
+                cells.append("FAIL: " + _short(errors[peer][row.group]))
+            elif ".spin." in row.metric and peer in spin_unsupported:
+                cells.append("n/a")
+            else:
+                cells.append("—")
+        peer_vals = {p: values[p] for p in peers if values[p] is not None}
+        best_peer, best_val, ratio_s = "—", None, "—"
+        ratio: float | None = None
+        if peer_vals:
+            pick = min if row.better == "lower" else max
+            best_peer = pick(peer_vals, key=lambda k: peer_vals[k])  # type: ignore[arg-type]
+            best_val = peer_vals[best_peer]
+            mine = values[subject]
+            if mine is not None and best_val is not None:
+                ratio = _advantage(mine, best_val, row.better)
+                ratio_s = "—" if ratio is None else f"{ratio:.2f}x"
+        lines.append(
+            "| "
+            + " | ".join(
+                [row.label, f"{row.unit} ({row.better} is better)", *cells, best_peer, ratio_s]
+            )
+            + " |"
+        )
+        data.append(
+            {
+                "metric": row.metric,
+                "label": row.label,
+                "unit": row.unit,
+                "better": row.better,
+                "values": values,
+                "cells": dict(zip(cols, cells, strict=True)),
+                "best_peer": None if best_peer == "—" else best_peer,
+                "advantage": ratio,
+            }
+        )
+    return "\n".join(lines), data
+
+
+def _advantage(mine: float, best: float, better: str) -> float | None:
+    """>1 means shm_comm is better than the best peer by that factor."""
+    if better == "lower":
+        return best / mine if mine > 0 else None
+    return mine / best if best > 0 else None
+
+
+def _short(msg: str, n: int = 48) -> str:
+    msg = msg.replace("|", "/").replace("\n", " ")
+    return msg if len(msg) <= n else msg[: n - 1] + "…"
+
+
+def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[int]) -> str:
+    """Second table: measurements that only exist for shm_comm."""
+    lines = ["| shm_comm measurement | value |", "|---|---|"]
+
+    def add(label: str, key: str, fmt: str) -> None:
+        if key in m:
+            lines.append(f"| {label} | {fmt.format(m[key])} |")
+
+    add(
+        "typed 6xfloat64 via ArrayPublisher, one-way p50 (blocking)",
+        "lat.block.typed.p50",
+        "{:.1f} µs",
+    )
+    add("raw send_bytes 48 B, one-way p50 (blocking)", "lat.block.48.p50", "{:.1f} µs")
+    if "lat.block.typed.p50" in m and "lat.block.48.p50" in m:
+        lines.append(
+            "| typed / raw latency ratio | "
+            f"{m['lat.block.typed.p50'] / m['lat.block.48.p50']:.2f}x |"
+        )
+    add("recv_batch(1000) of 6-float messages", "batch.batch_us", "{:.0f} µs")
+    add("1,000 x recv(copy=False) into a preallocated array", "batch.loop_us", "{:.0f} µs")
+    add("1,000 recv calls / one recv_batch", "batch.ratio", "{:.1f}x")
+    for n in micro_sizes:
+        lab = size_label(n)
+        add(f"np.copyto {lab} (memcpy reference)", f"micro.{n}.memcpy_gbps", "{:.2f} GB/s")
+        add(f"ArrayPublisher.send {lab}, no subscriber", f"micro.{n}.send_us", "{:.1f} µs")
+        if f"micro.{n}.send_us" in m:
+            frac = m[f"micro.{n}.memcpy_us"] / m[f"micro.{n}.send_us"]
+            lines.append(f"| send {lab}: fraction of memcpy speed | {100 * frac:.0f} % |")
+        add(f"loan() enter+exit {lab} (no fill)", f"micro.{n}.loan_us", "{:.1f} µs")
+        add(f"loan() + np.copyto fill {lab}", f"micro.{n}.loan_fill_us", "{:.1f} µs")
+    for n in arr_sizes:
+        lab = size_label(n)
+        if f"arr.send.{n}.gbps" in m and f"micro.{n}.memcpy_gbps" in m:
+            frac = m[f"arr.send.{n}.gbps"] / m[f"micro.{n}.memcpy_gbps"]
+            lines.append(
+                f"| end-to-end {lab} send path GB/s as fraction of memcpy | {100 * frac:.0f} % |"
+            )
+        add(
+            f"send() call {lab} inside the 2-process run, p50",
+            f"arr.send.{n}.send_p50_us",
+            "{:.0f} µs",
+        )
+    add("stream: publisher drop_count", "stream.drop_count", "{:.0f}")
+    add("stream: subscriber dropped", "stream.sub_dropped", "{:.0f}")
+    add("stream: messages attempted", "stream.attempted", "{:.0f}")
+    add("idle CPU, busy-poll subscriber (poll_interval=0), 2 s", "idle.spin.cpu_ms", "{:.0f} ms")
+    add("wake-up latency, busy-poll subscriber p50", "wake.spin.p50", "{:.1f} µs")
+    add("wake-up latency, busy-poll subscriber p99", "wake.spin.p99", "{:.1f} µs")
+    add("voluntary context switches while blocked 2 s (default)", "idle.block.vcsw", "{:.0f}")
+    return "\n".join(lines)
+
+
+def plot(
+    path: str,
+    subject: str,
+    peers: list[str],
+    results: list[TaskResult],
+    metrics: Metrics,
+    array_sizes: list[int],
+) -> None:
+    """Latency distributions (box plots) and throughput bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [subject, *peers]
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+
+    def samples(workload: str, mode: str, key: str, field: str, scale: float) -> dict[str, Any]:
+        out = {}
+        for r in results:
+            if r.ok and r.task.workload == workload:
+                if workload == "pingpong":
+                    v = r.roles["a"].get(f"{mode}-{key}")
+                    if v:
+                        out[r.task.peer] = np.asarray(v[field]) * scale
+                elif r.task.params.get("mode") == mode and r.roles["b"].get(field):
+                    out[r.task.peer] = np.asarray(r.roles["b"][field]) * scale
+        return out
+
+    for ax, (wl, mode, title) in zip(
+        (axes[0][0], axes[0][1]),
+        (
+            ("pingpong", "block", "one-way latency 64 B, blocking recv"),
+            ("wake", "block", "wake-up latency of a blocked receiver"),
+        ),
+        strict=True,
+    ):
+        s = (
+            samples(wl, mode, "64", "rtt_ns", 0.5e-3)
+            if wl == "pingpong"
+            else samples(wl, mode, "", "wake_ns", 1e-3)
+        )
+        names = [c for c in cols if c in s]
+        if names:
+            ax.boxplot([s[n] for n in names], whis=(1, 99), showfliers=False)
+            ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
+            ax.set_yscale("log")
+        ax.set_title(title + " (whiskers p1-p99)")
+        ax.set_ylabel("µs")
+        ax.grid(True, axis="y", alpha=0.3)
+
+    ax = axes[1][0]
+    names = [c for c in cols if "stream.delivered_rate" in metrics.get(c, {})]
+    ax.bar(names, [metrics[n]["stream.delivered_rate"] for n in names], color="tab:blue")
+    ax.set_title("streaming 64 B: delivered messages/s")
+    ax.tick_params(axis="x", rotation=20)
+    ax.grid(True, axis="y", alpha=0.3)
+
+    ax = axes[1][1]
+    width = 0.8 / max(1, len(array_sizes))
+    names = [*cols, subject + " loan"]
+    for j, n in enumerate(array_sizes):
+        vals = []
+        for c in names:
+            key = f"arr.loan.{n}.gbps" if c.endswith(" loan") else f"arr.main.{n}.gbps"
+            src = subject if c.endswith(" loan") else c
+            vals.append(metrics.get(src, {}).get(key, 0.0))
+        ax.bar(np.arange(len(names)) + j * width, vals, width, label=size_label(n))
+    ax.set_xticks(np.arange(len(names)) + width * (len(array_sizes) - 1) / 2, names, rotation=20)
+    ax.set_title("float64 arrays producer -> consumer ndarray: GB/s")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
