@@ -422,3 +422,102 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
     except UnicodeDecodeError:
         raise SHMFormatError("typed-array dtype description is not UTF-8") from None
     return ArrayHeader(descr, tuple(shape), seq, ts, data_offset)
+
+
+# ===========================================================================================
+# Request/reply (KIND_REQREP) and push/pull (KIND_PIPELINE): the queue layout (format 1.0)
+# ===========================================================================================
+#
+# Both kinds use the regions above unchanged (same header, counters, records, ring-entry words
+# and buffers; ``max_subscribers`` is the number of requester / puller rows) and give the
+# kind-specific words the meanings below. Used by reqrep.py and pipeline.py; docs/patterns.md
+# has the protocols and the memory-ordering argument.
+#
+# Queue entries: the ``num_slots`` ring-entry words. Slot ``s`` carries queue positions
+# ``s, s + N, s + 2N, ...`` (N = num_slots); its payload always lives in data buffer ``s``.
+# The entry for position ``p`` (lap ``p // N``) is::
+#
+#     bits 16..63  lap      p // N
+#     bits  8..15  state    0 FREE: slot ready for position p to be written
+#                           1 READY: position p is published
+#                           2 OWNED: a row is writing it (reqrep) / taking it (pipeline)
+#     bits  0..7   row      the owning row while OWNED, else 0
+#
+# All-zero words are FREE for lap 0, so a new segment's queue is empty. Every transition
+# changes the low 32 bits, which the futex waits compare. A slot moves
+# FREE(p) -> OWNED(p,row) -> READY(p) -> FREE(p+N) in a request queue (many requesters write,
+# the replier reads) and FREE(p) -> READY(p) -> OWNED(p,row) -> FREE(p+N) in a push/pull
+# queue (the pusher writes, pullers compete). OWNED(p, row) is "abandoned" when row is not
+# active, or its REC_CLAIM is not p + 1, or its process is dead (pid + start token); then the
+# replier frees it (request lost with its dead writer) or a puller takes it over (redelivery).
+#
+# Counters (the 8 ``extra`` words at 512; head, waiters, closed, bytes_total, membership and
+# departed_received keep their pub/sub meaning where noted)::
+#
+#            request/reply                           push/pull
+#     head   requests consumed by the replier        items pushed
+#   waiters  bit r: requester r sleeps on its reply  bit r: puller r sleeps on head
+#    +512    tail: next position to claim            tail: next position to claim
+#    +520    replier sleeps on an entry (0/1)        taken: items handed to pullers
+#    +528    requesters sleeping for room (count)    redelivered: items taken over from dead
+#    +536    last correlation id handed out          processes sleeping on ``taken`` (count)
+#    +544    replies written                         recovery hint (nonzero: pullers scan)
+#    +552    requests abandoned mid-write            sends that found the queue full
+#    +560    replies dropped, requester gone         0
+#    +568    0                                       0
+#
+# Records (``max_subscribers`` rows, claimed and reaped as in pub/sub: state, pid and start
+# token keep their meaning; received = cursor - start, as ``release_record`` assumes)::
+#
+#     +24 cursor   start + requests sent (reqrep) / items received (pipeline)
+#     +32 start    +40 dropped (always 0)
+#     +48 claim    position + 1 of the queue slot this row is claiming or owns, else 0
+#     +56 extra    reqrep: correlation id of the reply in this row's reply buffer, with
+#                  bit 63 set while the replier writes it (a seqlock); pipeline: items this
+#                  row took over from dead pullers
+#
+# Buffers: buffer ``s < N`` is queue slot ``s``'s payload (header: seq = queue position,
+# timestamp, length, encoding; a request also carries, at BUF_EXTRA, its correlation id, the
+# requester's row, pid and start token). In request/reply, buffer ``N + r`` is requester row
+# ``r``'s reply buffer (header seq = the correlation id it answers); the last buffer is
+# unused. In push/pull the ``max_subscribers + 1`` buffers after the queue are unused.
+
+QUEUE_FREE = 0
+QUEUE_READY = 1
+QUEUE_OWNED = 2
+QUEUE_LAP_SHIFT = 16
+QUEUE_STATE_SHIFT = 8
+QUEUE_ROW_MASK = 0xFF
+
+QUEUE_TAIL = EXTRA + 0
+
+REQ_REPLIER_WAITING = EXTRA + 8
+REQ_PRODUCERS_WAITING = EXTRA + 16
+REQ_LAST_CORRELATION = EXTRA + 24
+REQ_REPLIES = EXTRA + 32
+REQ_ABANDONED = EXTRA + 40
+REQ_ORPHANED = EXTRA + 48
+
+PIPE_TAKEN = EXTRA + 8
+PIPE_REDELIVERED = EXTRA + 16
+PIPE_TAKEN_WAITERS = EXTRA + 24
+PIPE_RECOVER_HINT = EXTRA + 32
+PIPE_FULL = EXTRA + 40
+
+REC_CLAIM = REC_HELD
+REC_REPLY = REC_EXTRA
+REC_TAKEN_OVER = REC_EXTRA
+REPLY_WRITING = 1 << 63
+
+REQUEST_META = struct.Struct("<QQQQ")  # at BUF_EXTRA: correlation id, row, pid, start token
+
+
+def queue_entry(lap: int, state: int, row: int = 0) -> int:
+    """The entry word for lap ``lap`` of a queue slot in ``state`` (owned by ``row``)."""
+    return (lap << QUEUE_LAP_SHIFT) | (state << QUEUE_STATE_SHIFT) | row
+
+
+def queue_entry_fields(entry: int) -> tuple[int, int, int]:
+    """Split a queue entry word into ``(lap, state, row)``."""
+    return (entry >> QUEUE_LAP_SHIFT, (entry >> QUEUE_STATE_SHIFT) & 0xFF,
+            entry & QUEUE_ROW_MASK)
