@@ -150,7 +150,7 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("shm-comm-streams", "numpy", "pyzmq", "faster-fifo", "iceoryx2", "eclipse-zenoh"):
         try:
             versions[pkg] = metadata.version(pkg)
@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         "loses to it (<1). Array rows: shm_comm column = ArrayPublisher.send; the loan() rows "
         "compare shm_comm's loan path with the same peers' best.\n\n"
     )
-    out.write(shm_comm_table(metrics.get(SUBJECT, {}), MICRO_SIZES, ARRAY_SIZES) + "\n\n")
+    extra = shm_comm_table(metrics.get(SUBJECT, {}), MICRO_SIZES, ARRAY_SIZES)
+    if extra:
+        out.write(extra + "\n\n")
     out.write("How each peer was used:\n\n")
     for name in (SUBJECT, TYPED_PEER, *peer_names):
         if name in peers:

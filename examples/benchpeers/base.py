@@ -197,6 +197,10 @@ class Peer:
         """Create a channel description in the parent (see module docstring)."""
         return ChannelSpec(self.name, name, kind, size, shape)
 
+    def hints_from_pid(self, pid: int) -> list[Any]:
+        """Cleanup hints for a child that timed out and is about to be killed."""
+        return []
+
     def begin_run(self, run_dir: str) -> None:
         """Parent-side hook called once before this peer's first task."""
 

@@ -29,7 +29,7 @@ try:  # pragma: no cover - depends on the environment
     import faster_fifo
     import faster_fifo_reduction  # noqa: F401  (registers pickling for spawn)
 except ImportError:  # pragma: no cover
-    faster_fifo = None  # type: ignore[assignment]
+    faster_fifo = None  # type: ignore[assignment,unused-ignore]
 
 _FOREVER = 1e9  # faster-fifo's get() needs a finite timeout (default 10 s)
 

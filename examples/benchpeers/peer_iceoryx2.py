@@ -41,7 +41,7 @@ from .base import (
 try:  # pragma: no cover - depends on the environment
     import iceoryx2 as iox2
 except ImportError:  # pragma: no cover
-    iox2 = None  # type: ignore[assignment]
+    iox2 = None  # type: ignore[assignment,unused-ignore]
 
 _BYTES_BUFFER = 1024  # subscriber queue depth for small messages (default is 2)
 _ARRAY_BUFFER = 4

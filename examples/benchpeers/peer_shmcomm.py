@@ -165,7 +165,7 @@ class ShmCommPeer(Peer):
         return _SArrayReceiver(shm_comm.ArraySubscriber(_channel_name(spec)))
 
     def cleanup(self, run_dir: str, hints: list[Any]) -> list[str]:
-        removed = []
+        removed: list[str] = []
         try:
             present = os.listdir("/dev/shm")
         except OSError:

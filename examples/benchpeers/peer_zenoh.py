@@ -45,11 +45,11 @@ except ImportError:  # pragma: no cover
     zenoh = None  # type: ignore[assignment]
 
 
-def zenoh_segments_of_this_process() -> set[str]:
-    """Names of ``/dev/shm/*.zenoh`` files this process maps or holds open."""
+def zenoh_segments_of_process(pid: int | str = "self") -> set[str]:
+    """Names of ``/dev/shm/*.zenoh`` files a process (default: this one) maps or holds open."""
     found: set[str] = set()
     try:
-        with open("/proc/self/maps") as fh:
+        with open(f"/proc/{pid}/maps") as fh:
             for line in fh:
                 path = line.rstrip("\n").split(maxsplit=5)[-1]
                 if path.startswith("/dev/shm/") and path.endswith(".zenoh"):
@@ -57,9 +57,9 @@ def zenoh_segments_of_this_process() -> set[str]:
     except OSError:
         pass
     try:
-        for fd in os.listdir("/proc/self/fd"):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                path = os.readlink(f"/proc/self/fd/{fd}")
+                path = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
             if path.startswith("/dev/shm/") and path.endswith(".zenoh"):
@@ -175,7 +175,7 @@ class ZenohPeer(Peer):
         self._open_session()
 
     def detach(self) -> list[Any]:
-        names = sorted(zenoh_segments_of_this_process())
+        names = sorted(zenoh_segments_of_process())
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -204,9 +204,13 @@ class ZenohPeer(Peer):
         sub = self._open_session().declare_subscriber(self._key(spec))
         return _ZArrayReceiver(sub, spec.shape)
 
+    def hints_from_pid(self, pid: int) -> list[Any]:
+        """Segments of a child about to be killed (it will not reach ``detach``)."""
+        return sorted(zenoh_segments_of_process(pid))
+
     def cleanup(self, run_dir: str, hints: list[Any]) -> list[str]:
         """Remove .zenoh segments our children used that are new and no longer held."""
-        used = {h for h in hints if isinstance(h, str) and h.endswith(".zenoh")}
+        used = {h for h in hints if isinstance(h, str) and h.endswith(".zenoh") and "/" not in h}
         removed = []
         for name in sorted(used - self._before):
             path = os.path.join("/dev/shm", name)

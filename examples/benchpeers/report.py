@@ -264,17 +264,17 @@ def build_table(
                 cells.append("n/a")
             else:
                 cells.append("—")
-        peer_vals = {p: values[p] for p in peers if values[p] is not None}
+        peer_vals: dict[str, float] = {p: v for p in peers if (v := values[p]) is not None}
         best_peer, best_val, ratio_s = "—", None, "—"
         ratio: float | None = None
         if peer_vals:
             pick = min if row.better == "lower" else max
-            best_peer = pick(peer_vals, key=lambda k: peer_vals[k])  # type: ignore[arg-type]
+            best_peer = pick(peer_vals, key=peer_vals.__getitem__)
             best_val = peer_vals[best_peer]
             mine = values[subject]
             if mine is not None and best_val is not None:
                 ratio = _advantage(mine, best_val, row.better)
-                ratio_s = "—" if ratio is None else f"{ratio:.2f}x"
+                ratio_s = "—" if ratio is None else _fmt_ratio(ratio)
         lines.append(
             "| "
             + " | ".join(
@@ -295,6 +295,10 @@ def build_table(
             }
         )
     return "\n".join(lines), data
+
+
+def _fmt_ratio(r: float) -> str:
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"
 
 
 def _advantage(mine: float, best: float, better: str) -> float | None:
@@ -359,7 +363,7 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
     add("wake-up latency, busy-poll subscriber p50", "wake.spin.p50", "{:.1f} µs")
     add("wake-up latency, busy-poll subscriber p99", "wake.spin.p99", "{:.1f} µs")
     add("voluntary context switches while blocked 2 s (default)", "idle.block.vcsw", "{:.0f}")
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def plot(
@@ -370,46 +374,44 @@ def plot(
     metrics: Metrics,
     array_sizes: list[int],
 ) -> None:
-    """Latency distributions (box plots) and throughput bars."""
+    """Latency distributions (box plots, log scale) and throughput / CPU bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cols = [subject, *peers]
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    fig, axes = plt.subplots(2, 3, figsize=(19, 9.5))
 
-    def samples(workload: str, mode: str, key: str, field: str, scale: float) -> dict[str, Any]:
+    def latency_samples(mode: str) -> dict[str, Any]:
         out = {}
         for r in results:
-            if r.ok and r.task.workload == workload:
-                if workload == "pingpong":
-                    v = r.roles["a"].get(f"{mode}-{key}")
-                    if v:
-                        out[r.task.peer] = np.asarray(v[field]) * scale
-                elif r.task.params.get("mode") == mode and r.roles["b"].get(field):
-                    out[r.task.peer] = np.asarray(r.roles["b"][field]) * scale
+            if r.ok and r.task.workload == "pingpong" and r.task.peer in cols:
+                v = r.roles["a"].get(f"{mode}-64")
+                if v and v["rtt_ns"]:
+                    out[r.task.peer] = np.asarray(v["rtt_ns"]) / 2e3
         return out
 
-    for ax, (wl, mode, title) in zip(
-        (axes[0][0], axes[0][1]),
-        (
-            ("pingpong", "block", "one-way latency 64 B, blocking recv"),
-            ("wake", "block", "wake-up latency of a blocked receiver"),
-        ),
-        strict=True,
-    ):
-        s = (
-            samples(wl, mode, "64", "rtt_ns", 0.5e-3)
-            if wl == "pingpong"
-            else samples(wl, mode, "", "wake_ns", 1e-3)
-        )
+    def wake_samples() -> dict[str, Any]:
+        out = {}
+        for r in results:
+            is_wake = r.ok and r.task.workload == "wake" and r.task.params["mode"] == "block"
+            if is_wake and r.roles["b"].get("wake_ns"):
+                out[r.task.peer] = np.asarray(r.roles["b"]["wake_ns"]) / 1e3
+        return out
+
+    boxes = (
+        (axes[0][0], latency_samples("block"), "one-way latency 64 B, blocking receive"),
+        (axes[0][1], latency_samples("spin"), "one-way latency 64 B, busy-poll (2 spinners)"),
+        (axes[0][2], wake_samples(), "wake-up latency of a blocked receiver"),
+    )
+    for ax, s, title in boxes:
         names = [c for c in cols if c in s]
         if names:
             ax.boxplot([s[n] for n in names], whis=(1, 99), showfliers=False)
             ax.set_xticks(range(1, len(names) + 1), names, rotation=20)
             ax.set_yscale("log")
-        ax.set_title(title + " (whiskers p1-p99)")
+        ax.set_title(title + "\n(box p25-p75, whiskers p1-p99)")
         ax.set_ylabel("µs")
         ax.grid(True, axis="y", alpha=0.3)
 
@@ -423,17 +425,36 @@ def plot(
     ax = axes[1][1]
     width = 0.8 / max(1, len(array_sizes))
     names = [*cols, subject + " loan"]
+    mine = metrics.get(subject, {})
     for j, n in enumerate(array_sizes):
         vals = []
         for c in names:
             key = f"arr.loan.{n}.gbps" if c.endswith(" loan") else f"arr.main.{n}.gbps"
             src = subject if c.endswith(" loan") else c
             vals.append(metrics.get(src, {}).get(key, 0.0))
-        ax.bar(np.arange(len(names)) + j * width, vals, width, label=size_label(n))
+        bars = ax.bar(np.arange(len(names)) + j * width, vals, width, label=size_label(n))
+        ref = mine.get(f"micro.{n}.memcpy_gbps")
+        if ref:
+            ax.axhline(
+                ref,
+                ls="--",
+                lw=1,
+                color=bars.patches[0].get_facecolor(),
+                label=f"np.copyto {size_label(n)}",
+            )
     ax.set_xticks(np.arange(len(names)) + width * (len(array_sizes) - 1) / 2, names, rotation=20)
-    ax.set_title("float64 arrays producer -> consumer ndarray: GB/s")
-    ax.legend()
+    ax.set_title("float64 arrays, producer -> consumer ndarray: GB/s")
+    ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
+
+    ax = axes[1][2]
+    names = [c for c in cols if "idle.block.cpu_ms" in metrics.get(c, {})]
+    ax.bar(names, [metrics[n]["idle.block.cpu_ms"] for n in names], color="tab:green")
+    ax.set_title("CPU used by a receiver blocked 2 s on a silent channel")
+    ax.set_ylabel("ms")
+    ax.tick_params(axis="x", rotation=20)
+    ax.grid(True, axis="y", alpha=0.3)
+
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

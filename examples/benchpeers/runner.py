@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from .base import Peer
 from .workloads import WORKLOADS
@@ -173,43 +173,50 @@ class Runner:
         return _Running(task, t0, t0 + task.timeout, procs, pending, list(pending), (specs, sync))
 
     def _collect(self, running: list[_Running]) -> None:
-        """Wait for results; a task ends at its first error or at its deadline."""
+        """Wait for results until each task is complete, failed or past its deadline.
+
+        After a first error the partner processes get one more second to report (their own
+        error is usually the real cause, the other side only sees a broken barrier).
+        """
         active = [r for r in running if r.pending]
         while active:
             now = time.monotonic()
             for r in active:
                 if now >= r.deadline:
-                    r.errors.append(f"timeout after {r.task.timeout:.0f} s")
+                    if not r.errors:
+                        r.errors.append(f"timeout after {r.task.timeout:.0f} s")
                     r.pending.clear()
             active = [r for r in active if r.pending]
             if not active:
                 break
             owner = {c: r for r in active for c in r.pending}
             timeout = max(0.0, min(r.deadline for r in active) - time.monotonic())
-            for c in wait(list(owner), timeout=timeout):
-                r = owner[c]  # type: ignore[index]
-                if c not in r.pending:  # the task already ended with an error
-                    continue
-                role = r.pending.pop(c)  # type: ignore[call-overload]
+            for ready in wait(list(owner), timeout=timeout):
+                c = cast(Connection, ready)
+                r = owner[c]
+                role = r.pending.pop(c)
                 try:
                     msg = c.recv()
                 except EOFError:
-                    r.errors.append(f"{role}: died (exit code {r.procs[role].exitcode})")
-                    r.pending.clear()
-                    continue
+                    msg = {"ok": False, "error": f"died (exit code {r.procs[role].exitcode})"}
                 self.hints[r.task.peer].extend(msg.get("hints") or [])
                 if msg["ok"]:
                     r.results[role] = msg["result"]
                 else:
                     r.errors.append(f"{role}: {msg['error']}")
-                    r.pending.clear()
+                    r.deadline = min(r.deadline, time.monotonic() + 1.0)
             active = [r for r in active if r.pending]
 
     def _finish(self, r: _Running) -> TaskResult:
         for proc in r.procs.values():
             proc.join(timeout=max(0.1, min(5.0, r.deadline - time.monotonic())))
+        peer = self.peers[r.task.peer]
         for proc in r.procs.values():
             if proc.is_alive():
+                try:
+                    self.hints[r.task.peer].extend(peer.hints_from_pid(proc.pid))
+                except Exception:
+                    pass
                 proc.terminate()
                 proc.join(2)
             if proc.is_alive():

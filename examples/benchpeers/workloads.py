@@ -25,6 +25,7 @@ from .base import (
     SEQ_STOP,
     SEQ_WAKE,
     ChannelSpec,
+    Mode,
     Peer,
     Receiver,
     Sender,
@@ -87,7 +88,7 @@ def probe_until_ack(s: Sender, size: int, ack: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # 1. ping-pong latency
 # ---------------------------------------------------------------------------------------------
-def _pp_cases(p: Params) -> list[tuple[str, int]]:
+def _pp_cases(p: Params) -> list[tuple[Mode, int]]:
     return [(mode, size) for mode in p["modes"] for size in p["sizes"]]
 
 
@@ -394,7 +395,7 @@ def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         pass
     sync["ack"].set()
     out: dict[str, Any] = {}
-    lat = []
+    lat: list[int] = []
     while len(lat) < p["count"]:
         m = r.recv()
         t = now_ns()
@@ -522,13 +523,21 @@ def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         src = np.ones(spec.shape)
         dst = np.zeros(spec.shape)
         np.copyto(dst, src)
-        memcpy = _median_ns(lambda d=dst, s=src: np.copyto(d, s), reps)
+
+        def copy(d: np.ndarray = dst, s: np.ndarray = src) -> None:
+            np.copyto(d, s)
+
+        memcpy = _median_ns(copy, reps)
         pub = shm_comm.ArrayPublisher(
             str(spec.data["channel"]), shape=spec.shape, dtype=np.float64, num_slots=4
         )
         for _ in range(8):  # touch every slot once
             pub.send(src)
-        send = _median_ns(lambda pb=pub, s=src: pb.send(s), reps)
+
+        def send_once(pb: Any = pub, s: np.ndarray = src) -> None:
+            pb.send(s)
+
+        send = _median_ns(send_once, reps)
 
         def loan_only(pb: Any = pub) -> None:
             with pb.loan() as o:
