@@ -103,7 +103,7 @@ def _stop_all() -> None:
             widget.stop(timeout=1.0)
 
 
-class _ThreadedWidget(anywidget.AnyWidget):  # type: ignore[misc]
+class _ThreadedWidget(anywidget.AnyWidget):
     """An AnyWidget with one background worker thread, started and stopped explicitly."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -252,7 +252,7 @@ def _select(channel: str, dtype: np.dtype[Any], shape: tuple[int, ...],
     return _Selection(tuple(chosen), time_field, records)
 
 
-def _check_fields(fields: Sequence[str | int] | None) -> list[str | int] | None:
+def _check_fields(fields: Sequence[str | int] | str | int | None) -> list[str | int] | None:
     if fields is None:
         return None
     if isinstance(fields, (str, int)):
@@ -293,22 +293,27 @@ def _envelope(t: FloatArray, y: Float32Array, max_n: int) -> tuple[FloatArray, F
 
 
 class _ChannelReader:
-    """Reads one channel as an observer; finds it when it appears, follows restarts."""
+    """Reads one channel as an observer; waits for it to appear, follows restarts.
+
+    The core's subscriber re-attaches by itself when a restarted publisher replaces the
+    segment (checked when ``publisher_alive`` is read); its ``reconnects`` counter tells
+    us to rebuild the selection (the dtype may have changed) and restart the window.
+    """
 
     def __init__(self, name: str, fields: list[str | int] | None) -> None:
         self.name = name
         self.fields = fields
         self.subscriber: Any = None
         self.selection: _Selection | None = None
-        self.publisher_pid: int | None = None
         self.alive = False
         self.status = "waiting"
         self.status_text = "waiting for publisher"
         self.generation = 0  # +1 on each (re)connection: the window restarts
         self.samples = 0
         self.last_arrival = 0.0  # time.monotonic() of the last sample
-        self._last_check = -math.inf
-        self._prev_stamp: float | None = None
+        self._reconnects = 0
+        self._batch = BATCH
+        self._next_check = -math.inf
         self._rate_marks: collections.deque[tuple[float, int]] = collections.deque()
 
     def close(self) -> None:
@@ -317,58 +322,52 @@ class _ChannelReader:
                 self.subscriber.close()
         self.subscriber = None
 
+    def _select(self) -> None:
+        sub = self.subscriber
+        self.selection = _select(self.name, sub.dtype, tuple(sub.shape), self.fields)
+        # recv_batch allocates max_n messages up front: keep that under about 8 MB.
+        self._batch = max(
+            1, min(BATCH, (8 << 20) // max(1, sub.dtype.itemsize * math.prod(sub.shape)))
+        )
+        self.generation += 1
+        self._rate_marks.clear()
+        self.last_arrival = time.monotonic()
+
     def _connect(self) -> None:
-        info = shm_comm.channel_info(self.name)
-        if info is None:
+        if shm_comm.channel_info(self.name) is None:
             self.status, self.status_text = "waiting", "waiting for publisher"
             return
-        if not info.get("publisher_alive", False):
-            self.status, self.status_text = "gone", "publisher gone"
-            return
-        sub = shm_comm.ArraySubscriber(self.name, observer=True, timeout_connect=1.0)
-        try:
-            selection = _select(self.name, sub.dtype, tuple(sub.shape), self.fields)
-        except ValueError:
-            sub.close()
-            raise
-        self.subscriber = sub
-        self.selection = selection
-        self.publisher_pid = info.get("publisher_pid")
-        self.alive = True
-        self.generation += 1
-        self._prev_stamp = None
-        self.last_arrival = time.monotonic()
-        self.status, self.status_text = "live", "live"
+        self.subscriber = shm_comm.ArraySubscriber(self.name, observer=True, timeout_connect=1.0)
+        self._reconnects = 0
+        self.selection = None
+        self._select()
 
-    def _check_publisher(self, now: float) -> None:
-        """Every RETRY_INTERVAL: is our publisher alive, has a new one replaced it?"""
-        if now - self._last_check < RETRY_INTERVAL:
+    def _check(self, now: float) -> None:
+        """Every RETRY_INTERVAL: connect, notice restarts, update the status."""
+        if now < self._next_check:
             return
-        self._last_check = now
+        self._next_check = now + RETRY_INTERVAL
         if self.subscriber is None:
             self._connect()
-            return
-        info = shm_comm.channel_info(self.name)
-        alive = bool(self.subscriber.stats().get("publisher_alive", True))
-        replaced = (
-            info is not None
-            and info.get("publisher_alive")
-            and (not alive or info.get("publisher_pid") != self.publisher_pid)
-        )
-        if replaced:
-            self.close()
-            self._connect()
-            return
-        self.alive = alive
-        if not alive:
+            if self.subscriber is None:
+                return
+        stats = self.subscriber.stats()  # also switches to a restarted publisher
+        self.alive = bool(stats.get("publisher_alive"))
+        if stats.get("reconnects", 0) != self._reconnects or self.selection is None:
+            self._reconnects = stats.get("reconnects", 0)
+            self.selection = None
+            self._select()
+        if not self.alive:
             self.status, self.status_text = "gone", "publisher gone"
         elif now - self.last_arrival > STALE_AFTER:
             self.status = "stale"
             self.status_text = f"no data for {now - self.last_arrival:.0f} s"
         else:
-            self.status, self.status_text = "live", f"live, {self.rate(now):.0f} msg/s"
+            rate = self.rate(now)
+            self.status, self.status_text = "live", f"live, {rate:.0f} msg/s" if rate else "live"
 
     def rate(self, now: float) -> float:
+        """Messages per second over the last two seconds."""
         marks = self._rate_marks
         while len(marks) > 1 and now - marks[0][0] > 2.0:
             marks.popleft()
@@ -380,52 +379,51 @@ class _ChannelReader:
         """Everything received since the last call as (times, values), or None."""
         now = time.monotonic()
         try:
-            self._check_publisher(now)
-        except ValueError as err:
+            self._check(now)
+        except (ValueError, TypeError, SHMError) as err:
+            # Fields that do not fit the dtype, a channel that is not a typed-array one...
+            # show it, and retry later: the publisher may be restarted with another dtype.
+            self.close()
+            self.selection = None
             self.status, self.status_text = "error", str(err)
-            self._last_check = now + 2.0  # retry later (the publisher may change dtype)
+            self._next_check = now + 2.0
             return None
-        if self.subscriber is None or self.selection is None:
+        sub, selection = self.subscriber, self.selection
+        if sub is None or selection is None:
             return None
         parts_t: list[FloatArray] = []
         parts_y: list[Float32Array] = []
+        messages = 0
         while True:
-            batch = self.subscriber.recv_batch(max_n=BATCH, timeout=0.0)
+            batch = sub.recv_batch(max_n=self._batch, timeout=0.0)
             k = int(batch.shape[0])
             if k == 0:
                 break
-            parts_y.append(self.selection.values(self.selection.records(batch)))
-            parts_t.append(self._times(batch, k))
-            if k < BATCH:
+            messages += k
+            records = selection.records(batch)
+            parts_y.append(selection.values(records))
+            if selection.time_field is not None:
+                parts_t.append(np.asarray(records[selection.time_field], dtype=np.float64))
+            else:
+                stamps = np.asarray(sub.last_batch_timestamps, dtype=np.float64)
+                if stamps.shape[0] != k:  # not expected; fall back to arrival time
+                    stamps = np.full(k, time.time())
+                per = selection.records_per_message
+                parts_t.append(np.repeat(stamps, per) if per > 1 else stamps)
+            if k < self._batch:
                 break
         if not parts_t:
             return None
         t = np.concatenate(parts_t) if len(parts_t) > 1 else parts_t[0]
         y = np.concatenate(parts_y) if len(parts_y) > 1 else parts_y[0]
-        self.samples += t.shape[0]
+        self.samples += int(t.shape[0])
         self.last_arrival = now
-        self._rate_marks.append((now, self.samples))
-        if self.status != "live" and self.alive:
+        self._rate_marks.append(
+            (now, (self._rate_marks[-1][1] if self._rate_marks else 0) + messages)
+        )
+        if self.status in ("stale", "waiting") and self.alive:
             self.status, self.status_text = "live", "live"
         return t, y
-
-    def _times(self, batch: np.ndarray, k: int) -> FloatArray:
-        """Timestamps of a batch: its "t" field, else spread up to last_timestamp."""
-        assert self.selection is not None
-        per = self.selection.records_per_message
-        if self.selection.time_field is not None:
-            return np.asarray(batch[self.selection.time_field], dtype=np.float64).reshape(-1)
-        stamp = getattr(self.subscriber, "last_timestamp", None)
-        last = float(stamp) if stamp else time.time()
-        prev = self._prev_stamp
-        self._prev_stamp = last
-        if prev is None or not prev < last:
-            times = np.full(k, last)
-        else:
-            # Only the newest message's timestamp is known: spread the batch evenly
-            # between the previous batch's newest timestamp and this one.
-            times = prev + (last - prev) * np.arange(1, k + 1) / k
-        return np.repeat(times, per) if per > 1 else times
 
 
 # --------------------------------------------------------------------------------------
@@ -484,7 +482,7 @@ class LivePlot(_ThreadedWidget):
             raise ValueError(f"window must be a positive number of seconds, got {window!r}")
         if y_range is not None and not (len(y_range) == 2 and y_range[0] < y_range[1]):
             raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
-        self._fields = _check_fields(fields)  # type: ignore[arg-type]
+        self._fields = _check_fields(fields)
         super().__init__(
             window=float(window), height=int(height), title=title, y_label=y_label,
             y_range=list(y_range) if y_range is not None else [],
