@@ -1,0 +1,699 @@
+"""The ring algorithm in one process, over an anonymous mmap (no OS segment, no other process).
+
+A hypothesis state machine drives send / recv / attach / detach / hold / recv_batch / reap
+sequences and checks every reader against a simple model: in-order delivery of exactly the
+messages that were not evicted, ``received + dropped == cursor - start``, an exact
+``drop_count``, and buffers held for zero-copy views never changing while held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import struct
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from shm_comm import SHMBufferFullError, SHMConnectionError, SHMFormatError, ring
+from shm_comm import layout as L
+from shm_comm._atomic import AtomicBuffer
+from shm_comm.ring import RingReader, RingWriter, claim_record, release_record
+
+SLOT_SIZE = 32
+ITEM = 16  # the "fixed" message size that recv_batch reads
+SIZES = (ITEM, ITEM, ITEM, 0, 5, SLOT_SIZE)
+
+
+class AnonRing:
+    """A ring laid out exactly as in a segment, in an anonymous mmap."""
+
+    def __init__(self, num_slots: int, max_subscribers: int, slot_size: int = SLOT_SIZE) -> None:
+        self.layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers)
+        self.mm = mmap.mmap(-1, self.layout.total_size)
+        self.view = memoryview(self.mm)
+        self.atom = AtomicBuffer(self.mm)
+        self.writer = RingWriter(self.atom, self.view, self.layout)
+
+    def reader(self, pid: int = 1000, token: int = 7, latest: bool = False) -> RingReader:
+        row, cursor = claim_record(self.atom, self.layout, pid, token, latest)
+        return RingReader(self.atom, self.view, self.layout, row, cursor)
+
+    def observer(self, cursor: int = 0) -> RingReader:
+        return RingReader(self.atom, self.view, self.layout, None, cursor)
+
+    def send(self, payload: bytes, encoding: int = L.ENCODING_RAW, ts: int = 0) -> int:
+        return self.writer.write(payload, encoding, ts)
+
+    def take(self, reader: RingReader, hold: bool = False) -> tuple[int, bytes] | None:
+        msg = reader.poll(hold=hold)
+        if msg is None:
+            return None
+        data = bytes(self.view[msg.offset:msg.offset + msg.length])
+        assert reader.validate(msg)
+        return msg.seq, data
+
+    def record(self, reader: RingReader, field_offset: int) -> int:
+        assert reader.row is not None
+        return self.atom.load(self.layout.record(reader.row) + field_offset)
+
+    def close(self) -> None:
+        self.atom.release()
+        self.view.release()
+        self.mm.close()
+
+
+@pytest.fixture
+def anon_ring() -> object:
+    rings: list[AnonRing] = []
+
+    def make(num_slots: int = 4, max_subscribers: int = 4, slot_size: int = SLOT_SIZE
+             ) -> AnonRing:
+        r = AnonRing(num_slots, max_subscribers, slot_size)
+        rings.append(r)
+        return r
+
+    yield make
+    for r in rings:
+        r.close()
+
+
+def payload_of(seq: int, size: int) -> bytes:
+    """Deterministic, seq-specific bytes, so a message from another slot never passes."""
+    digest = hashlib.blake2b(seq.to_bytes(8, "little"), digest_size=32).digest()
+    return (digest * (size // 32 + 1))[:size]
+
+
+# --------------------------------------------------------------------------- model machine
+
+
+@dataclass
+class ModelReader:
+    reader: RingReader
+    pid: int
+    start: int
+    cursor: int
+    dropped: int = 0
+    delivered: list[int] = field(default_factory=list)
+    holding_enabled: bool = False
+    held: tuple[int, bytes] | None = None  # (buffer index, buffer bytes when taken)
+
+
+class RingMachine(RuleBasedStateMachine):
+    """Drives a RingWriter and several RingReaders against a model of what each must see."""
+
+    ring: AnonRing
+
+    @initialize(num_slots=st.integers(1, 6), max_subscribers=st.integers(1, 4))
+    def setup(self, num_slots: int, max_subscribers: int) -> None:
+        self.ring = AnonRing(num_slots, max_subscribers)
+        self.n = num_slots
+        self.head = 0
+        self.sizes: list[int] = []
+        self.readers: list[ModelReader] = []
+        self.departed_dropped = 0
+        self.departed_received = 0
+        self.next_pid = 1000
+        self.dead: set[int] = set()
+
+    def teardown(self) -> None:
+        if hasattr(self, "ring"):
+            self.ring.close()
+
+    # ---- writer
+
+    @rule(size=st.sampled_from(SIZES), count=st.integers(1, 8))
+    def send(self, size: int, count: int) -> None:
+        for _ in range(count):
+            seq = self.ring.send(payload_of(self.head, size), self.head % 4, 10_000 + self.head)
+            assert seq == self.head
+            self.sizes.append(size)
+            self.head += 1
+        assert self.ring.writer.head == self.head
+
+    @rule()
+    def oversize_is_refused(self) -> None:
+        with pytest.raises(ValueError, match=f"{SLOT_SIZE + 1} bytes"):
+            self.ring.send(bytes(SLOT_SIZE + 1))
+        assert self.ring.writer.head == self.head
+
+    # ---- membership
+
+    @rule(latest=st.booleans())
+    def attach(self, latest: bool) -> None:
+        pid = self.next_pid
+        self.next_pid += 1
+        if len(self.readers) == self.ring.layout.max_subscribers:
+            with pytest.raises(SHMConnectionError, match="taken"):
+                self.ring.reader(pid, pid, latest)
+            return
+        reader = self.ring.reader(pid, pid, latest)
+        start = max(0, self.head - 1) if latest else self.head
+        assert reader.cursor == reader.start == start
+        self.readers.append(ModelReader(reader, pid, start, start))
+
+    def _forget(self, m: ModelReader) -> None:
+        self.readers.remove(m)
+        self.departed_dropped += m.dropped
+        self.departed_received += len(m.delivered)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def detach(self, which: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        state = self.ring.record(m.reader, L.REC_STATE)
+        assert state == (m.pid << L.STATE_BITS) | L.STATE_ACTIVE
+        row = m.reader.row
+        assert row is not None
+        assert release_record(self.ring.atom, self.ring.layout, row, state)
+        # A second release with the stale state word changes nothing.
+        assert not release_record(self.ring.atom, self.ring.layout, row, state)
+        self._forget(m)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def reap_one_dead(self, which: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        self.dead.add(m.pid)
+        freed = ring.reap_dead_records(self.ring.atom, self.ring.layout,
+                                       lambda pid, _token: pid not in self.dead)
+        assert freed == 1
+        self._forget(m)
+
+    # ---- readers
+
+    def _expect_next(self, m: ModelReader) -> int | None:
+        """Advance the model past evicted messages; the seq the reader must get next."""
+        if m.cursor >= self.head:
+            return None
+        oldest = self.head - self.n
+        if m.cursor < oldest:
+            m.dropped += oldest - m.cursor
+            m.cursor = oldest
+        return m.cursor
+
+    def _check_message(self, msg: ring.Message, seq: int) -> None:
+        assert msg.seq == seq
+        assert msg.length == self.sizes[seq]
+        assert msg.encoding == seq % 4
+        assert msg.timestamp_ns == 10_000 + seq
+        assert bytes(self.ring.view[msg.offset:msg.offset + msg.length]) == payload_of(
+            seq, self.sizes[seq])
+
+    def _snapshot(self, index: int) -> bytes:
+        start = self.ring.layout.buffer(index)
+        return bytes(self.ring.view[start:start + self.ring.layout.buffer_stride])
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63), hold=st.booleans())
+    def recv(self, which: int, hold: bool) -> None:
+        m = self.readers[which % len(self.readers)]
+        if hold and not m.holding_enabled:
+            m.reader.enable_holding()
+            m.holding_enabled = True
+        m.held = None  # any poll releases the previous hold
+        expected = self._expect_next(m)
+        msg = m.reader.poll(hold=hold)
+        if expected is None:
+            assert msg is None
+            assert m.reader.held is None
+            return
+        assert msg is not None
+        self._check_message(msg, expected)
+        assert m.reader.validate(msg)
+        m.cursor = expected + 1
+        m.delivered.append(expected)
+        if hold:
+            assert m.reader.held == msg.buffer
+            assert self.ring.record(m.reader, L.REC_HELD) == msg.buffer + 1
+            m.held = (msg.buffer, self._snapshot(msg.buffer))
+        else:
+            assert m.reader.held is None
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63), sends=st.integers(0, 8))
+    def recv_while_writer_runs(self, which: int, sends: int) -> None:
+        """Poll, let the writer publish ``sends`` more, then validate the copy."""
+        m = self.readers[which % len(self.readers)]
+        m.held = None
+        expected = self._expect_next(m)
+        msg = m.reader.poll()
+        if expected is None:
+            assert msg is None
+            return
+        assert msg is not None
+        self._check_message(msg, expected)
+        copy = bytes(self.ring.view[msg.offset:msg.offset + msg.length])
+        if sends:
+            self.send(ITEM, sends)
+        evicted = self.head - self.n > expected
+        assert m.reader.validate(msg) is (not evicted)
+        m.cursor = expected + 1
+        if evicted:
+            m.dropped += 1
+        else:
+            assert copy == payload_of(expected, self.sizes[expected])
+            m.delivered.append(expected)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63), max_n=st.integers(1, 10))
+    def recv_batch(self, which: int, max_n: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        m.held = None
+        if m.cursor < self.head - self.n:
+            m.dropped += self.head - self.n - m.cursor
+            m.cursor = self.head - self.n
+        want = []
+        for seq in range(m.cursor, min(self.head, m.cursor + max_n)):
+            if self.sizes[seq] != ITEM:
+                break
+            want.append(seq)
+        out = bytearray(max_n * ITEM)
+        stamps: list[int] = []
+        with memoryview(out) as view:
+            first, count = m.reader.read_batch(max_n, view, ITEM, 0, stamps)
+        assert (first, count) == (0, len(want))
+        for i, seq in enumerate(want):
+            assert bytes(out[i * ITEM:(i + 1) * ITEM]) == payload_of(seq, ITEM)
+        assert stamps == [10_000 + seq for seq in want]
+        assert m.reader.held is None
+        m.cursor += len(want)
+        m.delivered.extend(want)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def release_hold(self, which: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        m.reader.release_hold()
+        m.held = None
+        assert self.ring.record(m.reader, L.REC_HELD) == 0
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def skip_to_latest(self, which: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        skipped = m.reader.skip_to_latest()
+        expected = max(0, self.head - 1 - m.cursor)
+        assert skipped == expected
+        m.dropped += expected
+        m.cursor += expected
+
+    # ---- invariants
+
+    @invariant()
+    def readers_match_model(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        for m in self.readers:
+            r = m.reader
+            assert r.cursor == m.cursor
+            assert r.start == m.start
+            assert r.dropped == m.dropped
+            assert r.received == len(m.delivered)
+            assert r.received + r.dropped == r.cursor - r.start
+            assert m.delivered == sorted(set(m.delivered))
+            # The reader's row in the segment agrees (what stats() and other processes read).
+            assert self.ring.record(r, L.REC_CURSOR) == m.cursor
+            assert self.ring.record(r, L.REC_DROPPED) == m.dropped
+            assert self.ring.record(r, L.REC_START) == m.start
+
+    @invariant()
+    def delivered_exactly_the_surviving_messages(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        for m in self.readers:
+            # Every message in [start, cursor) was either delivered or counted as dropped.
+            assert len(m.delivered) + m.dropped == m.cursor - m.start
+            assert all(m.start <= s < m.cursor for s in m.delivered)
+
+    @invariant()
+    def drop_count_is_exact(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        unnoticed = sum(max(0, self.head - self.n - m.cursor) for m in self.readers)
+        expected = self.departed_dropped + sum(m.dropped for m in self.readers) + unnoticed
+        assert ring.drop_count(self.ring.atom, self.ring.layout) == expected
+        atom = self.ring.atom
+        assert atom.load(L.DEPARTED_DROPPED) == self.departed_dropped
+        assert atom.load(L.DEPARTED_RECEIVED) == self.departed_received
+        records = ring.read_records(atom, self.ring.layout)
+        assert sorted(r.pid for r in records) == sorted(m.pid for m in self.readers)
+
+    @invariant()
+    def held_buffers_never_change(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        for m in self.readers:
+            if m.held is not None:
+                index, snapshot = m.held
+                assert m.reader.held == index
+                assert self._snapshot(index) == snapshot
+
+    @invariant()
+    def writer_always_has_a_free_buffer(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        writer = self.ring.writer
+        assert writer.free_buffers >= 1
+        lowest = min((m.cursor for m in self.readers), default=None)
+        assert writer.min_cursor() == lowest
+        assert writer.has_room() == (lowest is None or self.head - lowest < self.n)
+        assert self.ring.atom.load(L.HEAD) == self.head
+
+
+RingMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=60, deadline=None, database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_ring_state_machine = RingMachine.TestCase
+
+
+@pytest.mark.slow
+def test_ring_state_machine_long() -> None:
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(RingMachine, settings=settings(
+        max_examples=500, stateful_step_count=100, deadline=None, database=None,
+        suppress_health_check=[HealthCheck.too_slow]))
+
+
+# --------------------------------------------------------------------------- direct cases
+
+
+def test_single_reader_in_order(anon_ring) -> None:
+    r = anon_ring(num_slots=4)
+    reader = r.reader()
+    assert reader.poll() is None
+    for i in range(3):
+        r.send(payload_of(i, 16))
+    assert [r.take(reader) for _ in range(4)] == [
+        (0, payload_of(0, 16)), (1, payload_of(1, 16)), (2, payload_of(2, 16)), None]
+    assert (reader.received, reader.dropped, reader.cursor) == (3, 0, 3)
+
+
+def test_slow_reader_loses_oldest_and_counts_them(anon_ring) -> None:
+    r = anon_ring(num_slots=4)
+    reader = r.reader()
+    for i in range(10):
+        r.send(payload_of(i, 8))
+    # Evicted but not noticed yet: drop_count already says so.
+    assert ring.drop_count(r.atom, r.layout) == 6
+    assert reader.dropped == 0
+    got = [seq for seq, _ in iter(lambda: r.take(reader), None)]
+    assert got == [6, 7, 8, 9]
+    assert (reader.received, reader.dropped) == (4, 6)
+    assert ring.drop_count(r.atom, r.layout) == 6
+
+
+def test_late_reader_starts_at_head_and_latest_at_newest(anon_ring) -> None:
+    r = anon_ring()
+    for i in range(3):
+        r.send(payload_of(i, 4))
+    plain = r.reader(pid=1)
+    latest = r.reader(pid=2, latest=True)
+    assert plain.poll() is None
+    assert r.take(latest) == (2, payload_of(2, 4))
+    r.send(payload_of(3, 4))
+    assert r.take(plain) == (3, payload_of(3, 4))
+    assert r.take(latest) == (3, payload_of(3, 4))
+    assert plain.dropped == latest.dropped == 0
+
+
+def test_validate_detects_reuse_during_copy(anon_ring) -> None:
+    r = anon_ring(num_slots=2)
+    reader = r.reader()
+    r.send(payload_of(0, 8))
+    msg = reader.poll()
+    assert msg is not None
+    for i in range(1, 6):  # evicts message 0 and reuses its buffer
+        r.send(payload_of(i, 8))
+    assert not reader.validate(msg)
+    assert (reader.cursor, reader.dropped, reader.received) == (1, 1, 0)
+    assert r.take(reader) == (4, payload_of(4, 8))
+    assert reader.dropped == 4
+
+
+def test_held_buffer_survives_many_wraps(anon_ring) -> None:
+    r = anon_ring(num_slots=3, max_subscribers=2)
+    holder = r.reader(pid=1)
+    other = r.reader(pid=2)
+    holder.enable_holding()
+    r.send(payload_of(0, SLOT_SIZE))
+    msg = holder.poll(hold=True)
+    assert msg is not None
+    assert holder.validate(msg)
+    assert r.take(other) == (0, payload_of(0, SLOT_SIZE))
+    start = r.layout.buffer(msg.buffer)
+    before = bytes(r.view[start:start + r.layout.buffer_stride])
+    for i in range(1, 100):
+        r.send(payload_of(i, SLOT_SIZE))
+        assert r.take(other) == (i, payload_of(i, SLOT_SIZE))
+        assert bytes(r.view[start:start + r.layout.buffer_stride]) == before
+    holder.release_hold()
+    # Once released the writer may reuse it again.
+    seen = set()
+    for i in range(100, 120):
+        r.send(payload_of(i, SLOT_SIZE))
+        seen.add(r.writer._entries[i % 3] & L.ENTRY_INDEX_MASK)
+    assert msg.buffer in seen
+
+
+def test_other_reader_unaffected_by_holder(anon_ring) -> None:
+    r = anon_ring(num_slots=4, max_subscribers=2)
+    holder = r.reader(pid=1)
+    fast = r.reader(pid=2)
+    holder.enable_holding()
+    got = []
+    for i in range(50):
+        r.send(payload_of(i, 16))
+        if i == 0:
+            assert holder.poll(hold=True) is not None
+        got.append(r.take(fast))
+    assert got == [(i, payload_of(i, 16)) for i in range(50)]
+    assert fast.dropped == 0
+
+
+def test_hold_without_enable_is_a_bug_in_the_caller_not_silent(anon_ring) -> None:
+    """Observers cannot hold; enable_holding refuses them."""
+    r = anon_ring()
+    obs = r.observer()
+    with pytest.raises(TypeError):
+        obs.enable_holding()
+
+
+def test_observer_changes_nothing(anon_ring) -> None:
+    r = anon_ring(num_slots=2)
+    sub = r.reader()
+    obs = r.observer(cursor=0)
+    for i in range(5):
+        r.send(payload_of(i, 8))
+    snapshot = bytes(r.view[:L.RECORDS_OFFSET + 2 * L.RECORD_SIZE])
+    assert r.take(obs) == (3, payload_of(3, 8))
+    assert obs.dropped == 3
+    assert bytes(r.view[:L.RECORDS_OFFSET + 2 * L.RECORD_SIZE]) == snapshot
+    assert ring.drop_count(r.atom, r.layout) == 3  # only the subscriber's evictions
+    assert sub.dropped == 0
+
+
+def test_read_batch_with_data_offset(anon_ring) -> None:
+    r = anon_ring(num_slots=8)
+    reader = r.reader()
+    for i in range(5):
+        r.send(struct.pack("<QQ", 111, i), ts=i)
+    out = bytearray(8 * 3)
+    stamps: list[int] = []
+    with memoryview(out) as view:
+        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 3)
+    assert struct.unpack("<3Q", out) == (0, 1, 2)
+    assert stamps == [0, 1, 2]
+    # A message of another size stops the batch and is left for poll().
+    r.send(b"odd")
+    with memoryview(out) as view:
+        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 2)
+        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 0)
+    assert r.take(reader) == (5, b"odd")
+
+
+def test_read_batch_skips_evicted(anon_ring) -> None:
+    r = anon_ring(num_slots=4)
+    reader = r.reader()
+    for i in range(10):
+        r.send(struct.pack("<Q", i))
+    out = bytearray(8 * 10)
+    with memoryview(out) as view:
+        first, count = reader.read_batch(10, view, 8, 0, [])
+    assert (first, count) == (0, 4)
+    assert struct.unpack("<4Q", out[:32]) == (6, 7, 8, 9)
+    assert (reader.dropped, reader.received) == (6, 4)
+
+
+def test_claim_and_release_rows(anon_ring) -> None:
+    r = anon_ring(max_subscribers=2)
+    a = r.reader(pid=1)
+    b = r.reader(pid=2)
+    with pytest.raises(SHMConnectionError, match="all 2 subscriber rows"):
+        r.reader(pid=3)
+    membership = r.atom.load(L.MEMBERSHIP)
+    state = r.record(a, L.REC_STATE)
+    assert state == (1 << 8) | L.STATE_ACTIVE
+    assert a.row is not None
+    assert release_record(r.atom, r.layout, a.row, state)
+    assert r.atom.load(L.MEMBERSHIP) == membership + 1
+    c = r.reader(pid=3)
+    assert c.row == a.row
+    assert b.row != c.row
+
+
+def test_release_folds_counts_into_departed_totals(anon_ring) -> None:
+    r = anon_ring(num_slots=2)
+    a = r.reader()
+    for i in range(6):
+        r.send(payload_of(i, 4))
+    assert r.take(a) == (4, payload_of(4, 4))
+    assert a.row is not None
+    assert release_record(r.atom, r.layout, a.row, r.record(a, L.REC_STATE))
+    assert r.atom.load(L.DEPARTED_DROPPED) == 4
+    assert r.atom.load(L.DEPARTED_RECEIVED) == 1
+    assert ring.read_records(r.atom, r.layout) == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: ring.release_record (shm_comm/ring.py:455-459) folds only the row's noticed "
+    "REC_DROPPED into DEPARTED_DROPPED, not the max(0, head - num_slots - cursor) evictions "
+    "that drop_count() counted for the live row, so drop_count falls when a lagging "
+    "subscriber closes or is reaped"))
+def test_drop_count_never_decreases_when_a_lagging_reader_leaves(anon_ring) -> None:
+    """drop_count includes evictions a stalled reader has not noticed; leaving keeps them."""
+    r = anon_ring(num_slots=2)
+    a = r.reader()
+    for i in range(10):
+        r.send(payload_of(i, 4))
+    before = ring.drop_count(r.atom, r.layout)
+    assert before == 8
+    assert a.row is not None
+    assert release_record(r.atom, r.layout, a.row, r.record(a, L.REC_STATE))
+    assert ring.drop_count(r.atom, r.layout) >= before
+
+
+def test_reap_dead_records(anon_ring) -> None:
+    r = anon_ring(max_subscribers=3)
+    a = r.reader(pid=11, token=5)
+    r.reader(pid=12, token=6)
+    # A claimed-but-not-active row of a dead process is freed as well.
+    rec = r.layout.record(2)
+    assert r.atom.compare_exchange(rec + L.REC_STATE, 0, (13 << 8) | L.STATE_CLAIMED)
+    alive = {(12, 6)}
+    freed = ring.reap_dead_records(r.atom, r.layout, lambda pid, tok: (pid, tok) in alive)
+    assert freed == 2
+    assert [x.pid for x in ring.read_records(r.atom, r.layout)] == [12]
+    assert a.row is not None
+    assert r.record(a, L.REC_STATE) == L.STATE_FREE
+
+
+def test_reap_uses_start_token_for_reused_pids(anon_ring) -> None:
+    r = anon_ring()
+    r.reader(pid=21, token=100)
+    seen = []
+
+    def is_alive(pid: int, token: int) -> bool:
+        seen.append((pid, token))
+        return token == 100
+
+    assert ring.reap_dead_records(r.atom, r.layout, is_alive) == 0
+    assert seen == [(21, 100)]
+
+
+def test_writer_rebuilds_free_list_from_existing_entries(anon_ring) -> None:
+    r = anon_ring(num_slots=4, max_subscribers=1)
+    for i in range(6):
+        r.send(payload_of(i, 4))
+    w2 = RingWriter(r.atom, r.view, r.layout)
+    assert w2.head == 6
+    assert w2.free_buffers == r.layout.num_buffers - 4
+    in_ring = {r.atom.load(r.layout.entries_offset + 8 * i) & L.ENTRY_INDEX_MASK
+               for i in range(4)}
+    for _ in range(w2.free_buffers):
+        index = w2.reserve()
+        assert index not in in_ring
+        w2.cancel(index)
+        w2._free.remove(index)
+    with pytest.raises(SHMBufferFullError):
+        w2.reserve()
+
+
+def test_reserve_commit_cancel_rules(anon_ring) -> None:
+    r = anon_ring()
+    w = r.writer
+    index = w.reserve()
+    with pytest.raises(RuntimeError, match="already reserved"):
+        w.reserve()
+    with pytest.raises(RuntimeError):
+        w.commit(index + 1, 0, 0, 0)
+    with pytest.raises(ValueError):
+        w.commit(index, SLOT_SIZE + 1, 0, 0)
+    with w.payload_view(index, 3) as view:
+        view[:] = b"abc"
+    assert w.commit(index, 3, L.ENCODING_RAW, 5) == 0
+    with pytest.raises(RuntimeError):
+        w.cancel(index)
+    index = w.reserve()
+    w.cancel(index)
+    assert w.head == 1
+    reader = r.observer(0)
+    assert r.take(reader) == (0, b"abc")
+
+
+def test_close_sets_closed_flag(anon_ring) -> None:
+    r = anon_ring()
+    r.writer.close()
+    assert r.atom.load(L.CLOSED) == 1
+
+
+@pytest.mark.parametrize("damage", ["entry older than head", "buffer index", "length"])
+def test_corrupted_ring_raises_format_error(anon_ring, damage: str) -> None:
+    r = anon_ring(num_slots=4)
+    reader = r.reader()
+    r.send(payload_of(0, 8))
+    entry_offset = r.layout.entries_offset
+    entry = r.atom.load(entry_offset)
+    if damage == "entry older than head":
+        r.atom.store(L.HEAD, 5)
+        r.atom.store(entry_offset + 8, 0)  # slot for message 1: never written
+        reader.cursor = 1
+        match = "older than head"
+    elif damage == "buffer index":
+        r.atom.store(entry_offset, (entry & ~L.ENTRY_INDEX_MASK) | 999)
+        match = "buffer 999"
+    else:
+        struct.pack_into("<I", r.view, r.layout.buffer(entry & L.ENTRY_INDEX_MASK) + 16,
+                         SLOT_SIZE + 1)
+        match = "claims"
+    with pytest.raises(SHMFormatError, match=match):
+        reader.poll()
+
+
+def test_pending_and_waiting_bits(anon_ring) -> None:
+    r = anon_ring()
+    reader = r.reader()
+    assert reader.pending() == 0
+    r.send(b"x")
+    r.send(b"y")
+    assert reader.pending() == 2
+    reader.set_waiting(True)
+    assert reader.row is not None
+    assert r.atom.load(L.WAITERS) == 1 << reader.row
+    assert ring.read_records(r.atom, r.layout)[0].waiting
+    reader.set_waiting(False)
+    assert r.atom.load(L.WAITERS) == 0
+    r.observer().set_waiting(True)  # observers never touch the segment
+    assert r.atom.load(L.WAITERS) == 0
