@@ -48,6 +48,16 @@ def spawn_python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[st
         text=True, env=env, cwd=str(ROOT), **kwargs)
 
 
+def stop(proc: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    """Kill ``proc`` if it still runs, reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.communicate(timeout=timeout)
+    except ValueError:  # pipes already closed
+        proc.wait(timeout)
+
+
 def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 20.0) -> str:
     """Read ``proc``'s stdout until a line starting with ``expected``; fail after ``timeout``."""
     import selectors
