@@ -56,7 +56,7 @@ from benchpeers.report import (  # noqa: E402
     plot,
     shm_comm_table,
 )
-from benchpeers.runner import Runner, Task, TaskResult  # noqa: E402
+from benchpeers.runner import Runner, Task, TaskResult, expand_combo  # noqa: E402
 from benchpeers.workloads import KIB, MIB  # noqa: E402
 
 WORKLOAD_CHOICES = ("latency", "stream", "arrays", "idle", "wakeup", "typed", "batch", "loan")
@@ -77,10 +77,10 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         "micro": {"reps_small": 2000, "reps_big": 40},
     }
     if quick:
-        s["pingpong"].update(warmup=50, iterations=500, max_seconds=1.5)
-        s["stream"].update(count=30_000, seconds=2.0, drain_seconds=10.0)
+        s["pingpong"].update(warmup=50, iterations=400, max_seconds=1.0)
+        s["stream"].update(count=20_000, seconds=1.5, drain_seconds=10.0)
         s["arrays"].update(warm=6, lat_small=10, thr_small=30, lat_big=4, thr_big=8)
-        s["wake"].update(count=100)
+        s["wake"].update(count=80)
         s["batch"].update(rounds=5)
         s["micro"].update(reps_small=200, reps_big=8)
     if iterations:
@@ -109,24 +109,35 @@ def plan(
     for name in names:
         peer = peers[name]
         modes = ["block", "spin"] if peer.supports_spin else ["block"]
+        # small-message workloads share one pair of processes (saves spawns)
+        combo: dict[str, Any] = {"parts": []}
         if "latency" in only:
-            params = dict(cfg["pingpong"], sizes=LAT_SIZES, modes=modes)
-            seq.append(Task(f"latency/{name}", name, "pingpong", params, tmo))
+            combo["parts"].append("pingpong")
+            combo["pingpong"] = dict(cfg["pingpong"], sizes=LAT_SIZES, modes=modes)
         if "stream" in only:
-            seq.append(Task(f"stream/{name}", name, "stream", dict(cfg["stream"]), tmo))
+            combo["parts"].append("stream")
+            combo["stream"] = dict(cfg["stream"])
+        if "wakeup" in only:
+            combo["parts"].append("wake")
+            combo["wake"] = dict(wake, mode="block")
+        if combo["parts"]:
+            label = "+".join(combo["parts"])
+            seq.append(Task(f"{label}/{name}", name, "combo", combo, tmo * len(combo["parts"])))
         if "arrays" in only:
             params = dict(cfg["arrays"], sizes=ARRAY_SIZES, variants=list(peer.array_variants))
             seq.append(Task(f"arrays/{name}", name, "arrays", params, tmo * 2))
-        if "wakeup" in only:
-            seq.append(Task(f"wakeup/block/{name}", name, "wake", dict(wake, mode="block"), tmo))
         if "idle" in only:
             idle.append(Task(f"idle/block/{name}", name, "idle", dict(quiet, mode="block"), tmo))
         if name != SUBJECT:
             continue
-        if "wakeup" in only:
-            seq.append(Task(f"wakeup/spin/{name}", name, "wake", dict(wake, mode="spin"), tmo))
-        if "idle" in only:  # burns a core: run alone, not next to the other idle tasks
-            seq.append(Task(f"idle/spin/{name}", name, "idle", dict(quiet, mode="spin"), tmo))
+        # busy-poll contrast for shm_comm; burns a core, so not next to the other idle tasks
+        spin = dict(cfg["wake"], mode="spin")
+        if "wakeup" not in only:
+            spin["count"] = 0
+        if "idle" not in only:
+            spin["idle_seconds"] = 0.0
+        if spin["count"] or spin["idle_seconds"]:
+            seq.append(Task(f"wakeup+idle/spin/{name}", name, "wake", spin, tmo))
         if "typed" in only:
             base = dict(cfg["pingpong"], sizes=[48], modes=["block"])
             seq.append(Task(f"typed/raw48/{name}", name, "pingpong", base, tmo))
@@ -248,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_logs:
             shutil.rmtree(run_dir, ignore_errors=True)
 
+    results = [part for res in results for part in expand_combo(res)]
     metrics: dict[str, dict[str, float]] = {n: {} for n in peers}
     errors: dict[str, dict[str, str]] = {n: {} for n in peers}
     for res in results:

@@ -43,6 +43,8 @@ class TaskResult:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
+    #: For combined tasks that failed part-way: role -> results of the completed parts.
+    partial: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _child_main(
@@ -77,7 +79,9 @@ def _child_main(
             sync["barrier"].abort()  # release the other process if it waits on us
         except Exception:
             pass
-        conn.send({"ok": False, "error": f"{type(exc).__name__}: {exc}", "hints": hints})
+        partial = getattr(exc, "partial", None)  # workloads.PartialFailure
+        msg = str(exc) if partial is not None else f"{type(exc).__name__}: {exc}"
+        conn.send({"ok": False, "error": msg, "hints": hints, "partial": partial})
     finally:
         conn.close()
 
@@ -95,6 +99,7 @@ class _Running:
     keep_alive: tuple[Any, ...]  # specs and sync objects must outlive the children's start
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    partial: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Runner:
@@ -204,6 +209,8 @@ class Runner:
                     r.results[role] = msg["result"]
                 else:
                     r.errors.append(f"{role}: {msg['error']}")
+                    if msg.get("partial"):
+                        r.partial[role] = msg["partial"]
                     r.deadline = min(r.deadline, time.monotonic() + 1.0)
             active = [r for r in active if r.pending]
 
@@ -226,7 +233,7 @@ class Runner:
             c.close()
         ok = not r.errors and len(r.results) == len(r.procs)
         err = "; ".join(_primary_errors(r.errors))
-        return TaskResult(r.task, ok, r.results, err, time.monotonic() - r.t0)
+        return TaskResult(r.task, ok, r.results, err, time.monotonic() - r.t0, r.partial)
 
     def cleanup(self) -> list[str]:
         """Ask every peer to remove what this run created (by exact name)."""
@@ -238,6 +245,27 @@ class Runner:
                 except Exception as exc:  # cleanup must never crash the report
                     removed.append(f"(cleanup of {name} failed: {exc!r})")
         return removed
+
+
+def expand_combo(res: TaskResult) -> list[TaskResult]:
+    """Split a combined task's result into one result per part (completed parts keep their
+    data even when a later part failed)."""
+    if res.task.workload != "combo":
+        return [res]
+    out = []
+    for part in res.task.params["parts"]:
+        task = Task(
+            f"{part}/{res.task.peer}", res.task.peer, part, res.task.params[part], res.task.timeout
+        )
+        source = res.roles if res.ok else {**res.partial}
+        if not res.ok:  # a role that finished everything reports under roles
+            source.update(res.roles)
+        roles = {role: v[part] for role, v in source.items() if part in v}
+        if len(roles) == len(WORKLOADS[part].roles):
+            out.append(TaskResult(task, True, roles, "", res.seconds))
+        else:
+            out.append(TaskResult(task, False, {}, res.error or "not run", res.seconds))
+    return out
 
 
 def _primary_errors(errors: list[str]) -> list[str]:
