@@ -23,12 +23,30 @@ def _our_segments() -> set[str]:
     return {p.name for p in SHM_DIR.iterdir() if OUR_SEGMENT.match(p.name)}
 
 
+# Channel names of this test session carry SESSION, so the leak check below only judges
+# segments this run made (another run may be working on the same machine).
+SESSION = secrets.token_hex(3)
+
+
+def _mine(name: str, before: set[str]) -> bool:
+    if SESSION in name:
+        return True
+    if name in before:
+        return False
+    try:
+        from shm_comm.channels import _describe
+
+        return _describe(name.lstrip(".")).get("publisher_pid") == os.getpid()
+    except Exception:
+        return False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_segments() -> Iterator[None]:
-    """Fail the run if it leaves shm_comm segments in /dev/shm that were not there before."""
+    """Fail the run if it leaves shm_comm segments in /dev/shm (also from failed tests)."""
     before = _our_segments()
     yield
-    left = _our_segments() - before
+    left = {name for name in _our_segments() - before if _mine(name, before)}
     for name in left:  # clean up so one failure does not poison later runs
         (SHM_DIR / name).unlink(missing_ok=True)
     assert not left, f"tests left segments in /dev/shm: {sorted(left)}"
@@ -36,8 +54,8 @@ def no_leftover_segments() -> Iterator[None]:
 
 @pytest.fixture
 def channel() -> str:
-    """A fresh channel name, unique to this test."""
-    return f"t_{secrets.token_hex(5)}"
+    """A fresh channel name, unique to this test (and marked as this session's)."""
+    return f"t{SESSION}_{secrets.token_hex(4)}"
 
 
 def spawn_python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, spawn_python, stop, wait_for_line
+from workers import verify_payload
+
 from shm_comm import (
     ArrayPublisher,
     ArraySubscriber,
@@ -24,7 +25,6 @@ from shm_comm import (
     remove_stale,
 )
 from shm_comm.utils import poll_until, pub_segment_name
-from workers import verify_payload
 
 WORKERS = str(ROOT / "tests" / "workers.py")
 KILLS = int(os.environ.get("SHM_COMM_FAULT_KILLS", "100"))
@@ -110,14 +110,12 @@ def test_subscribers_killed_while_holding_views(channel: str) -> None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
             sent_after = 0
-            received = 0
             for i in range(1000):
                 assert pub.send(np.full(64, float(i)))
                 sent_after += 1
                 view = survivor.recv(timeout=5)
                 assert view is not None
                 assert view[0] == float(i)
-                received += 1
             stats = pub.stats()  # reaps the dead holders
             assert stats["subscribers"] == 1
             for i in range(pub.num_slots + 1):
