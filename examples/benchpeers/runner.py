@@ -65,10 +65,16 @@ def _child_main(
     os.close(fd)
     peer = peer_cls()
     hints: list[Any] = []
+
+    def report_part(part: str, result: dict[str, Any]) -> None:
+        """Send a finished part of a combined task at once (survives a later kill)."""
+        conn.send({"part": part, "result": result})
+
     try:
         peer.attach(role, run_dir, params["tag"])
         try:
-            result = WORKLOADS[workload].roles[role](peer, specs, params, sync)
+            local_sync = dict(sync, report_part=report_part)
+            result = WORKLOADS[workload].roles[role](peer, specs, params, local_sync)
         finally:
             hints = peer.detach()
         conn.send({"ok": True, "result": result, "hints": hints})
@@ -79,9 +85,9 @@ def _child_main(
             sync["barrier"].abort()  # release the other process if it waits on us
         except Exception:
             pass
-        partial = getattr(exc, "partial", None)  # workloads.PartialFailure
-        msg = str(exc) if partial is not None else f"{type(exc).__name__}: {exc}"
-        conn.send({"ok": False, "error": msg, "hints": hints, "partial": partial})
+        combo = getattr(exc, "partial", None) is not None  # workloads.PartialFailure
+        msg = str(exc) if combo else f"{type(exc).__name__}: {exc}"
+        conn.send({"ok": False, "error": msg, "hints": hints})
     finally:
         conn.close()
 
@@ -199,18 +205,20 @@ class Runner:
             for ready in wait(list(owner), timeout=timeout):
                 c = cast(Connection, ready)
                 r = owner[c]
-                role = r.pending.pop(c)
+                role = r.pending[c]
                 try:
                     msg = c.recv()
                 except EOFError:
                     msg = {"ok": False, "error": f"died (exit code {r.procs[role].exitcode})"}
+                if "part" in msg:  # intermediate result of a combined task
+                    r.partial.setdefault(role, {})[msg["part"]] = msg["result"]
+                    continue
+                del r.pending[c]
                 self.hints[r.task.peer].extend(msg.get("hints") or [])
                 if msg["ok"]:
                     r.results[role] = msg["result"]
                 else:
                     r.errors.append(f"{role}: {msg['error']}")
-                    if msg.get("partial"):
-                        r.partial[role] = msg["partial"]
                     r.deadline = min(r.deadline, time.monotonic() + 1.0)
             active = [r for r in active if r.pending]
 
@@ -253,18 +261,20 @@ def expand_combo(res: TaskResult) -> list[TaskResult]:
     if res.task.workload != "combo":
         return [res]
     out = []
+    failed = ""
     for part in res.task.params["parts"]:
         task = Task(
             f"{part}/{res.task.peer}", res.task.peer, part, res.task.params[part], res.task.timeout
         )
-        source = res.roles if res.ok else {**res.partial}
-        if not res.ok:  # a role that finished everything reports under roles
-            source.update(res.roles)
+        source = res.roles if res.ok else {**res.partial, **res.roles}
         roles = {role: v[part] for role, v in source.items() if part in v}
         if len(roles) == len(WORKLOADS[part].roles):
             out.append(TaskResult(task, True, roles, "", res.seconds))
+        elif not failed:
+            failed = part
+            out.append(TaskResult(task, False, {}, res.error or "failed", res.seconds))
         else:
-            out.append(TaskResult(task, False, {}, res.error or "not run", res.seconds))
+            out.append(TaskResult(task, False, {}, f"not run ({failed} failed)", res.seconds))
     return out
 
 

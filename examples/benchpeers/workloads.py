@@ -615,6 +615,8 @@ def _combo_role(role: str) -> RoleFn:
             except Exception as exc:
                 raise PartialFailure(part, out, exc) from exc
             out[part] = result
+            if "report_part" in sync:
+                sync["report_part"](part, result)
         return out
 
     return run
