@@ -16,6 +16,9 @@ imu      1 kHz   one record of IMU_DTYPE: ``t``, accelerations ``ax ay az`` (m/s
 camera   30 Hz   a 240x320x3 uint8 RGB image, written in place with ``loan()``
 ======== ======= ==========================================================================
 
+With ``--glitch-every SECONDS`` the IMU's accelerometer reports NaN for 0.1 s every SECONDS
+(a sensor dropout), to show how consumers cope with gaps.
+
 ``t`` is the sample's scheduled time: samples are paced by a deadline loop (sleep until the
 next deadline, never "sleep one period"), so rates do not drift and ``t`` is evenly spaced.
 If the process falls behind (a busy machine) it publishes the missed samples late, up to
@@ -52,6 +55,7 @@ CAMERA_SHAPE = (240, 320, 3)
 CHANNELS = ("joints", "imu", "camera")
 RATES = {"joints": 500.0, "imu": 1000.0, "camera": 30.0}
 MAX_CATCH_UP = 0.1  # seconds of missed samples published late; older ones are skipped
+GLITCH_LENGTH = 0.1  # seconds of NaN accelerometer samples per glitch (--glitch-every)
 PARENT_CHECK = 0.5  # seconds between checks that the parent process still exists
 
 
@@ -72,7 +76,8 @@ class Stream:
 class Robot:
     """A 6-DOF arm moving along smooth joint trajectories, with an IMU and a camera."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, glitch_every: float = 0.0) -> None:
+        self.glitch_every = glitch_every
         self.rng = np.random.default_rng(seed)
         self.amplitude = np.array([0.8, 0.6, 0.5, 1.0, 0.7, 1.2], dtype=np.float64)
         self.frequency = np.array([0.20, 0.15, 0.30, 0.25, 0.40, 0.35], dtype=np.float64)
@@ -111,6 +116,9 @@ class Robot:
         out["gx"] = 0.2 * np.sin(2 * np.pi * 0.4 * t) + 0.01 * n[3]
         out["gy"] = 0.1 * np.cos(2 * np.pi * 0.2 * t) + 0.01 * n[4]
         out["gz"] = 0.3 * np.sin(2 * np.pi * 0.25 * t) + 0.01 * n[5]
+        if self.glitch_every and t % self.glitch_every < GLITCH_LENGTH:
+            for name in ("ax", "ay", "az"):
+                out[name] = np.nan  # the accelerometer drops out: plots show a gap
 
     def camera(self, t: float, out: np.ndarray) -> None:
         """Fill a 240x320x3 image: a scene scrolling by 40 pixels per second."""
@@ -193,6 +201,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="stop after this many seconds (default 0: run until stopped)")  # fmt: skip
     p.add_argument("--exit-with-parent", action="store_true",
                    help="exit when the process that started this one is gone")  # fmt: skip
+    p.add_argument("--glitch-every", type=float, default=0.0, metavar="SECONDS",
+                   help="every SECONDS, the IMU accelerometer reports NaN for 0.1 s (default: "
+                        "never)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed for the sensor noise")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.channels.split(",") if n.strip()]
@@ -205,6 +216,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--rate-scale must be in (0, 100]")
     if args.duration < 0:
         p.error("--duration must be >= 0")
+    if args.glitch_every < 0:
+        p.error("--glitch-every must be >= 0")
     args.names = names
     return args
 
@@ -240,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The wall-clock time of a deadline: evenly spaced, no drift, no jitter.
         return start_wall + (deadline - start_mono)
 
-    robot = Robot(args.seed)
+    robot = Robot(args.seed, args.glitch_every)
     streams = make_streams(args.names, args.rate_scale, robot, clock)
     try:
         print("ready " + " ".join(args.names), flush=True)
