@@ -298,13 +298,15 @@ class RingReader:
             entry_offset = self._entries_offset + 8 * (cursor % self._num_slots)
             entry = atom.load(entry_offset)
             if (entry >> _INDEX_BITS) - 1 != cursor:
-                # Evicted since we read head (or, impossible for a sound segment, not yet
-                # written): the next round re-reads head and skips ahead.
                 if _entry_seq(entry) < cursor:
                     raise SHMFormatError(
                         f"ring entry for message {cursor} is older than head says: "
                         "the segment is corrupted"
                     )
+                # Overwritten by a newer message since we read head: it is lost. Skipping
+                # one at a time needs no further help from the writer (which may have died
+                # between storing the entry and storing head).
+                self._skip_to(cursor + 1)
                 continue
             index = entry & _INDEX_MASK
             if index >= self._num_buffers:

@@ -1,0 +1,187 @@
+"""Fuzzing: corrupted segments, slot headers, typed-array headers and payloads.
+
+Whatever the bytes, readers raise our errors (SHMFormatError, SHMSerializationError), return
+data or None; they never crash, hang, read out of bounds or allocate without bound, and the
+channel stays usable for well-formed messages. CI runs the default example counts; set
+FUZZ_EXAMPLES for a longer run (the ``slow`` test does 20x).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shm_comm import (
+    ArrayPublisher,
+    ArraySubscriber,
+    Publisher,
+    SHMError,
+    SHMFormatError,
+    SHMSerializationError,
+    Subscriber,
+    decode_array,
+)
+from shm_comm import layout as L
+from shm_comm.utils import pub_segment_name
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, 8, 64, 4)
+
+
+def valid_header() -> bytearray:
+    buf = bytearray(LAYOUT.total_size)
+    L.SegmentHeader(LAYOUT, L.ENCODING_PICKLE, 1234, 42, 0, "fuzz",
+                    metadata=b'{"k": 1}').pack_into(memoryview(buf))
+    return buf
+
+
+# Every byte up to the end of the checksum is covered (340..383 is unused padding).
+mutations = st.lists(st.tuples(st.integers(0, L.CHECKSUM_OFFSET + 3), st.integers(0, 255)),
+                     min_size=1, max_size=8)
+
+
+@FUZZ
+@given(mutations)
+def test_corrupted_static_header_is_refused(changes: list[tuple[int, int]]) -> None:
+    buf = valid_header()
+    original = bytes(buf)
+    for offset, value in changes:
+        buf[offset] = value
+    if bytes(buf) == original:
+        L.read_header(buf, len(buf))
+        return
+    with pytest.raises(SHMFormatError):
+        L.read_header(buf, len(buf))
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.integers(0, 10_000))
+def test_random_bytes_are_never_a_header(data: bytes, size: int) -> None:
+    with pytest.raises(SHMFormatError):
+        L.read_header(data, size)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_typed_array_payloads(data: bytes) -> None:
+    try:
+        arr, _header = decode_array(data)
+    except SHMFormatError:
+        return
+    assert arr.nbytes <= len(data)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 95), st.integers(0, 255)), min_size=1, max_size=6))
+def test_corrupted_typed_array_header_in_a_valid_message(changes: list[tuple[int, int]]) -> None:
+    buf = bytearray(256)
+    view = memoryview(buf)
+    offset = L.pack_array_header(view, 0, repr("<f8"), (3, 2), 7, 99)
+    for pos, value in changes:
+        buf[pos] = value
+    try:
+        arr, _ = decode_array(bytes(buf[:offset + 48]))
+    except SHMFormatError:
+        return
+    assert arr.nbytes <= 256
+
+
+def test_attaching_to_a_corrupted_segment_raises(channel: str) -> None:
+    path = Path("/dev/shm") / pub_segment_name(channel)
+    buf = valid_header()
+    buf[100] ^= 0xFF  # inside the name: the checksum no longer matches
+    path.write_bytes(bytes(buf))
+    path.chmod(0o600)
+    try:
+        with pytest.raises(SHMFormatError, match="corrupted"):
+            Subscriber(channel, timeout_connect=0.5)
+        with pytest.raises(SHMError, match="force_unlink"):
+            Publisher(channel)
+    finally:
+        path.unlink()
+
+
+# Regions written at run time: counters, records, ring entries and buffer headers.
+def runtime_regions(lay: L.SegmentLayout) -> list[tuple[int, int]]:
+    regions = [(L.COUNTERS_OFFSET, L.RECORDS_OFFSET + 64 * lay.max_subscribers),
+               (lay.entries_offset, lay.entries_offset + 8 * lay.num_slots)]
+    regions += [(lay.buffer(i), lay.buffer(i) + 32) for i in range(lay.num_buffers)]
+    return regions
+
+
+@FUZZ
+@given(data=st.data())
+def test_runtime_corruption_never_crashes_or_hangs(channel: str, data: st.DataObject) -> None:
+    with Publisher(channel, num_slots=8, slot_size=64, max_subscribers=4) as pub:
+        sub = Subscriber(channel)
+        obs = Subscriber(channel, observer=True)
+        try:
+            for i in range(data.draw(st.integers(0, 20))):
+                pub.send(i)
+            segment = pub._segment
+            regions = runtime_regions(segment.layout)
+            for _ in range(data.draw(st.integers(1, 6))):
+                start, end = data.draw(st.sampled_from(regions))
+                offset = data.draw(st.integers(start, end - 1))
+                segment.view[offset] = data.draw(st.integers(0, 255))
+            for reader in (sub, obs):
+                t0 = time.monotonic()
+                for _ in range(12):
+                    try:
+                        reader.recv(timeout=0)
+                    except (SHMFormatError, SHMSerializationError):
+                        pass
+                assert time.monotonic() - t0 < 5.0
+        finally:
+            sub.close()
+            obs.close()
+
+
+def test_undecodable_messages_leave_the_channel_usable(channel: str) -> None:
+    with Publisher(channel) as pub, Subscriber(channel) as sub:
+        pub._publish(b"\x80\x05not a pickle", L.ENCODING_PICKLE, False, None)
+        pub.send("fine")
+        with pytest.raises(SHMSerializationError, match="deserialize"):
+            sub.recv(timeout=1)
+        assert sub.recv(timeout=1) == "fine"
+    with Publisher(channel, serialization="msgpack") as pub, \
+            Subscriber(channel, serialization="msgpack") as sub:
+        pub._publish(b"\xc1\xc1\xc1", L.ENCODING_MSGPACK, False, None)
+        pub.send({"ok": 1})
+        with pytest.raises(SHMSerializationError):
+            sub.recv(timeout=1)
+        assert sub.recv(timeout=1) == {"ok": 1}
+        pub.send_bytes(b"raw")   # a msgpack subscriber never decodes another encoding
+        with pytest.raises(SHMSerializationError, match="raw"):
+            sub.recv(timeout=1)
+
+
+def test_corrupted_array_header_in_shared_memory(channel: str) -> None:
+    with ArrayPublisher(channel, shape=(4,), dtype=np.float32, num_slots=4) as pub, \
+            ArraySubscriber(channel) as sub:
+        pub.send(np.arange(4, dtype=np.float32))
+        entry = pub._segment.atom.load(pub._segment.layout.entry(0))
+        payload = pub._segment.layout.payload(entry & L.ENTRY_INDEX_MASK)
+        pub._segment.view[payload:payload + 2] = b"XX"  # break the magic
+        with pytest.raises(SHMFormatError):
+            sub.recv(timeout=1)
+        pub.send(np.ones(4, dtype=np.float32))
+        got = sub.recv(timeout=1)
+        assert got is not None
+        assert got.tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.slow
+def test_long_fuzz_run(channel: str) -> None:
+    long = settings(FUZZ, max_examples=EXAMPLES * 20)
+    long(given(mutations)(test_corrupted_static_header_is_refused.hypothesis.inner_test))()
