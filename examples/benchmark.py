@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +52,7 @@ from benchpeers.report import (  # noqa: E402
     alias_main_array_metrics,
     build_table,
     comparison_rows,
+    derive,
     extract,
     group_of,
     plot,
@@ -194,6 +196,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--json", metavar="FILE", help="write raw results and metrics as JSON")
     ap.add_argument("--plot", metavar="FILE.png", help="write latency/throughput plots")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat everything N times (all peers once per round) and report medians",
+    )
     ap.add_argument("--keep-logs", action="store_true", help="keep child logs (run dir)")
     args = ap.parse_args(argv)
     only = {w.strip() for w in args.only.split(",") if w.strip()} or set(WORKLOAD_CHOICES)
@@ -202,6 +210,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"unknown workload(s) {sorted(bad)}; choose from {WORKLOAD_CHOICES}")
     args.only_set = only
     return args
+
+
+def run_tasks(
+    runner: Runner, seq_tasks: list[Task], idle_tasks: list[Task], rounds: int
+) -> list[tuple[int, TaskResult]]:
+    """Run every round (all peers once per round, so slow phases of a noisy machine hit
+    every column alike); returns (round, result) with combined tasks split into parts."""
+    out: list[tuple[int, TaskResult]] = []
+    try:
+        from tqdm import tqdm
+
+        total = rounds * (len(seq_tasks) + len(idle_tasks))
+        bar: Any = tqdm(total=total, file=sys.stderr, unit="task", dynamic_ncols=True)
+    except ImportError:  # pragma: no cover
+        bar = None
+    try:
+        for rnd in range(rounds):
+            prefix = f"[{rnd + 1}/{rounds}] " if rounds > 1 else ""
+            done: list[TaskResult] = []
+            for task in seq_tasks:
+                if bar is not None:
+                    bar.set_description(prefix + task.key)
+                done.append(runner.run(task))
+                _progress(bar, done[-1:])
+            if idle_tasks:
+                if bar is not None:
+                    bar.set_description(f"{prefix}idle x{len(idle_tasks)} (side by side)")
+                batch = runner.run_parallel(idle_tasks)
+                _progress(bar, batch)
+                done += batch
+            out += [(rnd, part) for res in done for part in expand_combo(res)]
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def compute_metrics(
+    peers: list[str], results: list[tuple[int, TaskResult]], rounds: int
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, str]], list[Any]]:
+    """Metrics per round, then the median over the rounds that produced each metric."""
+    per_round: list[dict[str, dict[str, float]]] = [{n: {} for n in peers} for _ in range(rounds)]
+    errors: dict[str, dict[str, str]] = {n: {} for n in peers}
+    for rnd, res in results:
+        if res.ok:
+            try:
+                per_round[rnd][res.task.peer].update(extract(res))
+            except Exception as exc:  # a malformed result must not kill the report
+                errors[res.task.peer][group_of(res)] = f"report: {exc!r}"
+        else:
+            errors[res.task.peer][group_of(res)] = res.error
+    for m in per_round:
+        typed = m.get(TYPED_PEER, {})
+        if "lat.block.48.p50" in typed:
+            m[SUBJECT]["lat.block.typed.p50"] = typed["lat.block.48.p50"]
+        alias_main_array_metrics(m)
+        derive(m[SUBJECT], MICRO_SIZES, ARRAY_SIZES)
+    metrics: dict[str, dict[str, float]] = {n: {} for n in peers}
+    for n in peers:
+        keys = {k for m in per_round for k in m[n]}
+        for k in keys:
+            vals = [m[n][k] for m in per_round if k in m[n]]
+            metrics[n][k] = float(statistics.median(vals))
+    return metrics, errors, per_round
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,11 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {p.strip() for p in args.peer.split(",")}
         classes = [c for c in classes if c.name in wanted or c.name in (SUBJECT, TYPED_PEER)]
     peers = {c.name: c() for c in classes}
-    skipped: dict[str, str] = {}
-    for name, peer in peers.items():
-        reason = peer.unavailable()
-        if reason:
-            skipped[name] = reason
+    skipped = {n: why for n, p in peers.items() if (why := p.unavailable())}
     runnable = [n for n in peers if n not in skipped]
     peer_names = [c.name for c in PEER_CLASSES if c.name in peers]
 
@@ -232,49 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         peers, [n for n in runnable if n != TYPED_PEER], args.only_set, cfg, args.quick
     )
     seq_tasks = [t for t in seq_tasks if t.peer in runnable]  # e.g. no typed peer
-
-    results: list[TaskResult] = []
     try:
-        from tqdm import tqdm
-
-        total = len(seq_tasks) + len(idle_tasks)
-        bar: Any = tqdm(total=total, file=sys.stderr, unit="task", dynamic_ncols=True)
-    except ImportError:  # pragma: no cover
-        bar = None
-    try:
-        for task in seq_tasks:
-            if bar is not None:
-                bar.set_description(task.key)
-            results.append(runner.run(task))
-            _progress(bar, results[-1:])
-        if idle_tasks:
-            if bar is not None:
-                bar.set_description(f"idle x{len(idle_tasks)} (in parallel)")
-            results += runner.run_parallel(idle_tasks)
-            _progress(bar, results[-len(idle_tasks) :])
+        results = run_tasks(runner, seq_tasks, idle_tasks, args.rounds)
     finally:
-        if bar is not None:
-            bar.close()
         removed = runner.cleanup()
         if not args.keep_logs:
             shutil.rmtree(run_dir, ignore_errors=True)
-
-    results = [part for res in results for part in expand_combo(res)]
-    metrics: dict[str, dict[str, float]] = {n: {} for n in peers}
-    errors: dict[str, dict[str, str]] = {n: {} for n in peers}
-    for res in results:
-        if res.ok:
-            try:
-                metrics[res.task.peer].update(extract(res))
-            except Exception as exc:  # a malformed result must not kill the report
-                errors[res.task.peer][group_of(res)] = f"report: {exc!r}"
         else:
-            errors[res.task.peer][group_of(res)] = res.error
-    typed = metrics.get(TYPED_PEER, {})
-    if "lat.block.48.p50" in typed:
-        metrics[SUBJECT]["lat.block.typed.p50"] = typed["lat.block.48.p50"]
-    alias_main_array_metrics(metrics)
+            print(f"[benchmark] child logs kept in {run_dir}", file=sys.stderr)
 
+    metrics, errors, per_round = compute_metrics(list(peers), results, args.rounds)
     rows = comparison_rows(LAT_SIZES, ARRAY_SIZES, args.only_set)
     spin_unsupported = {n for n, p in peers.items() if not p.supports_spin}
     table, table_data = build_table(
@@ -283,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t_start
 
     out = sys.stdout
-    out.write(f"# shm_comm benchmark ({'quick' if args.quick else 'full'})\n\n")
+    kind = "quick" if args.quick else "full"
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    out.write(f"# shm_comm benchmark ({kind}{rounds})\n\n")
     out.write(
         f"{info['date']} — {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"Linux {info['kernel']}, Python {info['python']}; run took {elapsed:.0f} s.\n\n"
@@ -306,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in (SUBJECT, TYPED_PEER, *peer_names):
         if name in peers:
             out.write(f"- **{name}**: {peers[name].description}\n")
-    failures = [r for r in results if not r.ok]
+    failures = [(rnd, r) for rnd, r in results if not r.ok]
     if failures:
         out.write("\nFailures:\n\n")
-        for r in failures:
-            out.write(f"- {r.task.key}: {r.error}\n")
+        for rnd, r in failures:
+            out.write(f"- round {rnd + 1}, {r.task.key}: {r.error}\n")
     out.flush()
 
     if args.json:
@@ -321,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
             "settings": cfg,
             "skipped": skipped,
             "metrics": metrics,
+            "metrics_per_round": per_round,
             "errors": errors,
             "table": table_data,
             "cleanup_removed": removed,
             "tasks": [
                 {
+                    "round": rnd,
                     "key": r.task.key,
                     "task": asdict(r.task),
                     "ok": r.ok,
@@ -333,14 +372,14 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": r.seconds,
                     "raw": r.roles,
                 }
-                for r in results
+                for rnd, r in results
             ],
         }
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=1, default=str)
     if args.plot:
         try:
-            plot(args.plot, SUBJECT, peer_names, results, metrics, ARRAY_SIZES)
+            plot(args.plot, SUBJECT, peer_names, [r for _, r in results], metrics, ARRAY_SIZES)
         except Exception as exc:  # plotting is optional
             print(f"[benchmark] plot failed: {exc!r}", file=sys.stderr)
     return 0

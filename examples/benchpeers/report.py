@@ -217,6 +217,18 @@ def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[s
     return rows
 
 
+def derive(m: dict[str, float], micro_sizes: list[int], array_sizes: list[int]) -> None:
+    """Ratios computed within one round (medians of ratios, not ratios of medians)."""
+    if "lat.block.typed.p50" in m and "lat.block.48.p50" in m:
+        m["typed.ratio"] = m["lat.block.typed.p50"] / m["lat.block.48.p50"]
+    for n in micro_sizes:
+        if f"micro.{n}.send_us" in m:
+            m[f"micro.{n}.send_frac"] = m[f"micro.{n}.memcpy_us"] / m[f"micro.{n}.send_us"]
+    for n in array_sizes:
+        if f"arr.send.{n}.gbps" in m and f"micro.{n}.memcpy_gbps" in m:
+            m[f"arr.send.{n}.memcpy_frac"] = m[f"arr.send.{n}.gbps"] / m[f"micro.{n}.memcpy_gbps"]
+
+
 def alias_main_array_metrics(metrics: Metrics) -> None:
     """Map each peer's primary array path to ``arr.main.*`` (shm_comm: ``send``)."""
     for values in metrics.values():
@@ -327,11 +339,7 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
         "{:.1f} µs",
     )
     add("raw send_bytes 48 B, one-way p50 (blocking)", "lat.block.48.p50", "{:.1f} µs")
-    if "lat.block.typed.p50" in m and "lat.block.48.p50" in m:
-        lines.append(
-            "| typed / raw latency ratio | "
-            f"{m['lat.block.typed.p50'] / m['lat.block.48.p50']:.2f}x |"
-        )
+    add("typed / raw latency ratio", "typed.ratio", "{:.2f}x")
     add("recv_batch(1000) of 6-float messages", "batch.batch_us", "{:.0f} µs")
     add("1,000 x recv(copy=False) into a preallocated array", "batch.loop_us", "{:.0f} µs")
     add("1,000 recv calls / one recv_batch", "batch.ratio", "{:.1f}x")
@@ -339,15 +347,15 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
         lab = size_label(n)
         add(f"np.copyto {lab} (memcpy reference)", f"micro.{n}.memcpy_gbps", "{:.2f} GB/s")
         add(f"ArrayPublisher.send {lab}, no subscriber", f"micro.{n}.send_us", "{:.1f} µs")
-        if f"micro.{n}.send_us" in m:
-            frac = m[f"micro.{n}.memcpy_us"] / m[f"micro.{n}.send_us"]
+        if f"micro.{n}.send_frac" in m:
+            frac = m[f"micro.{n}.send_frac"]
             lines.append(f"| send {lab}: fraction of memcpy speed | {100 * frac:.0f} % |")
         add(f"loan() enter+exit {lab} (no fill)", f"micro.{n}.loan_us", "{:.1f} µs")
         add(f"loan() + np.copyto fill {lab}", f"micro.{n}.loan_fill_us", "{:.1f} µs")
     for n in arr_sizes:
         lab = size_label(n)
-        if f"arr.send.{n}.gbps" in m and f"micro.{n}.memcpy_gbps" in m:
-            frac = m[f"arr.send.{n}.gbps"] / m[f"micro.{n}.memcpy_gbps"]
+        if f"arr.send.{n}.memcpy_frac" in m:
+            frac = m[f"arr.send.{n}.memcpy_frac"]
             lines.append(
                 f"| end-to-end {lab} send path GB/s as fraction of memcpy | {100 * frac:.0f} % |"
             )
@@ -383,21 +391,21 @@ def plot(
     cols = [subject, *peers]
     fig, axes = plt.subplots(2, 3, figsize=(19, 9.5))
 
-    def latency_samples(mode: str) -> dict[str, Any]:
-        out = {}
+    def latency_samples(mode: str) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
         for r in results:
             if r.ok and r.task.workload == "pingpong" and r.task.peer in cols:
                 v = r.roles["a"].get(f"{mode}-64")
                 if v and v["rtt_ns"]:
-                    out[r.task.peer] = np.asarray(v["rtt_ns"]) / 2e3
+                    out.setdefault(r.task.peer, []).extend(x / 2e3 for x in v["rtt_ns"])
         return out
 
-    def wake_samples() -> dict[str, Any]:
-        out = {}
+    def wake_samples() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
         for r in results:
             is_wake = r.ok and r.task.workload == "wake" and r.task.params["mode"] == "block"
             if is_wake and r.roles["b"].get("wake_ns"):
-                out[r.task.peer] = np.asarray(r.roles["b"]["wake_ns"]) / 1e3
+                out.setdefault(r.task.peer, []).extend(x / 1e3 for x in r.roles["b"]["wake_ns"])
         return out
 
     boxes = (

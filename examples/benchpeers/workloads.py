@@ -503,60 +503,48 @@ def micro_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     }
 
 
-def _median_ns(fn: Callable[[], Any], reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = now_ns()
-        fn()
-        times.append(now_ns() - t0)
-    return float(np.median(times))
-
-
 def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
-    """Single process: np.copyto (memcpy reference), ArrayPublisher.send, loan() cost."""
+    """Single process: np.copyto (memcpy reference), ArrayPublisher.send, loan() cost.
+
+    The four operations are interleaved rep by rep, so that noise from other processes hits
+    all of them alike; the memcpy reference cycles through as many destination buffers as
+    the publisher has slots, so that cache effects are comparable.
+    """
     import shm_comm
 
+    slots = 4
     out: dict[str, Any] = {}
     for key, spec in specs.items():
         nbytes = spec.size
         reps = p["reps_big"] if nbytes >= 8 * MIB else p["reps_small"]
         src = np.ones(spec.shape)
-        dst = np.zeros(spec.shape)
-        np.copyto(dst, src)
-
-        def copy(d: np.ndarray = dst, s: np.ndarray = src) -> None:
-            np.copyto(d, s)
-
-        memcpy = _median_ns(copy, reps)
+        dsts = [np.zeros(spec.shape) for _ in range(slots)]
         pub = shm_comm.ArrayPublisher(
-            str(spec.data["channel"]), shape=spec.shape, dtype=np.float64, num_slots=4
+            str(spec.data["channel"]), shape=spec.shape, dtype=np.float64, num_slots=slots
         )
-        for _ in range(8):  # touch every slot once
+        for d in dsts:  # touch every buffer once
+            np.copyto(d, src)
             pub.send(src)
-
-        def send_once(pb: Any = pub, s: np.ndarray = src) -> None:
-            pb.send(s)
-
-        send = _median_ns(send_once, reps)
-
-        def loan_only(pb: Any = pub) -> None:
-            with pb.loan() as o:
-                o[0] = 1.0
-
-        def loan_fill(pb: Any = pub, s: np.ndarray = src) -> None:
-            with pb.loan() as o:
-                np.copyto(o, s)
-
-        loan = _median_ns(loan_only, reps)
-        loan_full = _median_ns(loan_fill, reps)
+        times: dict[str, list[int]] = {"memcpy": [], "send": [], "loan": [], "loan_fill": []}
+        for i in range(reps):
+            t0 = now_ns()
+            np.copyto(dsts[i % slots], src)
+            t1 = now_ns()
+            pub.send(src)
+            t2 = now_ns()
+            with pub.loan() as o:
+                o.flat[0] = 1.0
+            t3 = now_ns()
+            with pub.loan() as o:
+                np.copyto(o, src)
+            t4 = now_ns()
+            times["memcpy"].append(t1 - t0)
+            times["send"].append(t2 - t1)
+            times["loan"].append(t3 - t2)
+            times["loan_fill"].append(t4 - t3)
         pub.close()
-        out[key] = {
-            "nbytes": nbytes,
-            "memcpy_ns": memcpy,
-            "send_ns": send,
-            "loan_ns": loan,
-            "loan_fill_ns": loan_full,
-        }
+        out[key] = {"nbytes": nbytes, "reps": reps}
+        out[key].update({f"{k}_ns": float(np.median(v)) for k, v in times.items()})
     return out
 
 
