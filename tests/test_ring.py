@@ -568,7 +568,7 @@ def test_release_folds_counts_into_departed_totals(anon_ring) -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: ring.release_record (shm_comm/ring.py:455-459) folds only the row's noticed "
+    "BUG: ring.release_record (shm_comm/ring.py:515-519) folds only the row's noticed "
     "REC_DROPPED into DEPARTED_DROPPED, not the max(0, head - num_slots - cursor) evictions "
     "that drop_count() counted for the live row, so drop_count falls when a lagging "
     "subscriber closes or is reaped"))
