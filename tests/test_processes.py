@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import struct
 import subprocess
 import threading
@@ -30,6 +31,7 @@ from shm_comm import (
     force_unlink,
     remove_stale,
 )
+from shm_comm._backend import backend
 from shm_comm.naming import segment_name
 from shm_comm.utils import poll_until
 
@@ -146,7 +148,13 @@ class Proc:
         assert code == 0, f"process exited with {code}: {self.stderr()}"
 
     def finish(self) -> None:
-        """Kill if still running, reap, and close every pipe."""
+        """Stop if still running (EOF on stdin first, then SIGKILL), reap, close every pipe."""
+        if self.popen.poll() is None and self.popen.stdin is not None:
+            try:
+                self.popen.stdin.close()  # the scripts here exit cleanly on EOF
+                self.popen.wait(timeout=2)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                pass
         if self.popen.poll() is None:
             self.popen.kill()
         try:
@@ -463,6 +471,46 @@ def test_publisher_kill9_then_restart(channel: str, spawn: Spawn) -> None:
         if new_pub is not None:
             new_pub.close()
         else:
+            force_unlink(channel)
+
+
+FORKING_PUBLISHER = r"""
+import os, sys, time
+from shm_comm import Publisher
+pub = Publisher(sys.argv[1])
+child = os.fork()  # e.g. a multiprocessing worker started with the default "fork" method
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print("READY", child, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the publisher's liveness flock (shm_comm/_backend/posix.py _setup, flock on the "
+    "segment fd) is shared with every fork()ed child of the publisher process (O_CLOEXEC only "
+    "covers exec), so after the publisher is killed subscribers keep seeing publisher_alive "
+    "True and a new Publisher is refused until the forked child exits too"))
+def test_publisher_death_is_seen_despite_a_forked_child(channel: str, spawn: Spawn) -> None:
+    pub = spawn(FORKING_PUBLISHER, channel)
+    child = int(pub.wait_for("READY").split()[1])
+    try:
+        with Subscriber(channel, timeout_connect=10) as sub:
+            assert sub.publisher_alive
+            pub.kill()
+            pub.wait()
+            assert poll_until(lambda: not sub.publisher_alive, timeout=3)
+            with Publisher(channel) as again:  # reclaims the stale segment
+                again.send("back")
+                assert sub.recv(timeout=5) == "back"
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        assert poll_until(lambda: not backend.pid_alive(child), timeout=10)
+        if seg_path(channel).exists():
             force_unlink(channel)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import gc
 import os
 import pickle
@@ -182,6 +183,38 @@ def test_raw_path(channel: str) -> None:
         assert sub.recv(timeout=2) == arr.tobytes()
         with pytest.raises(SHMSerializationError):
             pub.send("a str is not a buffer")
+
+
+SEND_BYTES_BUG = (
+    "BUG: RingWriter.write (shm_comm/ring.py:164-176) takes len(payload) as the byte count and "
+    "copies with a memoryview slice assignment after reserve(): a buffer whose items are not "
+    "single bytes (a NumPy array, array.array) raises 'memoryview assignment: lvalue and "
+    "rvalue have different structures', and the reserved buffer is never cancelled, so every "
+    "later send raises RuntimeError('a buffer is already reserved')")
+
+
+@pytest.mark.xfail(strict=True, reason=SEND_BYTES_BUG)
+def test_publisher_survives_a_failed_send_bytes(pub_sub: tuple[Publisher, Subscriber]) -> None:
+    pub, sub = pub_sub
+    try:
+        pub.send_bytes(np.arange(3, dtype=np.float64))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        pass
+    assert pub.send_bytes(b"still works") is True
+    assert drain(sub)[-1:] == [b"still works"]
+
+
+@pytest.mark.xfail(strict=True, reason=SEND_BYTES_BUG)
+@pytest.mark.parametrize("make", [
+    lambda: np.arange(3, dtype=np.float64),
+    lambda: np.arange(6, dtype=np.uint8).reshape(2, 3),
+    lambda: array.array("d", [1.0, 2.0]),
+], ids=["float64", "uint8-2d", "array.array"])
+def test_send_bytes_takes_any_buffer(pub_sub: tuple[Publisher, Subscriber], make) -> None:
+    pub, sub = pub_sub
+    data = make()
+    assert pub.send_bytes(data) is True  # type: ignore[arg-type]
+    assert sub.recv_bytes(timeout=2) == bytes(memoryview(data).cast("B"))
 
 
 def test_send_bytes_and_recv_bytes_work_with_any_serializer(
