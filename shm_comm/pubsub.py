@@ -38,6 +38,36 @@ CONNECT_POLL = 0.002
 BLOCKING_SEND_POLL = 50e-6
 
 
+class _ForkAware:
+    """Objects that must let go of their segment in a ``fork()``ed child.
+
+    A child shares the parent's open file descriptions: holding on to them would keep the
+    publisher's liveness lock alive after the parent died, and the child's exit handlers
+    would close or unlink the parent's channel. In the child the object becomes closed.
+    """
+
+    _finalizer: weakref.finalize[..., Any]
+    _closed: bool
+    _segment: Segment
+
+    def _forget_in_child(self) -> None:
+        self._finalizer.detach()
+        self._closed = True
+        self._segment.forget()
+
+
+_LIVE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
+
+
+def _forget_all_after_fork() -> None:
+    for obj in list(_LIVE):
+        obj._forget_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_after_fork)
+
+
 def _close_segment(segment: Segment, writer: RingWriter | None) -> None:
     if writer is not None and not segment.closed:
         writer.close()
@@ -45,7 +75,7 @@ def _close_segment(segment: Segment, writer: RingWriter | None) -> None:
     segment.close()
 
 
-class Publisher:
+class Publisher(_ForkAware):
     """The single writer of a pub/sub channel.
 
     ``num_slots`` messages fit in the ring; each holds up to ``slot_size`` bytes of payload.
@@ -74,8 +104,10 @@ class Publisher:
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
         self._layout = layout
         self._min_cursor_bound = 0
+        self._membership = -1
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_segment, self._segment, self._writer)
+        _LIVE.add(self)
 
     @property
     def num_slots(self) -> int:
@@ -129,8 +161,12 @@ class Publisher:
 
     def _wait_for_room(self, timeout: float | None) -> bool:
         writer = self._writer
-        if writer.head - self._min_cursor_bound < self._layout.num_slots:
+        # Cursors only grow, so an old minimum is a safe bound until somebody joins.
+        membership = self._segment.atom.load(L.MEMBERSHIP)
+        if (membership == self._membership
+                and writer.head - self._min_cursor_bound < self._layout.num_slots):
             return True
+        self._membership = membership
         deadline = None if timeout is None else time.monotonic() + timeout
         next_reap = time.monotonic() + 0.1
         while True:
@@ -198,7 +234,7 @@ def _release_reader(segment: Segment, reader: RingReader | None) -> None:
     segment.close()
 
 
-class _ChannelReader:
+class _ChannelReader(_ForkAware):
     """Attaching, reconnecting, waiting and accounting shared by all subscriber kinds."""
 
     _kind = L.KIND_PUBSUB
@@ -220,6 +256,7 @@ class _ChannelReader:
         self._closed = False
         self._segment, self._reader = self._attach(timeout_connect, latest)
         self._finalizer = weakref.finalize(self, _release_reader, self._segment, self._reader)
+        _LIVE.add(self)
 
     def _attach(self, timeout: float, latest: bool, from_oldest: bool = False
                 ) -> tuple[Segment, RingReader]:
@@ -247,17 +284,13 @@ class _ChannelReader:
             else:
                 pid = os.getpid()
                 token = backend.process_token(pid)
+                # After a publisher restart, take what the new one sent before we came.
                 try:
-                    row, cursor = ring.claim_record(atom, lay, pid, token, latest)
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest)
                 except SHMConnectionError:
                     if not ring.reap_dead_records(atom, lay, backend.pid_alive):
                         raise
-                    row, cursor = ring.claim_record(atom, lay, pid, token, latest)
-                if from_oldest:
-                    # After a publisher restart, take what the new one sent before we came.
-                    cursor = max(0, atom.load(L.HEAD) - lay.num_slots)
-                    atom.store(lay.record(row) + L.REC_CURSOR, cursor)
-                    atom.store(lay.record(row) + L.REC_START, cursor)
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest)
                 reader = RingReader(atom, segment.view, lay, row, cursor)
         except BaseException:
             segment.close()

@@ -164,6 +164,8 @@ class RingWriter:
     def write(self, payload: bytes | bytearray | memoryview, encoding: int,
               timestamp_ns: int) -> int:
         """Copy ``payload`` into a free buffer and publish it; returns its sequence number."""
+        if type(payload) is not bytes:
+            payload = memoryview(payload).cast("B")  # any C-contiguous buffer, as bytes
         length = len(payload)
         if length > self._slot_size:
             raise ValueError(
@@ -172,7 +174,11 @@ class RingWriter:
             )
         index = self.reserve()
         start = self._buffers_offset + index * self._stride + L.BUFFER_HEADER_SIZE
-        self._view[start:start + length] = payload
+        try:
+            self._view[start:start + length] = payload
+        except BaseException:
+            self.cancel(index)
+            raise
         return self.commit(index, length, encoding, timestamp_ns)
 
     def _is_held(self, index: int, holders: int) -> bool:
@@ -474,11 +480,13 @@ class RingReader:
 
 
 def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: int,
-                 latest: bool) -> tuple[int, int]:
+                 latest: bool, oldest: bool = False) -> tuple[int, int]:
     """Take a free subscriber row; returns ``(row, start_cursor)``.
 
-    The reader starts at the current head (only new messages), or at the newest message
-    when ``latest`` is true. Raises :class:`SHMConnectionError` when every row is taken.
+    The reader starts at the current head (only new messages), at the newest message when
+    ``latest`` is true, or at the oldest message still in the ring when ``oldest`` is true.
+    The row becomes visible (``membership`` bumped) only with its final cursor.
+    Raises :class:`SHMConnectionError` when every row is taken.
     """
     for row in range(layout.max_subscribers):
         rec = layout.record(row)
@@ -489,7 +497,10 @@ def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: i
             atom.store(rec + L.REC_DROPPED, 0)
             atom.store(rec + L.REC_HELD, 0)
             head = atom.load(L.HEAD)
-            cursor = max(0, head - 1) if latest else head
+            if oldest:
+                cursor = max(0, head - layout.num_slots)
+            else:
+                cursor = max(0, head - 1) if latest else head
             atom.store(rec + L.REC_CURSOR, cursor)
             atom.store(rec + L.REC_START, cursor)
             atom.store(rec + L.REC_STATE, (pid << L.STATE_BITS) | L.STATE_ACTIVE)
@@ -515,7 +526,9 @@ def release_record(atom: AtomicBuffer, layout: L.SegmentLayout, row: int,
     cursor = atom.load(rec + L.REC_CURSOR)
     start = atom.load(rec + L.REC_START)
     dropped = atom.load(rec + L.REC_DROPPED)
-    atom.fetch_add(L.DEPARTED_DROPPED, dropped)
+    # Messages evicted before it read them are lost to it even if it never noticed.
+    unnoticed = max(0, atom.load(L.HEAD) - layout.num_slots - cursor)
+    atom.fetch_add(L.DEPARTED_DROPPED, dropped + unnoticed)
     atom.fetch_add(L.DEPARTED_RECEIVED, max(0, cursor - start - dropped))
     atom.store(rec + L.REC_HELD, 0)
     mask = ~(1 << row) & 0xFFFFFFFFFFFFFFFF

@@ -180,6 +180,12 @@ class Segment:
                 pass  # exported views keep the mapping; it is unmapped when they are gone
         os.close(self._fd)
 
+    def forget(self) -> None:
+        """Drop this handle's file descriptor without touching the segment (fork children)."""
+        if not self.closed:
+            self.closed = True
+            os.close(self._fd)
+
     def unlink(self) -> None:
         """Remove the segment's name if it still refers to this segment."""
         if not self.closed and backend.same_file(self._fd, self.name):
