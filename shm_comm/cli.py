@@ -330,10 +330,15 @@ def wait_for_channel(name: str, timeout: float, kind: str | None = None) -> dict
     """
     _valid_name(name)
     deadline = time.monotonic() + timeout
+    noted = False
     while True:
         info = lookup(name, kind)
         if info is not None:
             return info
+        if not noted and timeout > DEFAULT_TIMEOUT:
+            # Long waits say so (ros2 echo does too); short ones stay a one-line error.
+            _note(f"waiting up to {timeout:g} s for channel {name!r}")
+            noted = True
         if time.monotonic() >= deadline:
             what = f"{kind} channel" if kind else "channel"
             raise CLIError(f"no {what} {name!r} (waited {timeout:g} s); `shm-comm list` shows "
@@ -397,6 +402,12 @@ def segment_state(info: dict[str, Any]) -> str:
     return "stale" if info["stale"] else "closed"
 
 
+def matches(info: dict[str, Any], pattern: str) -> bool:
+    """Whether a :func:`list_segments` entry's channel name or segment name fits a glob."""
+    return any(fnmatch.fnmatchcase(text, pattern) for text in
+               (info.get("name", ""), info["segment"]) if text)
+
+
 def _age(timestamp: float | None, now: float) -> float | None:
     return None if timestamp is None else now - timestamp
 
@@ -405,8 +416,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print every shm_comm segment on this machine, readable or not."""
     segments = list_segments()
     if args.pattern:
-        segments = [s for s in segments
-                    if fnmatch.fnmatchcase(s.get("name", s["segment"]), args.pattern)]
+        segments = [s for s in segments if matches(s, args.pattern)]
     for info in segments:
         info["state"] = segment_state(info)
     if args.json:
@@ -477,15 +487,11 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Print one channel's layout, counters and subscribers."""
-    name = _valid_name(args.name)
-    deadline = time.monotonic() + args.timeout
-    while True:
-        info = inspect_channel(name, args.kind)
-        if info is not None:
-            break
-        if time.monotonic() >= deadline:
-            wait_for_channel(name, 0.0, args.kind)  # raises the standard error
-        sleep(CHANNEL_POLL)
+    name = args.name
+    found = wait_for_channel(name, args.timeout, args.kind)
+    info = inspect_channel(name, found["kind"])
+    if info is None:
+        raise CLIError(f"channel {name!r} disappeared while being read")
     if args.json:
         _out(_dump(info))
         return 0
@@ -566,8 +572,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Remove segments whose publisher process is gone; never one whose publisher lives."""
     segments = list_segments()
     if args.pattern:
-        segments = [s for s in segments
-                    if fnmatch.fnmatchcase(s.get("name", s["segment"]), args.pattern)]
+        segments = [s for s in segments if matches(s, args.pattern)]
     verb = "would remove" if args.dry_run else "removed"
     removed = 0
     for info in segments:
@@ -1090,7 +1095,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "age of the last message, and a state: live, stale (publisher died: "
                   "`shm-comm clean` removes it), closed, no-access (another user's), "
                   "incompatible (other format version) or unreadable.")
-    sub.add_argument("pattern", nargs="?", help="only channels matching this glob, e.g. 'cam*'")
+    sub.add_argument("pattern", nargs="?",
+                     help="only channels (or segments) matching this glob, e.g. 'cam*'")
     json_option(sub, streaming=False)
 
     sub = command("info", cmd_info, "show one channel in detail",
@@ -1192,7 +1198,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "before cleaning up). A segment whose publisher lives is never removed, nor "
                   "one that is not a readable shm_comm channel.")
     sub.add_argument("pattern", nargs="?",
-                     help="only channels matching this glob, e.g. 'robot1_*'")
+                     help="only channels (or segments) matching this glob, e.g. 'robot1_*'")
     sub.add_argument("--dry-run", action="store_true", help="only show what would be removed")
     return parser
 
