@@ -487,11 +487,49 @@ time.sleep(60)
 """
 
 
+FORK_EXITING_PUBLISHER = r"""
+import os, sys
+from shm_comm import Publisher, Subscriber
+pub = Publisher(sys.argv[1])
+watcher = Subscriber(sys.argv[1])
+print("READY", flush=True)
+sys.stdin.readline()
+child = os.fork()
+if child == 0:
+    sys.exit(0)  # a normal exit: atexit handlers and finalizers run in the child
+_, status = os.waitpid(child, 0)
+print("CHILD_EXITED", status, flush=True)
+for line in sys.stdin:
+    pub.send(line.strip())
+    print("SENT", flush=True)
+pub.close()
+"""
+
+
+def test_forked_child_exit_leaves_the_parents_channel_alone(channel: str, spawn: Spawn) -> None:
+    pub = spawn(FORK_EXITING_PUBLISHER, channel, stdin=True)
+    pub.wait_for("READY")
+    with Subscriber(channel, timeout_connect=20) as sub:
+        pub.tell("fork")
+        assert pub.wait_for("CHILD_EXITED") == "CHILD_EXITED 0"
+        assert seg_path(channel).exists()
+        assert sub.publisher_alive
+        info = channel_info(channel)
+        assert info is not None
+        assert info["subscribers"] == 2  # the parent's own watcher still has its row
+        pub.tell("hello")
+        pub.wait_for("SENT")
+        assert sub.recv(timeout=5) == "hello"
+        pub.close_stdin()
+        pub.exit_ok()
+
+
 @pytest.mark.xfail(strict=True, reason=(
-    "BUG: the publisher's liveness flock (shm_comm/_backend/posix.py _setup, flock on the "
-    "segment fd) is shared with every fork()ed child of the publisher process (O_CLOEXEC only "
-    "covers exec), so after the publisher is killed subscribers keep seeing publisher_alive "
-    "True and a new Publisher is refused until the forked child exits too"))
+    "BUG: the liveness flock is taken on the segment's open file description "
+    "(shm_comm/_backend/posix.py:129) and mmap.mmap(fd) (posix.py:130) keeps its own dup() of "
+    "that fd; the fork fix (pubsub._forget_all_after_fork -> Segment.forget, "
+    "segment.py:183-187) closes only Segment._fd, so the child still holds the lock through "
+    "the mmap's fd and the dead publisher looks alive until the child exits"))
 def test_publisher_death_is_seen_despite_a_forked_child(channel: str, spawn: Spawn) -> None:
     pub = spawn(FORKING_PUBLISHER, channel)
     child = int(pub.wait_for("READY").split()[1])
