@@ -75,30 +75,34 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
     ``initialize`` fills the mapping before any other process can open the name: on Linux the
     segment is built under a temporary name and hard-linked into place, which fails if the
     name exists. Raises ``FileExistsError`` if it does, ``OSError`` (ENOSPC...) otherwise.
+
+    The returned descriptor holds the owner's liveness lock. It is a separate open of the
+    file from the one the mapping uses (``mmap`` keeps a private duplicate of its descriptor),
+    so closing it in a ``fork()``ed child really lets go of the lock there.
     """
     if SHM_DIR is None:
         fd = _open_fd(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
         try:
-            return fd, _setup(fd, size, initialize, mode)
+            return _setup(fd, size, initialize, mode, name)
         except BaseException:
-            os.close(fd)
             unlink(name)
             raise
+        finally:
+            os.close(fd)
     remove_dead_temporaries(name)
     temp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = _open_fd(temp, os.O_CREAT | os.O_EXCL | os.O_RDWR)
     try:
-        mapping = _setup(fd, size, initialize, mode)
+        lock_fd, mapping = _setup(fd, size, initialize, mode, temp)
         try:
             os.link(_path(temp), _path(name))
         except BaseException:
             mapping.close()
+            os.close(lock_fd)
             raise
-        return fd, mapping
-    except BaseException:
-        os.close(fd)
-        raise
+        return lock_fd, mapping
     finally:
+        os.close(fd)
         unlink(temp)
 
 
@@ -122,14 +126,23 @@ def remove_dead_temporaries(name: str = "") -> list[str]:
     return removed
 
 
-def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: int
-           ) -> mmap.mmap:
+def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: int,
+           name: str) -> tuple[int, mmap.mmap]:
     os.fchmod(fd, mode)
     _reserve(fd, size)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     mapping = mmap.mmap(fd, size)
-    initialize(mapping)
-    return mapping
+    try:
+        initialize(mapping)
+        lock_fd = _open_fd(name, os.O_RDWR)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+    except BaseException:
+        mapping.close()
+        raise
+    return lock_fd, mapping
 
 
 def open_segment(name: str, readonly: bool = False) -> tuple[int, mmap.mmap, int]:
