@@ -85,8 +85,9 @@ class Proc:
     """
 
     def __init__(self, code: str, *args: str, stdin: bool = False) -> None:
-        extra = {"stdin": subprocess.PIPE} if stdin else {}
-        self.popen = spawn_python(code, *args, **extra)
+        extra: dict[str, object] = {"stdin": subprocess.PIPE} if stdin else {}
+        # Its own process group, so that finish() also ends any children it forked.
+        self.popen = spawn_python(code, *args, start_new_session=True, **extra)
         self.pid = self.popen.pid
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._err: list[str] = []
@@ -102,8 +103,11 @@ class Proc:
     @staticmethod
     def _pump(stream: TextIO | None, put: Callable[[str | None], None]) -> None:
         assert stream is not None
-        for line in stream:
-            put(line)
+        try:
+            for line in stream:
+                put(line)
+        except (ValueError, OSError):  # closed under us by finish()
+            pass
         put(None)
 
     def stderr(self) -> str:
@@ -160,6 +164,10 @@ class Proc:
         try:
             self.popen.wait(timeout=10)
         finally:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)  # forked children, if any
+            except (ProcessLookupError, PermissionError):
+                pass
             for t in self._threads:
                 t.join(timeout=5)
             for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
@@ -250,7 +258,63 @@ def test_late_join_starts_at_head(channel: str, spawn: Spawn) -> None:
     pub.exit_ok()
 
 
+# One interpreter imports shm_comm once and forks `n` subscriber processes (much faster to
+# start on a small machine than `n` interpreters; each child attaches after the fork).
+FORKED_SUBSCRIBERS = r"""
+import os, sys
+import shm_comm
+channel, count, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+children = []
+for k in range(n):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with shm_comm.Subscriber(channel, timeout_connect=30) as sub:
+                os.write(1, f"ATTACHED {k} {os.getpid()}\n".encode())  # one write per line
+                for expect in range(count):
+                    msg = sub.recv(timeout=30)
+                    if msg is None or msg["i"] != expect or msg["pad"] != "x" * (expect % 50):
+                        os.write(1, f"BAD {k} {expect} {repr(msg)[:100]}\n".encode())
+                        break
+                else:
+                    st = sub.stats()
+                    os.write(1, f"DONE {k} {st['received']} {st['dropped']}\n".encode())
+                    code = 0
+        except BaseException as exc:
+            os.write(1, f"ERROR {k} {exc!r}\n".encode())
+        os._exit(code)
+    children.append(pid)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+print("EXIT", *codes, flush=True)
+"""
+
+
 def test_sixteen_subscriber_processes_each_receive_everything_in_order(
+        channel: str, spawn: Spawn) -> None:
+    count, nsubs = 300, 16
+    with Publisher(channel, num_slots=32, slot_size=256, max_subscribers=nsubs) as pub:
+        launcher = spawn(FORKED_SUBSCRIBERS, channel, str(count), str(nsubs))
+        pids = set()
+        for _ in range(nsubs):
+            line = launcher.wait_for("", timeout=60)
+            assert line.startswith("ATTACHED"), line
+            pids.add(int(line.split()[2]))
+        assert len(pids) == nsubs
+        assert launcher.pid not in pids
+        assert pub.stats()["subscribers"] == nsubs
+        for i in range(count):
+            assert pub.send({"i": i, "pad": "x" * (i % 50)}, block=True, timeout=30), i
+        done = sorted(launcher.wait_for("", timeout=60) for _ in range(nsubs))
+        assert done == sorted(f"DONE {k} {count} 0" for k in range(nsubs))
+        assert launcher.wait_for("EXIT", timeout=30) == "EXIT" + " 0" * nsubs
+        launcher.exit_ok()
+        stats = pub.stats()
+        assert (stats["msg_count"], stats["drop_count"], stats["subscribers"]) == (count, 0, 0)
+
+
+@pytest.mark.slow
+def test_sixteen_subscriber_interpreters_each_receive_everything_in_order(
         channel: str, spawn: Spawn) -> None:
     count, nsubs = 300, 16
     with Publisher(channel, num_slots=32, slot_size=256, max_subscribers=nsubs) as pub:
