@@ -588,12 +588,6 @@ def test_forked_child_exit_leaves_the_parents_channel_alone(channel: str, spawn:
         pub.exit_ok()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the liveness flock is taken on the segment's open file description "
-    "(shm_comm/_backend/posix.py:129) and mmap.mmap(fd) (posix.py:130) keeps its own dup() of "
-    "that fd; the fork fix (pubsub._forget_all_after_fork -> Segment.forget, "
-    "segment.py:183-187) closes only Segment._fd, so the child still holds the lock through "
-    "the mmap's fd and the dead publisher looks alive until the child exits"))
 def test_publisher_death_is_seen_despite_a_forked_child(channel: str, spawn: Spawn) -> None:
     pub = spawn(FORKING_PUBLISHER, channel)
     child = int(pub.wait_for("READY").split()[1])
