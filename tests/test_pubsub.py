@@ -18,6 +18,8 @@ import pytest
 from conftest import spawn_python, wait_for_line
 
 from shm_comm import (
+    ArrayPublisher,
+    ArraySubscriber,
     Publisher,
     SHMConnectionError,
     SHMError,
@@ -1012,3 +1014,30 @@ def test_guide_msgpack_snippet(channel: str) -> None:
     finally:
         sub.close()
         pub.close()
+
+
+# --------------------------------------------------------------------------- typed channels
+
+
+def test_typed_subscriber_follows_a_restart_and_old_views_stay_valid(channel: str) -> None:
+    first = ArrayPublisher(channel, dtype=np.float32, shape=(4,))
+    sub = ArraySubscriber(channel)
+    try:
+        first.send(np.full(4, 1.5, dtype=np.float32))
+        old = sub.recv(timeout=2)
+        assert old is not None
+        first.close()
+        with ArrayPublisher(channel, dtype=np.int16, shape=(2, 3)) as second:
+            second.send(np.arange(6, dtype=np.int16).reshape(2, 3))
+            new = sub.recv(timeout=5)
+            assert new is not None
+            assert new.dtype == np.int16
+            assert new.shape == (2, 3)
+            np.testing.assert_array_equal(new, np.arange(6).reshape(2, 3))
+            assert (sub.dtype, sub.shape) == (np.dtype(np.int16), (2, 3))
+            assert sub.stats()["reconnects"] == 1
+            # The view of the old channel's segment is still mapped and unchanged.
+            np.testing.assert_array_equal(old, np.full(4, 1.5, dtype=np.float32))
+    finally:
+        sub.close()
+        first.close()
