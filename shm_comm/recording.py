@@ -125,8 +125,11 @@ MAX_WAIT_SLICE = 0.05  # replay sleeps in slices of at most this, so stop_event 
 
 
 def _require_mcap() -> None:
+    # Importing now (mcap, zstandard, lz4: a noticeable time on a busy machine) means the
+    # recorder starts polling right after it attaches, before a ring can fill up.
     try:
-        import mcap  # noqa: F401
+        import mcap.reader
+        import mcap.writer  # noqa: F401
     except ImportError:
         raise ImportError(
             "recording and replay need the mcap package: pip install 'shm-comm-streams[record]' "
