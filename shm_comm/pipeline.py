@@ -194,13 +194,17 @@ class Pusher:
         atom, lay = self._atom, self._layout
         deadline = None if timeout is None else time.monotonic() + timeout
         next_check = time.monotonic() + BLOCKED_CHECK_INTERVAL
+        next_reap = time.monotonic() + LIVENESS_CHECK_INTERVAL
         while not done():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return False
+            if now >= next_reap:
+                # Dead pullers' wait bits would cost us a wake-up call per item.
+                next_reap = now + LIVENESS_CHECK_INTERVAL
+                ring.reap_dead_records(atom, lay, backend.pid_alive)
             if now >= next_check:
                 next_check = now + BLOCKED_CHECK_INTERVAL
-                ring.reap_dead_records(atom, lay, backend.pid_alive)
                 if self._blocked_by_dead(blocked):
                     atom.store(L.PIPE_RECOVER_HINT, 1)
                     atom.wake(L.HEAD)
@@ -415,6 +419,7 @@ class Puller:
                 continue
             got = self._finish(position, slot, offset, mine, True)
             if got is not None:
+                atom.store(L.PIPE_RECOVER_HINT, 1)  # there may be more: scan again next time
                 return got
         return None
 

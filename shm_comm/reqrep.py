@@ -202,6 +202,8 @@ class Replier:
         self._position = 0  # the next queue position to take = requests consumed
         self._bytes_total = 0
         self._current: tuple[int, int, int, int] | None = None  # row, correlation, pid, token
+        self._stuck_entry = -1  # an OWNED entry we are waiting on, and when to check its owner
+        self._stuck_check = 0.0
         self._finalizer = weakref.finalize(self, _close_replier, self._segment)
 
     @property
@@ -250,7 +252,6 @@ class Replier:
         self._ensure_open()
         atom, lay = self._atom, self._layout
         deadline = None if timeout is None else time.monotonic() + timeout
-        stuck_entry, next_check = -1, 0.0
         while True:
             position = self._position
             lap, slot = divmod(position, lay.num_slots)
@@ -266,12 +267,14 @@ class Replier:
             if entry != L.queue_entry(lap, L.QUEUE_FREE):
                 # A requester is writing this request. Normally it publishes within
                 # microseconds; if it stays, check whether its writer died.
+                # (Tracked across calls, so that polling with timeout=0 recovers too.)
                 longest = ABANDON_CHECK_INTERVAL
                 now = time.monotonic()
-                if entry != stuck_entry:
-                    stuck_entry, next_check = entry, now + ABANDON_CHECK_INTERVAL
-                elif now >= next_check:
-                    next_check = now + ABANDON_CHECK_INTERVAL
+                if entry != self._stuck_entry:
+                    self._stuck_entry = entry
+                    self._stuck_check = now + ABANDON_CHECK_INTERVAL
+                elif now >= self._stuck_check:
+                    self._stuck_check = now + ABANDON_CHECK_INTERVAL
                     if claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive):
                         if atom.compare_exchange(offset, entry,
                                                  L.queue_entry(lap + 1, L.QUEUE_FREE)):
@@ -451,6 +454,7 @@ class Requester:
         # Whatever a previous owner of the row left in the mailbox is not a late reply.
         self._last_seen = self._atom.load(self._rec + L.REC_REPLY) & ~L.REPLY_WRITING
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
+        self._gone = False
         self._finalizer = weakref.finalize(self, release_row, segment, row)
 
     @property
@@ -469,12 +473,12 @@ class Requester:
         now = time.monotonic()
         if force or now >= self._next_check:
             self._next_check = now + LIVENESS_CHECK_INTERVAL
-            return not self._segment.owner_alive()
-        return False
+            self._gone = not self._segment.owner_alive()
+        return self._gone
 
     def _ensure_replier(self) -> None:
         """Raise SHMPeerGoneError if the replier is gone, after trying a restarted one."""
-        if not self._replier_gone():
+        if not self._replier_gone(force=self._gone):
             return
         if self._segment.replaced():
             try:
