@@ -727,6 +727,7 @@ class RateWindow:
                                   "window": len(self.stamps), "skipped": self.skipped}
         if len(self.stamps) >= 2:
             (seq0, ts0), (seq1, ts1) = self.stamps[0], self.stamps[-1]
+            result.update(first_seq=seq0, last_seq=seq1)
             if ts1 > ts0:
                 result["rate"] = (seq1 - seq0) / ((ts1 - ts0) / 1e9)
         if self.periods:
@@ -826,7 +827,8 @@ def cmd_bw(args: argparse.Namespace) -> int:
             history.append((now, current))
             rate = (0.0, 0.0, 0)
         msg_rate, byte_rate, messages = rate
-        mean = byte_rate / msg_rate if msg_rate else None
+        data = current["bytes_total"] - old["bytes_total"] if messages else 0
+        mean = data / messages if messages else None
         if args.json:
             _out(_dump({"channel": name, "time": time.time(), "bytes_per_s": byte_rate,
                         "messages_per_s": msg_rate, "mean_size": mean, "messages": messages,
@@ -960,9 +962,10 @@ def render_top(rows: list[dict[str, Any]], unreadable: int, interval: float,
     return [title, "", *lines] if rows else [title, "", "no channels"]
 
 
-def _snapshot() -> dict[str, tuple[float, dict[str, Any]]]:
+def _snapshot(pattern: str | None) -> dict[str, tuple[float, dict[str, Any]]]:
     now = time.monotonic()
-    return {info["segment"]: (now, info) for info in list_segments()}
+    return {info["segment"]: (now, info) for info in list_segments()
+            if pattern is None or matches(info, pattern)}
 
 
 @contextlib.contextmanager
@@ -1011,12 +1014,12 @@ def cmd_top(args: argparse.Namespace) -> int:
         out.write(ALT_SCREEN_ON)
     try:
         with _keyboard(keys) as wait:
-            previous = _snapshot()
+            previous = _snapshot(args.pattern)
             shown = 0
             while frames <= 0 or shown < frames:
                 if wait(args.interval):
                     break
-                current = _snapshot()
+                current = _snapshot(args.pattern)
                 rows = top_rows(previous, current, args.sort)
                 unreadable = sum(1 for _, info in current.values() if "error" in info)
                 lines = render_top(rows, unreadable, args.interval, tty_out)
@@ -1182,6 +1185,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "Every channel with its rate, bandwidth, messages, drops (and new drops), "
                   "subscribers and age of the last message, refreshed in place. Reads "
                   "counters only. On a terminal, q or Ctrl-C quits.")
+    sub.add_argument("pattern", nargs="?",
+                     help="only channels (or segments) matching this glob, e.g. 'arm.*'")
     sub.add_argument("-d", "--interval", type=_positive, default=1.0, metavar="SECONDS",
                      help="seconds between refreshes (default 1)")
     sub.add_argument("-n", "--iterations", type=int, default=0, metavar="ITER",

@@ -243,49 +243,63 @@ def _leave_stale_segment(name: str) -> None:
     subprocess.run([sys.executable, "-c", code, name], check=True, timeout=9, cwd=str(ROOT))
 
 
-def test_list_marks_stale_and_unreadable_and_clean_removes_only_stale(
-        channel: str, publisher: Callable[..., subprocess.Popen[str]]) -> None:
+@pytest.fixture
+def live_stale_and_junk(channel: str, publisher: Callable[..., subprocess.Popen[str]]
+                        ) -> Iterator[tuple[str, str, Path, int]]:
+    """Three segments: a live channel, a stale one (publisher died) and a foreign file."""
     live, dead = f"{channel}_live", f"{channel}_dead"
     junk = SHM / f"shmcp_{channel}_junk"
-    live_proc = publisher(live)
+    live_pid = publisher(live).pid
     try:
         _leave_stale_segment(dead)
         junk.write_bytes(b"not a shm_comm segment")
-        result = run_cli("list")
-        assert result.returncode == 0, result.stderr
-        rows = {line.split()[0] if not line.startswith("?") else line.split()[1]: line
-                for line in result.stdout.splitlines() if line.strip()}
-        assert f"{live_proc.pid} alive" in rows[live]
-        assert rows[live].rstrip().endswith("live")
-        assert "64 x 4 KiB" in rows[live]
-        assert " dead " in rows[dead]
-        assert rows[dead].rstrip().endswith("stale")
-        assert "4 x 256 B" in rows[dead]
-        assert rows[junk.name].rstrip().endswith("unreadable")
-        assert f"? {junk.name}: segment is" in result.stdout
-        assert "`shm-comm clean` removes" in result.stdout
-
-        listed = json.loads(run_cli("list", f"*{channel}_*", "--json").stdout)
-        assert {e.get("name", e["segment"]): e["state"] for e in listed} == {
-            live: "live", dead: "stale", junk.name: "unreadable"}
-
-        dry = run_cli("clean", f"*{channel}_*", "--dry-run")
-        assert dry.returncode == 0
-        assert f"would remove {segment_name('pubsub', dead)}" in dry.stdout
-        assert live not in dry.stdout
-        assert channel_info(dead) is not None
-
-        cleaned = run_cli("clean", f"*{channel}_*")
-        assert cleaned.returncode == 0
-        assert f"removed {segment_name('pubsub', dead)}" in cleaned.stdout
-        assert "left alone: 1 segment(s)" in cleaned.stdout
-        assert channel_info(dead) is None
-        assert channel_info(live) is not None  # a live publisher's segment is never removed
-        assert junk.exists()
-        assert "no stale segments" in run_cli("clean", f"*{channel}_*").stdout
+        yield live, dead, junk, live_pid
     finally:
         junk.unlink(missing_ok=True)
         force_unlink(dead)
+
+
+def test_list_marks_stale_and_unreadable(channel: str,
+                                         live_stale_and_junk: tuple[str, str, Path, int]
+                                         ) -> None:
+    live, dead, junk, live_pid = live_stale_and_junk
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0] if not line.startswith("?") else line.split()[1]: line
+            for line in result.stdout.splitlines() if line.strip()}
+    assert f"{live_pid} alive" in rows[live]
+    assert rows[live].rstrip().endswith("live")
+    assert "64 x 4 KiB" in rows[live]
+    assert " dead " in rows[dead]
+    assert rows[dead].rstrip().endswith("stale")
+    assert "4 x 256 B" in rows[dead]
+    assert rows[junk.name].rstrip().endswith("unreadable")
+    assert f"? {junk.name}: segment is" in result.stdout
+    assert "`shm-comm clean` removes" in result.stdout
+
+    listed = json.loads(run_cli("list", f"*{channel}_*", "--json").stdout)
+    assert {e.get("name", e["segment"]): e["state"] for e in listed} == {
+        live: "live", dead: "stale", junk.name: "unreadable"}
+
+
+def test_clean_removes_only_stale_segments(channel: str,
+                                           live_stale_and_junk: tuple[str, str, Path, int]
+                                           ) -> None:
+    live, dead, junk, _pid = live_stale_and_junk
+    dry = run_cli("clean", f"*{channel}_*", "--dry-run")
+    assert dry.returncode == 0
+    assert f"would remove {segment_name('pubsub', dead)}" in dry.stdout
+    assert live not in dry.stdout
+    assert channel_info(dead) is not None
+
+    cleaned = run_cli("clean", f"*{channel}_*")
+    assert cleaned.returncode == 0
+    assert f"removed {segment_name('pubsub', dead)}" in cleaned.stdout
+    assert "left alone: 1 segment(s)" in cleaned.stdout
+    assert channel_info(dead) is None
+    assert channel_info(live) is not None  # a live publisher's segment is never removed
+    assert junk.exists()
+    assert "no stale segments" in run_cli("clean", f"*{channel}_*").stdout
 
 
 SUBSCRIBER = r"""
@@ -614,10 +628,15 @@ def _top_rate(text: str, name: str) -> float:
 def test_top_once_for_scripts(channel: str,
                               publisher: Callable[..., subprocess.Popen[str]]) -> None:
     publisher(channel, "pickle", 200)
-    result = run_cli("top", "--once", "-d", "0.5")
+    publisher(f"{channel}_2", "msgpack", 50)
+    result = run_cli("top", f"{channel}*", "--once", "-d", "0.5", "--sort", "rate")
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout  # no ANSI codes when stdout is not a terminal
     assert result.stdout.startswith("shm-comm top  ")
+    assert " 2 channels " in result.stdout.splitlines()[0]
+    rows = [line.split()[0] for line in result.stdout.splitlines()[3:] if line.strip()]
+    assert rows == [channel, f"{channel}_2"]  # sorted by rate, fastest first
+    assert _top_rate(result.stdout, f"{channel}_2") == pytest.approx(50, rel=0.05)
     assert re.search(r"^CHANNEL\s+KIND\s+PID\s+RATE\s+BANDWIDTH\s+MSGS\s+DROPS\s+SUBS\s+LAST",
                      result.stdout, re.MULTILINE)
     assert _top_rate(result.stdout, channel) == pytest.approx(200, rel=0.05)
