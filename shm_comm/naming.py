@@ -43,6 +43,8 @@ def segment_name(kind: str, channel: str) -> str:
     The full channel name is stored in the segment header and checked on attach.
     """
     validate_channel_name(channel)
+    if kind not in KIND_LETTERS:
+        raise ValueError(f"kind must be one of {', '.join(KIND_LETTERS)}, got {kind!r}")
     prefix = f"{SEGMENT_PREFIX}{KIND_LETTERS[kind]}_"
     direct = prefix + channel
     if len(direct) <= MAX_SEGMENT_NAME:

@@ -798,10 +798,6 @@ def test_list_segments_channel_info_force_unlink(channel: str) -> None:
         pub.close()  # must not fail although its name is gone
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: channel_info(name, kind=...) with an unknown kind raises KeyError from "
-    "naming.segment_name (shm_comm/naming.py:46, KIND_LETTERS[kind]) instead of the "
-    "ValueError that errors.py promises for a bad argument"))
 def test_channel_info_unknown_kind_is_a_value_error(channel: str) -> None:
     with pytest.raises(ValueError, match="bogus"):
         channel_info(channel, kind="bogus")
