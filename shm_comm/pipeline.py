@@ -41,7 +41,9 @@ from ._backend import backend
 from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError, SHMPeerGoneError
 from .naming import segment_name, validate_channel_name
 from .reqrep import (
+    FORK_AWARE,
     LIVENESS_CHECK_INTERVAL,
+    ForkAware,
     attach_segment,
     check_size,
     claim_abandoned,
@@ -85,7 +87,7 @@ def _abandoned_slots(atom: AtomicBuffer, lay: L.SegmentLayout) -> bool:
     return False
 
 
-class Pusher:
+class Pusher(ForkAware):
     """The single producer of push/pull queue ``name``; each item goes to one puller.
 
     Creates the queue (reclaiming it if its previous pusher died; a live one makes this raise
@@ -111,6 +113,7 @@ class Pusher:
         self._bytes_total = 0
         self._full = 0
         self._finalizer = weakref.finalize(self, _close_pusher, self._segment)
+        FORK_AWARE.add(self)
 
     @property
     def num_slots(self) -> int:
@@ -286,7 +289,7 @@ class Pusher:
         return f"<Pusher {self.name!r} {self.num_slots}x{self.slot_size} {state}>"
 
 
-class Puller:
+class Puller(ForkAware):
     """One of the competing consumers of push/pull queue ``name``.
 
     Waits up to ``timeout_connect`` seconds for the pusher, then raises
@@ -325,6 +328,7 @@ class Puller:
         self._next_scan = 0.0  # scan for abandoned claims at the first recv
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._finalizer = weakref.finalize(self, release_row, segment, row)
+        FORK_AWARE.add(self)
 
     @property
     def closed(self) -> bool:

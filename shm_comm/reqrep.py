@@ -149,6 +149,34 @@ def release_row(segment: Segment, row: int) -> None:
     segment.close()
 
 
+class ForkAware:
+    """Objects that let go of their segment in a ``fork()``ed child (they become closed).
+
+    A child shares the parent's open file descriptions: keeping them would keep the
+    creator's liveness lock held after the parent died, and the child's exit handlers would
+    close the parent's channel or free its row.
+    """
+
+    _finalizer: weakref.finalize[..., Any]
+    _segment: Segment
+
+    def _forget_in_child(self) -> None:
+        self._finalizer.detach()
+        self._segment.forget()
+
+
+FORK_AWARE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+
+
+def _forget_all_after_fork() -> None:
+    for obj in list(FORK_AWARE):
+        obj._forget_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_after_fork)
+
+
 def check_size(length: int, slot_size: int, what: str) -> None:
     """Raise ``ValueError`` naming both sizes if ``length`` bytes do not fit in a slot."""
     if length > slot_size:
@@ -176,7 +204,7 @@ def _close_replier(segment: Segment) -> None:
     segment.close()
 
 
-class Replier:
+class Replier(ForkAware):
     """The serving end of request/reply channel ``name``: receives requests, sends replies.
 
     Creates the channel (reclaiming it if its previous replier died; a live one makes this
@@ -205,6 +233,7 @@ class Replier:
         self._stuck_entry = -1  # an OWNED entry we are waiting on, and when to check its owner
         self._stuck_check = 0.0
         self._finalizer = weakref.finalize(self, _close_replier, self._segment)
+        FORK_AWARE.add(self)
 
     @property
     def num_slots(self) -> int:
@@ -412,7 +441,7 @@ class Replier:
 
 # --- Requester -------------------------------------------------------------------------------
 
-class Requester:
+class Requester(ForkAware):
     """A client of request/reply channel ``name``: sends requests, receives their replies.
 
     Waits up to ``timeout_connect`` seconds for the replier, then raises
@@ -456,6 +485,7 @@ class Requester:
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._gone = False
         self._finalizer = weakref.finalize(self, release_row, segment, row)
+        FORK_AWARE.add(self)
 
     @property
     def closed(self) -> bool:

@@ -382,3 +382,29 @@ class PipelineModel(RuleBasedStateMachine):
 TestPipelineModel = PipelineModel.TestCase
 TestPipelineModel.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
                                       suppress_health_check=[HealthCheck.too_slow])
+
+
+FORK_CHILD_EXITS = """
+import os, sys
+from shm_comm.pipeline import Puller, Pusher
+from shm_comm.reqrep import Replier
+pusher = Pusher(sys.argv[1])
+replier = Replier(sys.argv[1])
+puller = Puller(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    assert pusher.closed and replier.closed and puller.closed
+    sys.exit(0)  # runs the exit handlers: they must leave the parent's channels alone
+os.waitpid(pid, 0)
+pusher.send("still open")
+assert puller.recv(timeout=1) == "still open"
+assert os.path.exists("/dev/shm/" + replier.segment_name)
+print("ok", flush=True)
+"""
+
+
+def test_forked_child_lets_go_of_inherited_channels(channel: str) -> None:
+    proc = spawn_python(FORK_CHILD_EXITS, channel)
+    out, err = proc.communicate(timeout=8)
+    assert proc.returncode == 0, err
+    assert out.strip() == "ok"
