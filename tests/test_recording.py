@@ -276,8 +276,10 @@ def test_recording_does_not_perturb_and_counts_what_it_missed(
     assert after["drop_count"] == 0
     loaded = load(tmp_path / "lag.mcap")[publisher.names["pkl"]]
     assert loaded.missed == stats.missed
-    assert list(loaded.seq) == list(range(100 - stats.messages, 100))
-    assert loaded.data == [expected_pkl(i) for i in range(100 - stats.messages, 100)]
+    assert len(loaded) == stats.messages
+    assert loaded.seq[-1] == 99
+    assert np.all(np.diff(loaded.seq) > 0)
+    assert loaded.data == [expected_pkl(int(i)) for i in loaded.seq]
 
 
 def test_recorder_follows_a_restarted_publisher(channel: str, tmp_path: Path) -> None:
@@ -464,24 +466,27 @@ def test_replay_is_byte_for_byte_with_encodings(recorded: tuple[PublisherProcess
 
 def test_replay_keeps_timing_scaled_by_rate(publisher: PublisherProcess, tmp_path: Path
                                             ) -> None:
+    """Never early (a deadline schedule), and on time give or take a loaded machine."""
     path = tmp_path / "paced.mcap"
     name = publisher.names["mp"]
     with Recorder([name], path):
-        publisher.send(200, 400.0)  # 0.5 s at 400 Hz
-    recorded_ns = load(path)[name].timestamps_ns
+        publisher.send(60, 100.0)  # 0.6 s at 100 Hz
+    recorded = load(path)[name].timestamps_ns
     target = name + "_fast"
     with replaying(path, {name: target}, rate=2.0) as result, Subscriber(
             target, serialization="msgpack", timeout_connect=10) as sub:
         stamps = []
-        for i in range(200):
+        for i in range(60):
             assert sub.recv(timeout=10) == expected_mp(i)
             stamps.append(sub.last_timestamp_ns)
-    recorded_period = np.median(np.diff(recorded_ns)) / 1e9
-    replayed_period = np.median(np.diff(stamps)) / 1e9
-    assert recorded_period == pytest.approx(1 / 400, rel=0.1)
-    assert replayed_period == pytest.approx(recorded_period / 2, rel=0.25)
-    span = (recorded_ns[-1] - recorded_ns[0]) / 1e9
-    assert result.stats.duration == pytest.approx(span / 2, abs=0.1 + 0.2 * span)
+    due = (recorded - recorded[0]) / 2 / 1e9  # seconds after the first message
+    replayed = (np.array(stamps) - stamps[0]) / 1e9
+    lateness = replayed - due
+    assert lateness.min() > -0.001
+    assert np.median(lateness) < 0.02
+    span = due[-1]
+    assert span == pytest.approx(0.3, rel=0.2)
+    assert span - 0.001 < result.stats.duration < span + 0.3
 
 
 def test_loop_and_stop_event(publisher: PublisherProcess, tmp_path: Path) -> None:
