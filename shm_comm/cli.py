@@ -351,8 +351,8 @@ def attach_observer(name: str, timeout: float, command: str, latest: bool = Fals
     """A read-only observer of pub/sub channel ``name``, waiting up to ``timeout`` seconds.
 
     ``latest``: begin with the newest message already published. The observer never takes a
-    subscriber row, so the channel's publisher, subscribers and
-    drop count cannot tell it is there.
+    subscriber row, so the channel's publisher, subscribers and drop count cannot tell it is
+    there.
     """
     deadline = time.monotonic() + timeout
     info = wait_for_channel(name, timeout)

@@ -27,6 +27,7 @@ import pytest
 from conftest import ROOT, spawn_python, stop, wait_for_line
 
 from shm_comm import channel_info, force_unlink
+from shm_comm._backend import backend
 from shm_comm.cli import (
     RateWindow,
     format_age,
@@ -38,7 +39,7 @@ from shm_comm.cli import (
 from shm_comm.naming import segment_name
 
 CLI = [sys.executable, "-m", "shm_comm"]
-SHM = Path("/dev/shm")
+SHM = Path(backend.SHM_DIR or "/dev/shm")  # where segments live (SHM_COMM_DIR may move it)
 COMMANDS = ["list", "info", "echo", "hz", "bw", "pub", "top", "clean"]
 
 # A publisher process: argv name, kind (pickle, msgpack, raw, array, struct), rate in Hz,
