@@ -20,9 +20,11 @@ Design (the why):
   series: a small JSON description (dtype, shape, labels, status) plus two binary buffers,
   float32 time offsets and float32 values; never JSON lists. The front end acknowledges
   each frame after drawing it and Python keeps at most two frames unacknowledged (as
-  jupyter_rfb does), aiming at about 30 frames per second. Frames carry only the samples
-  that are new since the previous frame; a view that appears, a resume after pause, or a
-  lost frame gets one "reset" frame with the whole window.
+  jupyter_rfb does), aiming at about 30 frames per second. The acknowledgements of all
+  plots drawn in the same animation frame share one message (each comm message makes the
+  kernel publish busy/idle, which JupyterLab redraws its indicators for). Frames carry only
+  the samples that are new since the previous frame; a view that appears, a resume after
+  pause, or a lost frame gets one "reset" frame with the whole window.
 * **Kernel busy.** Acknowledgements are comm messages, which the kernel reads only between
   cells. While a cell runs, the plot falls back to one frame per ``STALL_TIMEOUT`` seconds
   and catches up as soon as the kernel is idle.
@@ -93,6 +95,9 @@ def _asset(name: str) -> str:
 
 _CSS = _asset("widgets.css")
 _LIVE_WIDGETS: weakref.WeakSet[_ThreadedWidget] = weakref.WeakSet()
+# LivePlots by widget (model) id: the front end acknowledges the frames of all plots drawn in
+# the same animation frame in one message, sent on one of their comms.
+_PLOTS: weakref.WeakValueDictionary[str, LivePlot] = weakref.WeakValueDictionary()
 
 
 @atexit.register
@@ -109,6 +114,7 @@ class _ThreadedWidget(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._stop_event = threading.Event()
+        self._wake = threading.Event()  # set by stop() and by anything the thread awaits
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:  # pragma: no cover - overridden
@@ -132,6 +138,7 @@ class _ThreadedWidget(anywidget.AnyWidget):
         with its last data; :meth:`start` resumes reading.
         """
         self._stop_event.set()
+        self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -495,6 +502,7 @@ class LivePlot(_ThreadedWidget):
         self._want_reset = True
         self._status = ("waiting", "waiting for publisher")
         self._samples = 0
+        _PLOTS[self.model_id] = self
         self.on_msg(self._on_front_end_message)
         self.observe(self._on_paused, names="paused")
         if autostart:
@@ -549,14 +557,23 @@ class LivePlot(_ThreadedWidget):
         if not isinstance(content, dict):
             return
         kind = content.get("type")
+        if kind == "ack":
+            frames = content.get("frames")
+            if isinstance(frames, dict):
+                for widget_id, frame in frames.items():
+                    plot = _PLOTS.get(widget_id)
+                    if plot is not None and isinstance(frame, int):
+                        plot._acknowledge(frame)
+            return
         with self._lock:
-            if kind == "ack":
-                frame = content.get("frame")
-                if isinstance(frame, int):
-                    self._acked = max(self._acked, frame)
-            elif kind in ("ready", "resync"):
+            if kind in ("ready", "resync"):
                 self._want_reset = True
                 self._acked = self._frame  # a new view: do not wait for old frames
+
+    def _acknowledge(self, frame: int) -> None:
+        with self._lock:
+            self._acked = max(self._acked, frame)
+        self._wake.set()  # a frame may be waiting for room in the window
 
     def _on_paused(self, change: dict[str, Any]) -> None:
         if not change["new"]:
@@ -616,8 +633,9 @@ class LivePlot(_ThreadedWidget):
                 with self._lock:
                     in_flight = self._frame - self._acked
                     reset = self._want_reset
-                can_send = in_flight < MAX_UNACKED or tick - self._last_send > STALL_TIMEOUT
-                if not can_send:
+                room = in_flight < MAX_UNACKED or tick - self._last_send > STALL_TIMEOUT
+                # Frames at least `period` apart, whatever wakes us.
+                if not room or tick - self._last_send < period * 0.95:
                     pass
                 elif self.paused:
                     # Frozen display: only status changes go out; data waits in `times`.
@@ -637,7 +655,16 @@ class LivePlot(_ThreadedWidget):
                     tnow = float(times[-1]) if times.size else None
                     self._send_frame(t_send, y_send, labels, status, reset, tnow)
                     sent_status = status
-                self._stop_event.wait(max(0.0, period - (time.monotonic() - tick)))
+                # Sleep until the next frame is due. With the window full, wait for an
+                # acknowledgement instead (it wakes us), so the frame goes out as soon as there
+                # is room rather than at the next tick.
+                with self._lock:
+                    room = self._frame - self._acked < MAX_UNACKED
+                timeout = period
+                if room and 0 < self._last_send + period - time.monotonic() < period:
+                    timeout = self._last_send + period - time.monotonic()
+                self._wake.wait(max(0.001, timeout))
+                self._wake.clear()
         finally:
             reader.close()
             self._status = ("stopped", "stopped")
@@ -654,7 +681,7 @@ class LivePlot(_ThreadedWidget):
             self._frame += 1
             frame = self._frame
         content = {
-            "type": "frame", "frame": frame, "reset": reset,
+            "type": "frame", "id": self.model_id, "frame": frame, "reset": reset,
             "status": status[0], "status_text": status[1], "labels": labels,
             "t0": t0, "tnow": tnow,
             "arrays": [

@@ -8,12 +8,18 @@
 //     (seconds, float64 in JSON) so that float32 keeps sub-millisecond resolution.
 //     reset=true means "this is the whole window": drop what you have.
 //   JS -> Python: {type: "ready"} when a view appears (Python answers with a reset frame),
-//     {type: "ack", frame} after a frame has been drawn (Python keeps at most two frames
-//     unacknowledged, so the browser paces the stream), {type: "resync"} when a frame
-//     number was skipped (a message was lost), which also asks for a reset frame.
+//     {type: "ack", frames: {<widget id>: frame, ...}} after frames have been drawn (Python
+//     keeps at most two frames per widget unacknowledged, so the browser paces the stream),
+//     {type: "resync"} when a frame number was skipped (a message was lost), which also
+//     asks for a reset frame.
+//
+// Acknowledgements of all the plots of one kernel that were drawn in the same animation
+// frame travel in ONE message, on one of those plots' comms (Python routes them by widget
+// id). Every comm message makes the kernel publish busy/idle, and JupyterLab updates its
+// kernel indicators for each: per-plot acks cost the page more than drawing the plots.
 //
 // Test hooks on the canvas: data-frames (frames drawn), data-seq (last frame number
-// drawn), data-n (samples of the first series in the window); data-status on the root.
+// drawn), data-n (samples in the window); data-status and data-channel on the root.
 
 const TYPED = { float32: Float32Array, float64: Float64Array };
 
@@ -63,10 +69,51 @@ function formatValue(v, step) {
 
 const MAX_SAMPLES = 2_000_000; // per widget view, all chunks together
 
+// One animation-frame loop for every LivePlot view on the page (kept on window, so that it
+// is shared even if the module is loaded once per widget). All views with something new are
+// drawn in the same animation frame, and their acknowledgements leave in one message per
+// kernel. Drawing waits for nothing else: the next animation frame after a frame arrives,
+// since the round trip (send, draw, acknowledge) is what paces the stream.
+
+function sharedScheduler() {
+  const key = "__shmcLivePlotScheduler_v3";
+  if (!window[key]) {
+    const views = new Set();
+    let pending = false;
+    const request = () => {
+      if (pending) return;
+      pending = true;
+      requestAnimationFrame(tick);
+    };
+    const tick = () => {
+      pending = false;
+      const acks = new Map(); // widget manager (one per kernel) -> {carrier, frames}
+      for (const view of views) {
+        if (!view.dirty()) continue;
+        const ack = view.step();
+        if (!ack) continue;
+        let group = acks.get(view.group);
+        if (!group) acks.set(view.group, (group = { carrier: view, frames: {} }));
+        group.frames[ack[0]] = ack[1];
+      }
+      for (const { carrier, frames } of acks.values()) carrier.send({ type: "ack", frames });
+      for (const view of views) {
+        if (view.dirty()) {
+          request();
+          break;
+        }
+      }
+    };
+    window[key] = { add: (v) => views.add(v), remove: (v) => views.delete(v), request };
+  }
+  return window[key];
+}
+
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "shmc-root shmc-liveplot";
   root.dataset.status = "starting";
+  root.dataset.channel = model.get("channel");
 
   const header = document.createElement("div");
   header.className = "shmc-header";
@@ -96,11 +143,11 @@ function render({ model, el }) {
   let tnow = NaN;
   let status = "starting";
   let statusText = "starting";
+  let widgetId = ""; // the Python widget's id, sent with every frame
   let lastFrame = -1; // last frame number received
   let ackedFrame = -1; // last frame number acknowledged
   let resyncAsked = false;
   let framesDrawn = 0;
-  let drawPending = false;
   let cssWidth = 0;
 
   const send = (msg) => {
@@ -123,11 +170,20 @@ function render({ model, el }) {
     setBadge();
   }
 
+  // DOM writes only on change: even an identical textContent replaces the text node and
+  // makes the browser lay out the page again, which costs more than drawing the plot.
+  const setText = (node, text) => {
+    if (node.textContent !== text) node.textContent = text;
+  };
+  const setData = (node, key, value) => {
+    if (node.dataset[key] !== value) node.dataset[key] = value;
+  };
+
   function setBadge() {
     const paused = model.get("paused");
-    badge.textContent = paused ? "paused" : statusText;
-    badge.dataset.status = paused ? "paused" : status;
-    root.dataset.status = status;
+    setText(badge, paused ? "paused" : statusText);
+    setData(badge, "status", paused ? "paused" : status);
+    setData(root, "status", status);
   }
 
   function setLegend() {
@@ -196,6 +252,7 @@ function render({ model, el }) {
       setLegend();
     }
     lastFrame = msg.frame;
+    widgetId = msg.id || widgetId;
     status = msg.status || status;
     statusText = msg.status_text || status;
     setBadge();
@@ -208,20 +265,31 @@ function render({ model, el }) {
     trim();
   }
 
-  function scheduleDraw() {
-    if (drawPending) return;
-    drawPending = true;
-    requestAnimationFrame(() => {
-      drawPending = false;
+  let needsDraw = false;
+  const scheduler = sharedScheduler();
+  const view = {
+    group: model.widget_manager || {},
+    send,
+    dirty: () => needsDraw || queue.length > 0,
+    // Apply the next frame (all of them if the queue is long) and draw; returns the
+    // acknowledgement [widget id, frame] to send, if any.
+    step: () => {
+      needsDraw = false;
       const take = queue.length > 3 ? queue.length : Math.min(1, queue.length);
       for (const [msg, arrays] of queue.splice(0, take)) apply(msg, arrays);
       draw();
-      if (lastFrame > ackedFrame) {
+      if (lastFrame > ackedFrame && widgetId) {
         ackedFrame = lastFrame;
-        send({ type: "ack", frame: lastFrame });
+        return [widgetId, lastFrame];
       }
-      if (queue.length) scheduleDraw();
-    });
+      return null;
+    },
+  };
+  scheduler.add(view);
+
+  function scheduleDraw() {
+    needsDraw = true;
+    scheduler.request();
   }
 
   function resize() {
@@ -237,23 +305,93 @@ function render({ model, el }) {
     scheduleDraw();
   }
 
-  function draw() {
+  // Theme colours, re-read at most once a second (a theme switch shows within a second).
+  let colors = null;
+  let colorsAt = -Infinity;
+  function themeColors() {
+    const now = performance.now();
+    if (colors && now - colorsAt < 1000) return colors;
+    colorsAt = now;
     const style = getComputedStyle(root);
-    const color = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
-    const fg = color("--shmc-fg", "#222");
-    const muted = color("--shmc-muted", "#777");
-    const grid = color("--shmc-grid", "#ddd");
-    const bg = color("--shmc-bg", "#fff");
-    const font = color("--shmc-font", "sans-serif");
+    const get = (name, fallback) => style.getPropertyValue(name).trim() || fallback;
+    colors = {
+      fg: get("--shmc-fg", "#222"),
+      muted: get("--shmc-muted", "#777"),
+      grid: get("--shmc-grid", "#ddd"),
+      bg: get("--shmc-bg", "#fff"),
+      font: get("--shmc-font", "sans-serif"),
+      series: Array.from({ length: 8 }, (_, i) => get(`--shmc-series-${i}`, "#1f77b4")),
+    };
+    return colors;
+  }
 
+  // The static layer (background, grid, ticks, labels, frame) is drawn into an offscreen
+  // canvas and only redrawn when what it shows changes; each frame copies it with one
+  // drawImage. Without a GPU, rasterising ~25 text labels every frame is a large part of
+  // the cost of a frame.
+  const axesCanvas = document.createElement("canvas");
+  let axesKey = "";
+
+  function drawAxes(c, dpr, W, H, box, lo, hi, windowS) {
+    const key = [W, H, dpr, lo, hi, windowS, model.get("y_label"), c.fg, c.muted, c.grid, c.bg,
+      c.font].join("|");
+    if (key === axesKey) return;
+    axesKey = key;
+    axesCanvas.width = canvas.width;
+    axesCanvas.height = canvas.height;
+    const ctx = axesCanvas.getContext("2d");
+    const { left, top, pw, ph } = box;
+    const X = (r) => left + ((r + windowS) / windowS) * pw; // r: seconds relative to newest
+    const Y = (v) => top + (1 - (v - lo) / (hi - lo)) * ph;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = c.bg;
+    ctx.fillRect(0, 0, W, H);
+    ctx.font = `11px ${c.font}`;
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = c.grid;
+    ctx.fillStyle = c.muted;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    const ystep = niceStep(hi - lo, 5);
+    for (let v = Math.ceil(lo / ystep) * ystep; v <= hi + ystep * 1e-6; v += ystep) {
+      const y = Math.round(Y(v)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(left + pw, y);
+      ctx.stroke();
+      ctx.fillText(formatValue(Math.abs(v) < ystep * 1e-9 ? 0 : v, ystep), left - 6, y);
+    }
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    const xstep = niceStep(windowS, 6);
+    for (let r = 0; r >= -windowS - 1e-9; r -= xstep) {
+      const x = Math.round(X(r)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + ph);
+      ctx.stroke();
+      ctx.fillText(r === 0 ? "0" : (-Math.abs(r)).toFixed(decimals(xstep)), x, top + ph + 4);
+    }
+    ctx.fillText("time (s) relative to newest sample", left + pw / 2, top + ph + 19);
+    const yLabel = model.get("y_label");
+    if (yLabel) {
+      ctx.save();
+      ctx.translate(12, top + ph / 2);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textBaseline = "middle";
+      ctx.fillText(yLabel, 0, 0);
+      ctx.restore();
+    }
+    ctx.strokeStyle = c.fg;
+    ctx.strokeRect(left + 0.5, top + 0.5, pw, ph);
+  }
+
+  function draw() {
+    const c = themeColors();
     const dpr = window.devicePixelRatio || 1;
     const W = canvas.width / dpr;
     const H = canvas.height / dpr;
     const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.fillStyle = bg;
-    ctx.fillRect(0, 0, W, H);
-    ctx.font = `11px ${font}`;
 
     const left = 60;
     const right = 12;
@@ -272,12 +410,12 @@ function render({ model, el }) {
     let lo = Infinity;
     let hi = -Infinity;
     let nVisible = 0;
-    for (const c of chunks) {
-      for (let i = 0; i < c.k; i++) {
-        if (c.t[i] < x0) continue;
+    for (const ch of chunks) {
+      for (let i = 0; i < ch.k; i++) {
+        if (ch.t[i] < x0) continue;
         if (m > 0) nVisible++;
         for (let s = 0; s < m; s++) {
-          const v = c.y[i * m + s];
+          const v = ch.y[i * m + s];
           if (v < lo) lo = v;
           if (v > hi) hi = v;
         }
@@ -305,46 +443,10 @@ function render({ model, el }) {
     }
     const Y = (v) => top + (1 - (v - lo) / (hi - lo)) * ph;
 
-    // Grid and ticks.
-    ctx.lineWidth = 1;
-    ctx.strokeStyle = grid;
-    ctx.fillStyle = muted;
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    const ystep = niceStep(hi - lo, 5);
-    for (let v = Math.ceil(lo / ystep) * ystep; v <= hi + ystep * 1e-6; v += ystep) {
-      const y = Math.round(Y(v)) + 0.5;
-      ctx.beginPath();
-      ctx.moveTo(left, y);
-      ctx.lineTo(left + pw, y);
-      ctx.stroke();
-      ctx.fillText(formatValue(Math.abs(v) < ystep * 1e-9 ? 0 : v, ystep), left - 6, y);
-    }
-    ctx.textAlign = "center";
-    ctx.textBaseline = "top";
-    const xstep = niceStep(windowS, 6);
-    for (let r = 0; r >= -windowS - 1e-9; r -= xstep) {
-      const x = Math.round(X(x1 + r)) + 0.5;
-      ctx.beginPath();
-      ctx.moveTo(x, top);
-      ctx.lineTo(x, top + ph);
-      ctx.stroke();
-      const label = r === 0 ? "0" : (-Math.abs(r)).toFixed(decimals(xstep));
-      ctx.fillText(label, x, top + ph + 4);
-    }
-    ctx.fillStyle = muted;
-    ctx.fillText("time (s) relative to newest sample", left + pw / 2, top + ph + 19);
-    const yLabel = model.get("y_label");
-    if (yLabel) {
-      ctx.save();
-      ctx.translate(12, top + ph / 2);
-      ctx.rotate(-Math.PI / 2);
-      ctx.textBaseline = "middle";
-      ctx.fillText(yLabel, 0, 0);
-      ctx.restore();
-    }
-    ctx.strokeStyle = fg;
-    ctx.strokeRect(left + 0.5, top + 0.5, pw, ph);
+    drawAxes(c, dpr, W, H, { left, top, pw, ph }, lo, hi, windowS);
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.drawImage(axesCanvas, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
 
     // Series, clipped to the plot area. Samples that fall in the same pixel column are
     // reduced to first/min/max/last, so the cost is bounded by the width, not the rate. A
@@ -360,7 +462,7 @@ function render({ model, el }) {
     ctx.lineWidth = lw;
     ctx.lineJoin = "round";
     for (let s = 0; s < m; s++) {
-      const seriesColor = color(`--shmc-series-${s % 8}`, "#1f77b4");
+      const seriesColor = c.series[s % 8];
       ctx.strokeStyle = seriesColor;
       ctx.fillStyle = seriesColor;
       ctx.beginPath();
@@ -402,16 +504,16 @@ function render({ model, el }) {
         prevCol = col;
         n = 0;
       };
-      for (const c of chunks) {
-        for (let i = 0; i < c.k; i++) {
-          const v = c.y[i * m + s];
+      for (const ch of chunks) {
+        for (let i = 0; i < ch.k; i++) {
+          const v = ch.y[i * m + s];
           if (v !== v) {
             flush();
             prev = NaN;
             col = NaN;
             continue;
           }
-          const px = Math.round(X(c.t[i]));
+          const px = Math.round(X(ch.t[i]));
           if (px !== col) {
             flush();
             col = px;
@@ -431,10 +533,10 @@ function render({ model, el }) {
     ctx.restore();
 
     if (nVisible === 0) {
-      ctx.fillStyle = muted;
+      ctx.fillStyle = c.muted;
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
-      ctx.font = `13px ${font}`;
+      ctx.font = `13px ${c.font}`;
       const text =
         status === "waiting"
           ? `waiting for publisher on "${model.get("channel")}"\u2026`
@@ -475,6 +577,7 @@ function render({ model, el }) {
   send({ type: "ready" });
 
   return () => {
+    scheduler.remove(view);
     observer.disconnect();
     model.off("msg:custom", onMessage);
     model.off("change:paused", onPaused);

@@ -9,9 +9,14 @@ Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright's sync API throu
 ``executable_path`` (``playwright install`` is never needed). Without it the tests skip,
 except when the ``CI`` environment variable is set: then they fail.
 
-Teardown proves the cleanup: the server is shut down over its REST API, its kernels must
-exit, no child process of pytest may be left, and no new ``/dev/shm/shmc_*`` segment may
-remain.
+Shared memory is isolated too: ``SHM_COMM_DIR`` points the server, its kernels and the
+simulator they start at a fresh directory in ``/dev/shm``, so a simulator or demo that
+someone runs on the same machine cannot collide with the notebooks' channel names.
+
+Teardown proves the cleanup: the server is shut down over its REST API, its kernels and
+every process they started must exit, that shared-memory directory must be empty, no child
+process of pytest may be left, and no segment of the notebooks' channels may remain in
+``/dev/shm`` itself.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -56,11 +63,17 @@ LAB_SETTINGS = {
     "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
 }
 SERVER_START_TIMEOUT = 90.0
+SHM_ROOT = "/dev/shm"
+
+
+# Segments of the channels the notebooks create (the simulator's, and the notebooks' own
+# "nbN_..." ones). Other segments are ignored: other test runs may be creating theirs.
+NOTEBOOK_SEGMENT = re.compile(r"^\.?shmc[a-z]_(imu|joints|camera|nb\d_\w+)\b")
 
 
 def shm_segments() -> set[str]:
-    """Names of the shm_comm segments currently in /dev/shm."""
-    return {p.name for p in Path("/dev/shm").glob("shmc_*")}
+    """Names of the notebook channels' segments currently in /dev/shm."""
+    return {p.name for p in Path(SHM_ROOT).iterdir() if NOTEBOOK_SEGMENT.match(p.name)}
 
 
 def copy_stripped(src: Path, dst: Path) -> None:
@@ -87,6 +100,7 @@ def jupyter_lab(tmp: Path, extra_args: list[str] | None = None) -> Iterator[dict
     """Run a JupyterLab server in an isolated temp dir; yield its url, token, dirs and pid."""
     root = tmp / "root"
     runtime = tmp / "runtime"
+    shm_dir = Path(tempfile.mkdtemp(prefix="shmc-test-", dir=SHM_ROOT))
     (root / "notebooks").mkdir(parents=True)
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
         copy_stripped(nb, root / "notebooks" / nb.name)
@@ -104,6 +118,7 @@ def jupyter_lab(tmp: Path, extra_args: list[str] | None = None) -> Iterator[dict
         JUPYTER_RUNTIME_DIR=str(runtime),
         IPYTHONDIR=str(tmp / "ipython"),
         PYTHONUNBUFFERED="1",
+        SHM_COMM_DIR=str(shm_dir),
     )
     LOGS.mkdir(exist_ok=True)
     log_path = LOGS / "jupyterlab.log"
@@ -136,9 +151,9 @@ def jupyter_lab(tmp: Path, extra_args: list[str] | None = None) -> Iterator[dict
                     break
             time.sleep(0.1)
         yield {"url": url, "token": TOKEN, "root": root, "runtime": runtime, "pid": proc.pid,
-               "log": log_path}  # fmt: skip
+               "log": log_path, "shm_dir": shm_dir}  # fmt: skip
     finally:
-        kernels = []
+        kernels = []  # and whatever they started (the simulator)
         with contextlib.suppress(psutil.NoSuchProcess):
             kernels = psutil.Process(proc.pid).children(recursive=True)
         if url and proc.poll() is None:
@@ -158,7 +173,10 @@ def jupyter_lab(tmp: Path, extra_args: list[str] | None = None) -> Iterator[dict
         for p in alive:
             with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-        assert not alive, f"kernel processes survived the server shutdown: {alive}"
+        left = sorted(f.name for f in shm_dir.iterdir())
+        shutil.rmtree(shm_dir, ignore_errors=True)
+        assert not alive, f"processes survived the server shutdown: {alive}"
+        assert not left, f"shared-memory segments left behind: {left}"
 
 
 # Module scope for the server and the browser: the autouse leftover check below runs at
@@ -189,11 +207,11 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    """A fresh page (1400x1000) whose console errors are written to logs/browser-console.log."""
+    """A fresh page (1400x1000); console to logs/browser-console.log, last view to last_page.png."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     LOGS.mkdir(exist_ok=True)
-    console = (LOGS / "browser-console.log").open("a", encoding="utf-8")
+    console = (LOGS / "browser-console.log").open("w", encoding="utf-8")
 
     def on_console(msg: Any) -> None:
         console.write(f"[{msg.type}] {msg.text}\n")
@@ -203,6 +221,8 @@ def page(browser: Any) -> Iterator[Any]:
     try:
         yield pg
     finally:
+        with contextlib.suppress(Exception):  # the last state, for failures
+            pg.screenshot(path=str(LOGS / "last_page.png"))
         context.close()
         console.close()
 
