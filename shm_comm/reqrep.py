@@ -459,7 +459,7 @@ class Requester(ForkAware):
         self._correlation: int | None = None
         self._sent = 0
         self._received = 0
-        self._late = 0
+        self._given_up = 0
         self._timeouts = 0
         self._reconnects = 0
         self._connect(attach_segment("reqrep", L.KIND_REQREP, name, timeout_connect,
@@ -480,8 +480,6 @@ class Requester(ForkAware):
         self._start = self._atom.load(self._rec + L.REC_START)
         self._pid = os.getpid()
         self._token = self._atom.load(self._rec + L.REC_START_TOKEN)
-        # Whatever a previous owner of the row left in the mailbox is not a late reply.
-        self._last_seen = self._atom.load(self._rec + L.REC_REPLY) & ~L.REPLY_WRITING
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._gone = False
         self._finalizer = weakref.finalize(self, release_row, segment, row)
@@ -551,6 +549,8 @@ class Requester(ForkAware):
                 f"the request queue of channel {self.name!r} ({self._layout.num_slots} slots) "
                 f"stayed full for {timeout} s: the replier is not keeping up"
             )
+        if self._correlation is not None:
+            self._given_up += 1
         self._correlation = correlation
         self._sent += 1
         self._atom.store(self._rec + L.REC_CURSOR, self._start + self._sent)
@@ -672,12 +672,8 @@ class Requester(ForkAware):
                     raise SHMFormatError(f"reply {want} has an impossible header (id {seq}, "
                                          f"{length} bytes): the segment is corrupted")
                 self._correlation = None
-                self._last_seen = want
                 self._received += 1
                 return data, encoding
-            if not value & L.REPLY_WRITING and value != self._last_seen:
-                self._late += 1  # a reply to a request we gave up on: dropped
-                self._last_seen = value
             if self._replier_gone():
                 if atom.load(word) == want:
                     continue
@@ -694,15 +690,16 @@ class Requester(ForkAware):
                 atom.fetch_and(L.WAITERS, ~bit & _MASK64)
 
     def stats(self) -> dict[str, Any]:
-        """This requester's counters: ``sent``, ``received`` (replies), ``late_replies``
-        (replies to earlier requests, dropped), ``timeouts`` (of :meth:`request`),
+        """This requester's counters: ``sent``, ``received`` (replies), ``given_up`` (requests
+        whose reply was still due when the next one was sent: their replies are dropped),
+        ``timeouts`` (of :meth:`request`),
         ``replier_alive``, ``reconnects`` (to a restarted replier), ``row``."""
         self._ensure_open()
         return {
             "channel": self.name,
             "sent": self._sent,
             "received": self._received,
-            "late_replies": self._late,
+            "given_up": self._given_up,
             "timeouts": self._timeouts,
             "outstanding": self._correlation is not None,
             "replier_alive": not self._replier_gone(force=True),

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import spawn_python, wait_for_line
+from conftest import rest_of_output, spawn_python, stop, wait_for_line
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -77,9 +77,9 @@ def _kill_puller_mid_claim(channel: str, pusher: Pusher, item: object) -> None:
     try:
         wait_for_line(proc, "ready")
         pusher.send(item)
-        proc.communicate(timeout=8)
+        proc.wait(timeout=8)
     finally:
-        proc.kill()
+        stop(proc)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -145,10 +145,12 @@ def test_several_pullers_in_other_processes_get_each_item_exactly_once(channel: 
             stats = pusher.stats()
         finally:
             pusher.close()
-            outputs = [proc.communicate(timeout=8) for proc in procs]
+            outputs = [rest_of_output(proc, timeout=8) for proc in procs]
+            for proc in procs:
+                stop(proc)
     got: list[int] = []
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0
         got += json.loads(out.split("got ", 1)[1])
     assert sorted(got) == list(range(count))  # every item once, none twice
     assert (stats["taken"], stats["redelivered"]) == (count, 0)
@@ -236,13 +238,12 @@ def test_pusher_that_dies_leaves_items_to_drain(channel: str) -> None:
     try:
         wait_for_line(proc, "pushed")
         with Puller(channel) as puller:
-            proc.communicate(timeout=8)
+            proc.wait(timeout=8)
             assert [puller.recv(timeout=1) for _ in range(3)] == [0, 1, 2]
             with pytest.raises(SHMPeerGoneError):
                 puller.recv(timeout=2)
     finally:
-        proc.kill()
-        proc.communicate()
+        stop(proc)
         with Pusher(channel):  # reclaims the dead pusher's segment, then removes it
             pass
 
@@ -255,8 +256,7 @@ def test_dead_pullers_rows_are_reaped_for_new_ones(channel: str) -> None:
             with pytest.raises(SHMConnectionError, match="max_pullers"):
                 Puller(channel, timeout_connect=0)
         finally:
-            proc.kill()
-            proc.communicate()
+            stop(proc)
         with Puller(channel) as puller:
             pusher.send("x")
             assert puller.recv(timeout=1) == "x"
