@@ -33,7 +33,9 @@ Design (the why):
   local subscribers just wait. It is recreated (local subscribers reconnect by themselves,
   as after any publisher restart) only when the remote channel comes back with another
   description. Messages keep the remote publisher's timestamp.
-* **No loops.** A channel this bridge imported is never exported, whatever the patterns.
+* **No loops.** An imported channel's metadata is marked ``"bridged_from": <key>``, and no
+  bridge exports a marked channel, whatever the patterns: not the one that imported it, nor
+  another bridge on the same machine (which would otherwise send it back, or on and on).
 * **One place talks to Zenoh.** :class:`_ZenohLink` holds the session; the wire format, key
   mapping and sequence bookkeeping are plain functions and classes, testable without Zenoh.
 
@@ -70,8 +72,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from . import layout as L
 from .channels import list_segments
@@ -88,12 +90,14 @@ __all__ = [
     "ChannelDescription",
     "SequenceTracker",
     "WireMessage",
+    "bridged_from",
     "decode_attachment",
     "default_host",
     "encode_attachment",
     "import_key_expr",
     "key_for",
     "local_name",
+    "mark_bridged",
     "parse_key",
     "split_list",
 ]
@@ -110,6 +114,8 @@ WIRE_HEADER = struct.Struct("<4sBBBBIIHHQQQ")  # 44 bytes
 LATENCY_WINDOW = 4096
 EXPORT_POLL = 0.1
 MIRROR_RETRY = 1.0
+BRIDGED_FROM = "bridged_from"
+TX_QUEUE_BATCHES = 16
 DEFAULT_RETRY = {"period_init_ms": 250, "period_max_ms": 2000, "period_increase_factor": 2}
 
 _CHUNK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
@@ -121,8 +127,7 @@ _HOST_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
 # Wire format (pure)
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ChannelDescription:
+class ChannelDescription(NamedTuple):
     """What an importer needs to create the local twin of a remote channel."""
 
     encoding: int
@@ -137,8 +142,7 @@ class ChannelDescription:
                                self.max_subscribers)
 
 
-@dataclass(frozen=True)
-class WireMessage:
+class WireMessage(NamedTuple):
     """A decoded attachment: one message's encoding, position and time, and its channel."""
 
     encoding: int
@@ -167,6 +171,21 @@ def encode_attachment(description: ChannelDescription, encoding: int, seq: int,
     return head + meta
 
 
+@lru_cache(maxsize=256)
+def _description(encoding: int, num_slots: int, slot_size: int, max_subscribers: int,
+                 metadata: bytes) -> ChannelDescription:
+    # Cached: a channel sends the same description with every message, and building the
+    # layout to validate it is the slowest part of decoding.
+    if encoding not in L.ENCODING_NAMES:
+        raise SHMFormatError(f"bridge header has unknown channel encoding {encoding}")
+    description = ChannelDescription(encoding, num_slots, slot_size, max_subscribers, metadata)
+    try:
+        description.layout()
+    except ValueError as exc:
+        raise SHMFormatError(f"bridge header describes an impossible channel: {exc}") from None
+    return description
+
+
 def decode_attachment(data: bytes) -> WireMessage:
     """Parse a wire-format header; raises :class:`SHMFormatError` for anything malformed.
 
@@ -185,21 +204,16 @@ def decode_attachment(data: bytes) -> WireMessage:
     if version != WIRE_VERSION:
         raise SHMFormatError(f"bridge wire format version {version}; this shm_comm reads "
                              f"version {WIRE_VERSION}: run the same shm_comm on both sides")
-    for what, value in (("encoding", encoding), ("channel encoding", channel_encoding)):
-        if value not in L.ENCODING_NAMES:
-            raise SHMFormatError(f"bridge header has unknown {what} {value}")
+    if encoding not in L.ENCODING_NAMES:
+        raise SHMFormatError(f"bridge header has unknown encoding {encoding}")
     if meta_length > L.METADATA_SIZE:
         raise SHMFormatError(f"bridge header declares {meta_length} bytes of metadata; at most "
                              f"{L.METADATA_SIZE}")
     if len(data) != WIRE_HEADER.size + meta_length:
         raise SHMFormatError(f"bridge header declares {meta_length} bytes of metadata but "
                              f"{len(data) - WIRE_HEADER.size} follow")
-    description = ChannelDescription(channel_encoding, num_slots, slot_size, max_subscribers,
-                                     bytes(data[WIRE_HEADER.size:]))
-    try:
-        description.layout()
-    except ValueError as exc:
-        raise SHMFormatError(f"bridge header describes an impossible channel: {exc}") from None
+    description = _description(channel_encoding, num_slots, slot_size, max_subscribers,
+                               bytes(data[WIRE_HEADER.size:]))
     return WireMessage(encoding, seq, timestamp_ns, incarnation, description)
 
 
@@ -343,6 +357,36 @@ def split_list(values: str | Iterable[str] | None) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
+def mark_bridged(metadata: bytes, key: str) -> bytes:
+    """Channel metadata of an imported channel: the remote's, plus ``"bridged_from": key``.
+
+    The mark is how every bridge on this machine (not only the one that imported it) knows
+    not to export the channel again. Metadata that is not a JSON object, or that would grow
+    past the format's limit, is returned unmarked.
+    """
+    try:
+        spec = json.loads(metadata.decode()) if metadata else {}
+    except (UnicodeDecodeError, ValueError):
+        return metadata
+    if not isinstance(spec, dict):
+        return metadata
+    spec[BRIDGED_FROM] = key
+    marked = json.dumps(spec).encode()
+    return marked if len(marked) <= L.METADATA_SIZE else metadata
+
+
+def bridged_from(metadata: bytes) -> str | None:
+    """The Zenoh key a channel was imported from (see :func:`mark_bridged`), else None."""
+    if BRIDGED_FROM.encode() not in metadata:
+        return None  # the common case, without parsing
+    try:
+        spec = json.loads(metadata.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    value = spec.get(BRIDGED_FROM) if isinstance(spec, dict) else None
+    return value if isinstance(value, str) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Local channel ends: an observer that keeps the whole message, a publisher that mirrors
 # --------------------------------------------------------------------------------------------
@@ -387,13 +431,17 @@ class _Observer(_ChannelReader):
 
 
 class _MirrorPublisher(Publisher):
-    """Local publisher of an imported channel: the remote's encoding, metadata and layout."""
+    """Local publisher of an imported channel: the remote's encoding, metadata and layout.
 
-    def __init__(self, name: str, description: ChannelDescription, permissions: int) -> None:
+    Its metadata is marked with the Zenoh key it comes from (:func:`mark_bridged`).
+    """
+
+    def __init__(self, name: str, key: str, description: ChannelDescription,
+                 permissions: int) -> None:
         self._serializer = RAW
         self._create_channel(name, description.num_slots, description.slot_size,
                              description.max_subscribers, description.encoding,
-                             description.metadata, permissions)
+                             mark_bridged(description.metadata, key), permissions)
 
     def forward(self, payload: bytes, encoding: int, timestamp_ns: int) -> None:
         """Publish ``payload`` as it is, with the source's encoding and timestamp."""
@@ -434,6 +482,10 @@ class _ZenohLink:
             "mode": "peer",
             "connect/endpoints": connect,
             "connect/retry": DEFAULT_RETRY,
+            # Room for bursts (a 1 MiB array is 16 batches): with zenoh's default of 2
+            # batches, DROP congestion control loses messages whenever the transmit thread
+            # is descheduled for a millisecond, even on an idle link.
+            "transport/link/tx/queue/size/data": TX_QUEUE_BATCHES,
             # The bridge carries data between machines: no zenoh segments in /dev/shm.
             "transport/shared_memory/enabled": False,
         }
@@ -516,6 +568,7 @@ class _Export:
         self.errors = 0
         self.last_error: str | None = None
         self.thread: threading.Thread | None = None
+        self.retired = False
 
     def run(self, stopping: threading.Event) -> None:
         observer = self.observer
@@ -530,6 +583,8 @@ class _Export:
                 payload, encoding, timestamp_ns, seq = got
                 header = observer.header
                 if cached is None or cached[0] is not header:
+                    if bridged_from(header.metadata) is not None:
+                        break  # restarted as an imported channel: leave it to the rescan
                     lay = header.layout
                     cached = header, ChannelDescription(header.encoding, lay.num_slots,
                                                         lay.slot_size, lay.max_subscribers,
@@ -544,6 +599,7 @@ class _Export:
                 self.messages += 1
                 self.bytes += len(payload)
         finally:
+            self.retired = True
             observer.close()
 
     def stats(self) -> dict[str, Any]:
@@ -615,8 +671,9 @@ class _Runtime:
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # guards the dicts and sets below
         self.exports: dict[str, _Export] = {}
-        self.imports: dict[str, _Import] = {}
-        self.imported_names: set[str] = set()
+        self.imports: dict[str, _Import] = {}  # by local name
+        self.routes: dict[str, _Import] = {}  # by Zenoh key: the per-message lookup
+        self.not_exported: dict[str, object] = {}  # bridged channels: name -> created
         self.rejected = 0
         self.last_error: str | None = None
         self.scan_thread: threading.Thread | None = None
@@ -635,17 +692,28 @@ class _Runtime:
                 continue
             if not any(fnmatch.fnmatchcase(name, p) for p in self.export_patterns):
                 continue
+            created = info.get("created")
             with self.lock:
-                if name in self.exports or name in self.imported_names:
-                    continue  # never export what we imported: no loops
-            self._start_export(name)
+                if name in self.imports or self.not_exported.get(name) == created:
+                    continue  # never export what a bridge imported: no loops
+                existing = self.exports.get(name)
+                if existing is not None:
+                    if not existing.retired:
+                        continue
+                    del self.exports[name]
+            self._start_export(name, created)
 
-    def _start_export(self, name: str) -> None:
+    def _start_export(self, name: str, created: object) -> None:
         try:
             observer = _Observer(name, self.poll_interval)
         except (SHMError, FileNotFoundError, ValueError) as exc:
             self.last_error = f"cannot watch channel {name!r}: {exc}"
             return  # gone again, or not readable: the next scan tries again
+        if bridged_from(observer.header.metadata) is not None:
+            observer.close()  # imported by a bridge (maybe another one on this machine)
+            with self.lock:
+                self.not_exported[name] = created
+            return
         try:
             key = key_for(self.prefix, self.host, name)
             export = _Export(name, key, observer, self.link.sender(key, self.express))
@@ -682,10 +750,14 @@ class _Runtime:
     def _on_sample(self, key: str, payload: bytes, attachment: bytes | None) -> None:
         if self.stopping.is_set():
             return
-        parsed = parse_key(self.prefix, key)
-        if parsed is None or attachment is None:
+        entry = self.routes.get(key)
+        if entry is None:
+            entry = self._route(key)
+            if entry is None:
+                return
+        if attachment is None:
             self.rejected += 1
-            self.last_error = f"ignored a message on {key!r}: not from a shm_comm bridge"
+            self.last_error = f"ignored a message on {key!r}: no shm_comm bridge header"
             return
         try:
             message = decode_attachment(attachment)
@@ -693,17 +765,32 @@ class _Runtime:
             self.rejected += 1
             self.last_error = f"ignored a message on {key!r}: {exc}"
             return
+        with entry.lock:
+            if self.stopping.is_set():
+                return
+            self._deliver(entry, message, payload)
+
+    def _route(self, key: str) -> _Import | None:
+        """The import that key ``key`` feeds, created on first use; None if it feeds none."""
+        parsed = parse_key(self.prefix, key)
+        if parsed is None:
+            self.rejected += 1
+            self.last_error = f"ignored a message on {key!r}: not a <prefix>/<host>/<channel> key"
+            return None
         host, channel = parsed
         name = local_name(host, channel)
         with self.lock:
             entry = self.imports.get(name)
             if entry is None:
                 entry = self.imports[name] = _Import(name, key, host, channel)
-                self.imported_names.add(name)
-        with entry.lock:
-            if self.stopping.is_set():
-                return
-            self._deliver(entry, message, payload)
+            elif entry.key != key:
+                # e.g. host "a.b" channel "c" and host "a" channel "b.c": refuse the second.
+                self.rejected += 1
+                self.last_error = (f"ignored {key!r}: its local name {name!r} is already "
+                                   f"used by {entry.key!r}")
+                return None
+            self.routes[key] = entry
+        return entry
 
     def _deliver(self, entry: _Import, message: WireMessage, payload: bytes) -> None:
         mirror = self._mirror_for(entry, message.description)
@@ -725,7 +812,8 @@ class _Runtime:
 
     def _mirror_for(self, entry: _Import, description: ChannelDescription
                     ) -> _MirrorPublisher | None:
-        if entry.mirror is not None and entry.description == description:
+        if entry.mirror is not None and (entry.description is description
+                                         or entry.description == description):
             return entry.mirror
         now = time.monotonic()
         if now < entry.retry_at:
@@ -743,7 +831,8 @@ class _Runtime:
             entry.mirror = None
             entry.recreated += 1
         try:
-            entry.mirror = _MirrorPublisher(entry.name, description, self.permissions)
+            entry.mirror = _MirrorPublisher(entry.name, entry.key, description,
+                                           self.permissions)
         except (SHMError, ValueError) as exc:
             entry.last_error = f"cannot create local channel {entry.name!r}: {exc}"
             entry.retry_at = now + MIRROR_RETRY
