@@ -277,8 +277,11 @@ class ArraySubscriber(_ChannelReader):
         """
         self._ensure_open()
         got = self._take(copy)
-        if got is not None or timeout == 0:
+        if got is not None:
             return got
+        if timeout == 0:
+            self._idle_check()
+            return None
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._wait(deadline):
             got = self._take(copy)
@@ -315,6 +318,8 @@ class ArraySubscriber(_ChannelReader):
         flat = out.reshape(-1).view(np.uint8).data
         first, count = self._reader.read_batch(max_n, flat, self._item_size, self._data_offset,
                                                stamps)
+        if not count:
+            self._idle_check()
         result = out[first:first + count]
         self.last_batch_timestamps = np.asarray(stamps, dtype=np.float64) / 1e9
         if count:

@@ -6,6 +6,7 @@ Everything here only reads segments (mapped read-only), except :func:`force_unli
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from typing import Any
 
@@ -16,7 +17,7 @@ from .errors import SHMFormatError
 from .naming import KIND_LETTERS, SEGMENT_PREFIX, segment_name
 from .segment import Segment
 
-__all__ = ["channel_info", "force_unlink", "list_segments", "remove_stale"]
+__all__ = ["channel_info", "force_unlink", "list_segments", "remove_if_stale", "remove_stale"]
 
 
 def _describe(name: str) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
     atom, lay, header = segment.atom, segment.layout, segment.header
     head = atom.load(L.HEAD)
     alive = segment.owner_alive()
+    owner_running = segment.owner_running()
     last_ts = None
     if head > 0:
         entry = atom.load(lay.entry(head - 1))
@@ -62,7 +64,8 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
         "encoding": L.ENCODING_NAMES[header.encoding],
         "publisher_pid": header.owner_pid,
         "publisher_alive": alive,
-        "stale": not alive and not atom.load(L.CLOSED),
+        "stale": not owner_running,
+        "closed": bool(atom.load(L.CLOSED)),
         "msg_count": head,
         "bytes_total": atom.load(L.BYTES_TOTAL),
         "drop_count": ring.drop_count(atom, lay),
@@ -113,18 +116,52 @@ def force_unlink(name: str) -> bool:
     return backend.unlink(name)
 
 
-def remove_stale(dry_run: bool = False) -> list[str]:
-    """Remove the segments whose owner process is gone; never a live one.
+def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
+    """Remove ``segment`` if its creator is gone; True if it was (or would be) removed.
 
-    Returns the names removed (or that would be, with ``dry_run``).
+    "Gone" is decided by the creator's lock (the kernel drops it when the process dies), not
+    by pid. Like a reclaiming publisher, it takes the dead creator's lock before unlinking and
+    unlinks only if the name still points at that segment: a publisher reclaiming the name at
+    the same moment either waits for us or has already replaced it, so a live segment is never
+    removed. Segments that are not readable shm_comm channels are left alone.
+    """
+    try:
+        fd, mapping, size = backend.open_segment(segment, readonly=True)
+    except (OSError, ValueError):
+        return False
+    try:
+        try:
+            L.read_header(mapping, size)
+        except SHMFormatError:
+            return False
+        if backend.is_owner_alive(fd):
+            return False
+        if dry_run:
+            return True
+        return (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
+                and backend.unlink(segment))
+    finally:
+        mapping.close()
+        os.close(fd)
+
+
+def remove_stale(dry_run: bool = False, pattern: str | None = None) -> list[str]:
+    """Remove the segments whose creator process is gone; never a live one.
+
+    ``pattern`` (a glob) limits it to channels or segment names that match. Also removes
+    half-built segments whose creator died during creation. Returns the names removed (or
+    that would be, with ``dry_run``).
     """
     removed = []
-    if not dry_run:
+    if not dry_run and pattern is None:
         for letter in KIND_LETTERS.values():
             removed.extend(backend.remove_dead_temporaries(f"{SEGMENT_PREFIX}{letter}_"))
     for info in list_segments():
-        if info.get("stale"):
+        if "error" in info or info["publisher_alive"]:
+            continue
+        if pattern is not None and not (fnmatch.fnmatchcase(info["name"], pattern)
+                                        or fnmatch.fnmatchcase(info["segment"], pattern)):
+            continue
+        if remove_if_stale(info["segment"], dry_run):
             removed.append(info["segment"])
-            if not dry_run:
-                backend.unlink(info["segment"])
     return removed

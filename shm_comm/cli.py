@@ -60,7 +60,7 @@ from . import __version__, ring
 from . import layout as L
 from ._backend import backend
 from .arrays import decode_array
-from .channels import channel_info, list_segments
+from .channels import channel_info, list_segments, remove_if_stale
 from .errors import SHMConnectionError, SHMError, SHMFormatError, SHMSerializationError
 from .naming import validate_channel_name
 from .pubsub import Publisher, Subscriber
@@ -537,35 +537,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         for line in render_table(header, rows, right=frozenset({0, 2, 3, 4})):
             _out("  " + line)
     return 0
-
-
-def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
-    """Remove ``segment`` if its creator is gone; True if it was (or would be) removed.
-
-    "Gone" is decided by the creator's lock (the kernel drops it when the process dies), not
-    by pid. Like ``Segment._reclaim``, it takes the dead creator's lock before unlinking and
-    unlinks only if the name still points at that segment: a publisher that is reclaiming
-    the name at the same moment either waits for us or has already replaced it, so a live
-    segment is never removed. Segments that are not readable shm_comm channels are left alone.
-    """
-    try:
-        fd, mapping, size = backend.open_segment(segment, readonly=True)
-    except (OSError, ValueError):
-        return False
-    try:
-        try:
-            L.read_header(mapping, size)
-        except SHMFormatError:
-            return False
-        if backend.is_owner_alive(fd):
-            return False
-        if dry_run:
-            return True
-        return (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
-                and backend.unlink(segment))
-    finally:
-        mapping.close()
-        os.close(fd)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -197,6 +197,10 @@ class SegmentLayout:
     max_subscribers: int
 
     def __post_init__(self) -> None:
+        for field in ("num_slots", "slot_size", "max_subscribers"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{field} must be an int, got {type(value).__name__} {value!r}")
         if self.kind not in KIND_NAMES:
             raise ValueError(f"unknown channel kind {self.kind}")
         if not 1 <= self.num_slots <= MAX_SLOTS:

@@ -322,12 +322,18 @@ class _ChannelReader(_ForkAware):
     def _on_reconnect(self) -> None:
         """Hook for subclasses that cache things about the segment."""
 
-    def _wait(self, deadline: float | None) -> bool:
-        """Wait for the next message; False when the deadline passed."""
+    def _idle_check(self) -> float:
+        """Every LIVENESS_CHECK_INTERVAL while no message comes: is the publisher alive, was
+        it restarted? Also when only polling with timeout=0. Returns the current time."""
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + LIVENESS_CHECK_INTERVAL
             self._check_publisher()
+        return now
+
+    def _wait(self, deadline: float | None) -> bool:
+        """Wait for the next message; False when the deadline passed."""
+        now = self._idle_check()
         if deadline is not None and now >= deadline:
             return False
         if not self._alive:
@@ -406,14 +412,17 @@ class Subscriber(_ChannelReader):
         got = self._reader.take_copy()
         if got is None:
             return None
-        data, encoding, self.last_timestamp_ns, self.last_seq = got
-        return data, encoding
+        data, self.last_encoding, self.last_timestamp_ns, self.last_seq = got
+        return data, self.last_encoding
 
     def _next(self, timeout: float | None) -> tuple[bytes, int] | None:
         self._ensure_open()
         got = self._take()
-        if got is not None or timeout == 0:
+        if got is not None:
             return got
+        if timeout == 0:
+            self._idle_check()
+            return None
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._wait(deadline):
             got = self._take()
@@ -455,7 +464,11 @@ class Subscriber(_ChannelReader):
         return f"<Subscriber {self.name!r} {kind} cursor={self._reader.cursor}>"
 
     last_timestamp_ns: int = 0
+    """Publisher's send time of the last received message, ns since the epoch."""
     last_seq: int = -1
+    """Sequence number of the last received message (-1 before the first)."""
+    last_encoding: int = -1
+    """Encoding of the last received message (``shm_comm.layout.ENCODING_*``)."""
 
     @property
     def last_timestamp(self) -> float | None:

@@ -132,7 +132,11 @@ class Segment:
                 "(segments are created owner-only)"
             ) from exc
         except ValueError:
-            raise FileNotFoundError(name) from None
+            if backend.SHM_DIR is None:  # shm_open platforms: maybe still being created
+                raise FileNotFoundError(name) from None
+            raise SHMFormatError(
+                f"segment {name} exists but is empty: it is not a shm_comm channel; remove "
+                f"it with shm_comm.force_unlink({name!r}) if it is stale") from None
         try:
             header = L.read_header(mapping, size)
             if header.layout.kind != kind:
@@ -157,6 +161,10 @@ class Segment:
         if self.atom.load(L.CLOSED):
             return False
         return backend.is_owner_alive(self._fd)
+
+    def owner_running(self) -> bool:
+        """Whether the creating process still holds the segment (closed or not)."""
+        return not self.closed and backend.is_owner_alive(self._fd)
 
     def replaced(self) -> bool:
         """Whether the name now points at another segment (or at none)."""

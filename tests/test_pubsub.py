@@ -407,7 +407,7 @@ def test_empty_foreign_file_is_refused_by_publisher(channel: str, junk_segment: 
     junk_segment.write_bytes(b"")
     with pytest.raises(SHMConnectionError, match="force_unlink"):
         Publisher(channel)
-    with pytest.raises(SHMConnectionError):
+    with pytest.raises(SHMFormatError, match="empty"):
         Subscriber(channel, timeout_connect=0.1)
     assert junk_segment.exists()
 

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, stop, wait_for_line
+from conftest import ROOT, rest_of_output, stop, wait_for_line
 from workers import SENTINEL
 
 from shm_comm import ArrayPublisher, Publisher
@@ -91,7 +91,8 @@ def soak(channel: str, seconds: float) -> None:
             time.sleep(0.01)
             for name, proc in list(pending.items()):
                 if proc.poll() is not None:
-                    out, err = proc.communicate()
+                    out = rest_of_output(proc)
+                    err = proc.stderr.read() if proc.stderr else ""
                     assert proc.returncode == 0, f"{name} failed: {err}"
                     reports[name] = json.loads(out.strip().splitlines()[-1])
                     del pending[name]
