@@ -525,12 +525,12 @@ class Recorder:
         for source in self._sources:
             sub = source.subscriber
             for _ in range(MAX_DRAIN):
-                got = sub._next(0)  # the public recv_bytes drops the encoding we must keep
-                if got is None:
+                payload = sub.recv_bytes(timeout=0)
+                if payload is None:
                     break
                 arrival_ns = time.time_ns()
-                self._write(source, got[0], got[1], sub.last_timestamp_ns, sub.last_seq,
-                            arrival_ns)
+                self._write(source, payload, sub.last_encoding, sub.last_timestamp_ns,
+                            sub.last_seq, arrival_ns)
                 taken += 1
         return taken
 

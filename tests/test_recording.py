@@ -371,9 +371,10 @@ def test_json_compatible_stores_dicts_as_json_and_keeps_the_rest(channel: str,
     # Replay re-encodes the JSON messages with pickle, the original serializer.
     target = channel + "_r"
     with replaying(path, {channel: target}), Subscriber(target, timeout_connect=10) as sub:
-        got = [sub._next(10) for _ in range(len(values) + 1)]
-    assert [g[1] for g in got if g is not None] == [L.ENCODING_PICKLE] * 6 + [L.ENCODING_RAW]
-    replayed = [pickle.loads(g[0]) for g in got[:6] if g is not None]
+        got = [(sub.recv_bytes(10), sub.last_encoding) for _ in range(len(values) + 1)]
+    assert all(payload is not None for payload, _ in got)
+    assert [encoding for _, encoding in got] == [L.ENCODING_PICKLE] * 6 + [L.ENCODING_RAW]
+    replayed = [pickle.loads(payload) for payload, _ in got[:6] if payload is not None]
     assert math.isnan(replayed[2]["nan"])
     assert replayed[:2] + replayed[3:] == values[:2] + values[3:]
 
@@ -428,7 +429,8 @@ def test_replay_is_byte_for_byte_with_encodings(recorded: tuple[PublisherProcess
         subs = {kind: stack.enter_context(
                     Subscriber(remap[name], serialization="raw", timeout_connect=10))
                 for kind, name in names.items()}
-        got = {kind: [sub._next(10) for _ in range(50)] for kind, sub in subs.items()}
+        got = {kind: [(sub.recv_bytes(10), sub.last_encoding) for _ in range(50)]
+               for kind, sub in subs.items()}
         arrays = {kind: [sub.recv(timeout=10, copy=True) for _ in range(50)]
                   for kind, sub in typed.items()}
         assert (typed["arr"].dtype, typed["arr"].shape, typed["arr"].fixed_shape) == (
@@ -439,10 +441,10 @@ def test_replay_is_byte_for_byte_with_encodings(recorded: tuple[PublisherProcess
     assert result.stats.channels == dict.fromkeys(remap.values(), 50)
     assert result.stats.passes == 1
     for kind in ("pkl", "mp"):
-        assert [g[0] for g in got[kind] if g is not None] == raw[names[kind]].data
-    assert [g[1] for g in got["pkl"] if g is not None] == [
+        assert [payload for payload, _ in got[kind]] == raw[names[kind]].data
+    assert [encoding for _, encoding in got["pkl"]] == [
         L.ENCODING_RAW if i % 10 == 9 else L.ENCODING_PICKLE for i in range(50)]
-    assert {g[1] for g in got["mp"] if g is not None} == {L.ENCODING_MSGPACK}
+    assert {encoding for _, encoding in got["mp"]} == {L.ENCODING_MSGPACK}
     for i in range(50):
         assert np.array_equal(arrays["arr"][i], expected_arr(i))
         assert np.array_equal(arrays["var"][i], expected_var(i))
@@ -450,7 +452,7 @@ def test_replay_is_byte_for_byte_with_encodings(recorded: tuple[PublisherProcess
     for kind in ("arr", "var"):
         for i, (replayed, original) in enumerate(zip(got[kind], raw[names[kind]].data,
                                                      strict=True)):
-            assert replayed is not None
+            assert replayed[0] is not None
             assert replayed[1] == L.ENCODING_ARRAY
             new, new_header = decode_array(replayed[0])
             old, old_header = decode_array(original)
