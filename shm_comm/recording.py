@@ -41,6 +41,7 @@ Design (the why):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import heapq
@@ -308,6 +309,8 @@ class Recorder:
         self._thread = threading.Thread(target=self._thread_main, name="shm_comm-recorder",
                                         daemon=True)
         self._thread.start()
+        # A recorder left running at interpreter exit still finishes its file.
+        atexit.register(self.stop)
         return self
 
     def stop(self, timeout: float | None = None) -> RecordingStats:
@@ -600,6 +603,7 @@ class Recorder:
                 })})
                 self._writer.finish()  # type: ignore[no-untyped-call]
         finally:
+            atexit.unregister(self.stop)
             self._writer = None
             if self._file is not None:
                 self._file.close()

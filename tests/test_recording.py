@@ -332,6 +332,24 @@ def test_record_function_with_duration_and_stop_event(publisher: PublisherProces
     assert empty.data == []
 
 
+def test_recorder_left_running_finishes_its_file_at_exit(channel: str, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from shm_comm import Publisher\n"
+        "from shm_comm.recording import Recorder\n"
+        "pub = Publisher(sys.argv[1])\n"
+        "Recorder([sys.argv[1]], sys.argv[2]).start()\n"
+        "for i in range(10):\n"
+        "    pub.send(i)\n"
+    )  # and exit without stopping the recorder
+    proc = spawn_python(code, channel, str(tmp_path / "exit.mcap"))
+    try:
+        assert proc.wait(10) == 0
+    finally:
+        stop(proc)
+    assert load(tmp_path / "exit.mcap")[channel].data == list(range(10))
+
+
 def test_empty_typed_channel_loads_as_an_empty_array(publisher: PublisherProcess,
                                                      tmp_path: Path) -> None:
     record([publisher.names["arr"]], tmp_path / "e.mcap", duration=0.0)
