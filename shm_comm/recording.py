@@ -261,9 +261,10 @@ class Recorder:
     for MCAP chunks of ``chunk_size`` bytes.
 
     Use :meth:`start`/:meth:`stop` (or ``with``) for a background thread, or :meth:`run` to
-    record in the calling thread. An existing file at ``path`` is replaced. A recorder records
-    once. Methods are not thread-safe, except that :meth:`stop` may be called from any thread
-    to end :meth:`run`.
+    record in the calling thread. A background recorder still running when the interpreter
+    exits is stopped then, finishing its file. An existing file at ``path`` is replaced. A
+    recorder records once. Methods are not thread-safe, except that :attr:`stats` may be read
+    and :meth:`stop` called from any thread.
     """
 
     def __init__(self, channels: Sequence[str], path: PathLike, *, json_compatible: bool = False,
