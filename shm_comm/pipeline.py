@@ -44,6 +44,7 @@ from .reqrep import (
     FORK_AWARE,
     LIVENESS_CHECK_INTERVAL,
     ForkAware,
+    as_bytes,
     attach_segment,
     check_size,
     claim_abandoned,
@@ -149,8 +150,11 @@ class Pusher(ForkAware):
 
     def send_bytes(self, data: BytesLike, *, block: bool = True,
                    timeout: float | None = None) -> bool:
-        """Queue raw bytes (any buffer). Same blocking rules and errors as :meth:`send`."""
-        return self._push(data, RAW.encoding, block, timeout)
+        """Queue raw bytes (any C-contiguous buffer, e.g. a NumPy array).
+
+        Same blocking rules and errors as :meth:`send`.
+        """
+        return self._push(as_bytes(data), RAW.encoding, block, timeout)
 
     def _push(self, data: BytesLike, encoding: int, block: bool,
               timeout: float | None) -> bool:

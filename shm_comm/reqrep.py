@@ -177,6 +177,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_all_after_fork)
 
 
+def as_bytes(data: BytesLike) -> bytes | memoryview:
+    """``data`` (any C-contiguous buffer, e.g. a NumPy array) as a byte-sized view."""
+    if type(data) is bytes:
+        return data
+    return memoryview(data).cast("B")
+
+
 def check_size(length: int, slot_size: int, what: str) -> None:
     """Raise ``ValueError`` naming both sizes if ``length`` bytes do not fit in a slot."""
     if length > slot_size:
@@ -361,9 +368,11 @@ class Replier(ForkAware):
         return self._reply(self._serializer.encode(obj), self._serializer.encoding)
 
     def send_bytes(self, data: BytesLike) -> bool:
-        """Send raw bytes as the reply to the request last received. Same rules as :meth:`send`.
+        """Send raw bytes (any C-contiguous buffer) as the reply to the request last received.
+
+        Same rules as :meth:`send`.
         """
-        return self._reply(data, RAW.encoding)
+        return self._reply(as_bytes(data), RAW.encoding)
 
     def _reply(self, data: BytesLike, encoding: int) -> bool:
         self._ensure_open()
@@ -534,8 +543,8 @@ class Requester(ForkAware):
         self._send(self._serializer.encode(obj), self._serializer.encoding, timeout)
 
     def send_bytes(self, data: BytesLike, *, timeout: float | None = None) -> None:
-        """Send raw bytes as a request. Same rules as :meth:`send`."""
-        self._send(data, RAW.encoding, timeout)
+        """Send raw bytes (any C-contiguous buffer) as a request. Same rules as :meth:`send`."""
+        self._send(as_bytes(data), RAW.encoding, timeout)
 
     def _send(self, data: BytesLike, encoding: int, timeout: float | None) -> None:
         self._ensure_open()
@@ -591,7 +600,10 @@ class Requester(ForkAware):
                 continue
             # The slot still holds the request num_slots positions back: the queue is full.
             if self._replier_gone():
-                self._ensure_replier()
+                # (A restarted replier is picked up by the next send, with a fresh id.)
+                raise SHMPeerGoneError(
+                    f"the replier of channel {self.name!r} closed or died while its queue "
+                    "was full")
             atom.fetch_add(L.REQ_PRODUCERS_WAITING, 1)
             try:
                 if atom.load(offset) == entry and not sleep_on(atom, offset, entry, deadline):

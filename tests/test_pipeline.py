@@ -408,3 +408,14 @@ def test_forked_child_lets_go_of_inherited_channels(channel: str) -> None:
     out, err = proc.communicate(timeout=8)
     assert proc.returncode == 0, err
     assert out.strip() == "ok"
+
+
+def test_send_bytes_takes_any_contiguous_buffer(channel: str) -> None:
+    import numpy as np
+
+    values = np.arange(6, dtype=np.float64)
+    with Pusher(channel, slot_size=64) as pusher, Puller(channel) as puller:
+        pusher.send_bytes(values)
+        assert np.array_equal(np.frombuffer(puller.recv_bytes(timeout=1) or b""), values)
+        with pytest.raises(ValueError, match=r"80 bytes.*slot of 64 bytes"):
+            pusher.send_bytes(np.zeros(10))

@@ -486,3 +486,16 @@ class ReqRepModel(RuleBasedStateMachine):
 TestReqRepModel = ReqRepModel.TestCase
 TestReqRepModel.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
                                     suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_send_bytes_takes_any_contiguous_buffer(channel: str) -> None:
+    import numpy as np
+
+    values = np.arange(6, dtype=np.int32)
+    with Replier(channel, slot_size=64) as rep, Requester(channel) as req:
+        req.send_bytes(values)
+        assert rep.recv_bytes(timeout=1) == values.tobytes()
+        rep.send_bytes(values[::-1].copy())
+        assert req.recv_bytes(timeout=1) == values[::-1].tobytes()
+        with pytest.raises(ValueError, match=r"80 bytes.*slot of 64 bytes"):
+            req.send_bytes(np.zeros(10))
