@@ -320,7 +320,9 @@ class Recorder:
         Everything published before the call is still recorded. ``timeout``: seconds to wait
         for the background thread (None: no limit); raises :class:`SHMTimeoutError` if it does
         not finish in time. Re-raises an error that ended the recording thread (the file is
-        finished all the same). Idempotent: later calls return the same stats.
+        finished all the same). Idempotent: later calls return the same stats. For a recorder
+        running :meth:`run` in another thread, it only asks it to end (``run`` returns the
+        final stats) and returns a snapshot.
         """
         self._stop.set()
         if self._finished is not None:
