@@ -61,6 +61,7 @@ The Zenoh payload is the message payload, byte for byte. Version history: 1 (shm
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import importlib
 import json
@@ -477,6 +478,7 @@ class _ZenohLink:
                  config: Mapping[str, Any]) -> None:
         zenoh = _load_zenoh()
         self._zenoh = zenoh
+        self._pumps: list[threading.Thread] = []
         cfg = zenoh.Config()
         settings: dict[str, Any] = {
             "mode": "peer",
@@ -518,15 +520,28 @@ class _ZenohLink:
 
         return send
 
-    def subscribe(self, key_expr: str, callback: SampleCallback) -> None:
-        """Call ``callback(key, payload, attachment)`` (in a Zenoh thread) per remote sample."""
-        def on_sample(sample: Any) -> None:
-            attachment = sample.attachment
-            callback(str(sample.key_expr), sample.payload.to_bytes(),
-                     None if attachment is None else attachment.to_bytes())
+    def subscribe(self, key_expr: str, callback: SampleCallback, queue: int) -> None:
+        """Call ``callback(key, payload, attachment)`` per remote sample, in a thread of ours.
 
-        self._session.declare_subscriber(key_expr, on_sample,
-                                         allowed_origin=self._zenoh.Locality.REMOTE)
+        Samples wait in a Zenoh ring channel of ``queue`` samples that drops the oldest when
+        full, so a slow importer never holds up Zenoh's network threads. (Zenoh's own
+        callback threads would also keep the interpreter from exiting while a session is
+        open, before ``atexit`` could close it.)
+        """
+        subscriber = self._session.declare_subscriber(
+            key_expr, self._zenoh.handlers.RingChannel(queue),
+            allowed_origin=self._zenoh.Locality.REMOTE)
+
+        def pump() -> None:
+            for sample in subscriber.handler:  # ends when the session closes
+                attachment = sample.attachment
+                callback(str(sample.key_expr), sample.payload.to_bytes(),
+                         None if attachment is None else attachment.to_bytes())
+
+        thread = threading.Thread(target=pump, daemon=True,
+                                  name=f"shm_comm-bridge-import-{key_expr}")
+        self._pumps.append(thread)
+        thread.start()
 
     def canonical(self, key_expr: str) -> str:
         """``key_expr`` in Zenoh's canonical form; ``ValueError`` if it is not valid."""
@@ -540,8 +555,11 @@ class _ZenohLink:
         return len(list(self._session.info.peers_zid()))
 
     def close(self) -> None:
-        """Close the session (undeclares everything). Idempotent."""
+        """Close the session (undeclares everything) and wait for the import threads."""
         self._session.close()
+        for thread in self._pumps:
+            if thread is not threading.current_thread():
+                thread.join()
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,7 +593,15 @@ class _Export:
         cached: tuple[L.SegmentHeader, ChannelDescription] | None = None
         try:
             while not stopping.is_set():
-                got = observer.take(EXPORT_POLL)
+                try:
+                    got = observer.take(EXPORT_POLL)
+                except (SHMError, ValueError) as exc:  # e.g. a corrupted segment
+                    if stopping.is_set():
+                        break
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    stopping.wait(EXPORT_POLL)  # the observer retries; do not spin
+                    continue
                 self.drops = observer.dropped
                 self.reconnects = observer.reconnects
                 if got is None:
@@ -849,6 +875,7 @@ class _Runtime:
             return
         self.stopped = True
         self.stopping.set()
+        atexit.unregister(self.stop)
         if self.scan_thread is not None and self.scan_thread is not threading.current_thread():
             self.scan_thread.join()
         with self.lock:
@@ -882,8 +909,10 @@ class Bridge:
     instead of batching (lower latency; ``False`` favours throughput of small messages).
     ``poll_interval``: how the bridge's observers wait (see :class:`~shm_comm.Subscriber`);
     with None an exported message may wait up to 2 ms when no local subscriber is waiting on
-    the channel, 1e-4 polls every 100 µs. ``max_channel_bytes`` bounds the segment an import
-    may create; ``permissions`` is the imported segments' mode. ``config`` adds Zenoh
+    the channel, 1e-4 polls every 100 µs. ``import_queue``: remote messages waiting to be
+    re-published, per import pattern; when full the oldest is dropped (and counted, as a gap).
+    ``max_channel_bytes`` bounds the segment an import may create; ``permissions`` is the
+    imported segments' mode. ``config`` adds Zenoh
     configuration entries (``{"transport/link/tx/queue/size/data": 4}``, JSON values).
 
     Raises ``ValueError``/``TypeError`` for bad arguments and ``ImportError`` without
@@ -896,7 +925,8 @@ class Bridge:
                  connect: Iterable[str] = (), listen: Iterable[str] = (),
                  host: str | None = None, prefix: str = "shm_comm", scouting: bool = False,
                  rescan_interval: float = 1.0, poll_interval: float | None = None,
-                 express: bool = True, max_channel_bytes: int = 1 << 30,
+                 express: bool = True, import_queue: int = 128,
+                 max_channel_bytes: int = 1 << 30,
                  permissions: int = 0o600, config: Mapping[str, Any] | None = None) -> None:
         _load_zenoh()  # fail now, with the extra to install, rather than at start()
         self.export = self._patterns(export, "export")
@@ -910,6 +940,8 @@ class Bridge:
             raise ValueError(f"rescan_interval must be > 0, got {rescan_interval}")
         if poll_interval is not None and poll_interval < 0:
             raise ValueError(f"poll_interval must be None, 0 or positive, got {poll_interval}")
+        if import_queue < 1:
+            raise ValueError(f"import_queue must be >= 1, got {import_queue}")
         if max_channel_bytes < 1:
             raise ValueError(f"max_channel_bytes must be >= 1, got {max_channel_bytes}")
         if permissions not in (0o600, 0o640, 0o660):
@@ -918,6 +950,7 @@ class Bridge:
         self._rescan_interval = float(rescan_interval)
         self._poll_interval = poll_interval
         self._express = bool(express)
+        self._import_queue = int(import_queue)
         self._max_channel_bytes = int(max_channel_bytes)
         self._permissions = permissions
         self._config = dict(config or {})
@@ -973,9 +1006,13 @@ class Bridge:
                                permissions=self._permissions)
             self._runtime = runtime
             self._finalizer = weakref.finalize(self, runtime.stop)
+            # At exit, stop before the finalizers of our observers and imported channels
+            # run (finalizers run newest first, after atexit functions registered later).
+            atexit.register(runtime.stop)
             try:
                 for key_expr in self._key_exprs:
-                    link.subscribe(link.canonical(key_expr), runtime.on_sample)
+                    link.subscribe(link.canonical(key_expr), runtime.on_sample,
+                                   self._import_queue)
                 runtime.scan()
             except BaseException:
                 self._finalizer()

@@ -38,6 +38,7 @@ from shm_comm.bridge import (
     parse_key,
     split_list,
 )
+from shm_comm.naming import segment_name
 from shm_comm.utils import poll_until
 
 T = TypeVar("T")
@@ -607,6 +608,40 @@ def test_channels_appearing_later_are_exported_and_imports_never_loop(
         side_a.stop()
         if pub is not None:
             pub.close()
+
+
+# Two bridges and a publisher in one process that exits without stopping anything.
+EXIT_WITHOUT_STOP = r"""
+import json, sys, time
+from shm_comm import Publisher
+from shm_comm.bridge import Bridge
+net, channel = json.loads(sys.argv[1]), sys.argv[2]
+pub = Publisher(channel)
+a = Bridge(export=[channel], listen=net["listen"], host=net["a"], prefix=net["prefix"]).start()
+b = Bridge(import_=[net["a"] + "/*"], connect=net["connect"], host=net["b"],
+           prefix=net["prefix"]).start()
+deadline = time.monotonic() + 10
+while net["a"] + "." + channel not in b.stats()["imported"] and time.monotonic() < deadline:
+    pub.send("x")
+    time.sleep(0.01)  # the publisher's rate, not a synchronisation
+print("imported" if time.monotonic() < deadline else "timeout", flush=True)
+"""
+
+
+def test_a_process_exiting_without_stop_ends_cleanly(channel: str, net: dict[str, Any]) -> None:
+    """Zenoh's threads must not keep the interpreter alive, nor ours crash at exit."""
+    proc = spawn_python(EXIT_WITHOUT_STOP, json.dumps(net), channel)
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert out.split() == ["imported"]
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    for name in (channel, f"{net['a']}.{channel}"):  # both channels removed at exit
+        assert not (SHM / segment_name("pubsub", name)).exists()
 
 
 def _published(streamer: subprocess.Popen[str]) -> int:
