@@ -13,12 +13,18 @@ from .errors import (
     SHMSerializationError,
     SHMTimeoutError,
 )
+from .pipeline import Puller, Pusher
 from .pubsub import Publisher, Subscriber
+from .reqrep import Replier, Requester
 
 __all__ = [
     "ArrayPublisher",
     "ArraySubscriber",
     "Publisher",
+    "Puller",
+    "Pusher",
+    "Replier",
+    "Requester",
     "SHMBufferFullError",
     "SHMConnectionError",
     "SHMError",

@@ -8,6 +8,8 @@
     shm-comm pub NAME VALUE            publish a Python literal (or a string)
     shm-comm top                       live table of all channels
     shm-comm clean [--dry-run]         remove segments whose publisher is gone
+    shm-comm record CHANNEL... -o run.mcap [--duration S]   record channels to an MCAP file
+    shm-comm play run.mcap [--rate X] [--loop] [--remap old:new]   replay a recording
 
 This module is the outer ring of the package: it may import anything, nothing imports it.
 
@@ -1023,6 +1025,62 @@ def _draw(out: TextIO, lines: list[str], ansi: bool) -> None:
 # Argument parsing and main
 # --------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------
+# record / play (shm_comm.recording; needs the optional mcap package, imported on use)
+# --------------------------------------------------------------------------------------------
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record pub/sub channels into an MCAP file until --duration, Ctrl-C or SIGTERM."""
+    from .recording import Recorder
+
+    names = [_valid_name(name) for name in args.channels]
+    try:
+        recorder = Recorder(names, args.output, json_compatible=args.json_messages,
+                            timeout_connect=args.timeout)
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    until = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
+    _out(f"recording {', '.join(names)} to {args.output} {until}")
+    try:
+        # On Ctrl-C / SIGTERM, run() finishes the file (a valid MCAP) before re-raising.
+        recorder.run(args.duration or None)
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        stats = recorder.stats
+        if stats.channels:  # it did record: say what the file holds
+            _out(stats.summary())
+            if stats.missed:
+                _note(f"the recorder missed {stats.missed} message(s): it fell a whole ring "
+                      "behind (the channels' subscribers were not affected)")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Publish an MCAP recording again with its recorded timing."""
+    from .recording import parse_remap, play
+
+    try:
+        remap = parse_remap(args.remap)
+    except ValueError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    looping = ", looping" if args.loop else ""
+    _out(f"playing {args.file} at {args.rate:g}x speed{looping} (Ctrl-C stops)")
+    try:
+        stats = play(args.file, rate=args.rate, loop=args.loop, remap=remap,
+                     wait_subscribers=args.wait_subscribers, timeout_connect=args.timeout)
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    except KeyError as exc:  # a --remap of a channel the file does not have
+        raise CLIError(str(exc.args[0]), EXIT_USAGE) from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot play {args.file}: {exc}") from None
+    _out(f"published {stats.messages} message(s) in {stats.duration:.2f} s "
+         f"({stats.passes} pass(es)); {stats.late} more than 1 ms late "
+         f"(max {stats.max_lateness * 1e3:.1f} ms)")
+    return 0
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -1168,6 +1226,41 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sort by channel name (default), rate, bandwidth or drops")
     sub.add_argument("--plain", action="store_true",
                      help="no ANSI codes: print each refresh below the last")
+
+    sub = command("record", cmd_record, "record channels to an MCAP file",
+                  "Record pub/sub channels (plain and typed) into an MCAP file until "
+                  "--duration seconds pass or Ctrl-C. The recorder attaches as a read-only "
+                  "observer: the channels' subscribers and drop counts are unaffected; "
+                  "messages the recorder itself missed are counted and reported. Needs the "
+                  "mcap package (pip install 'shm-comm-streams[record]'); docs/recording.md "
+                  "describes the file.")
+    sub.add_argument("channels", nargs="+", metavar="CHANNEL", help="channel names")
+    sub.add_argument("-o", "--output", required=True, metavar="FILE",
+                     help="the MCAP file to write (replaced if it exists)")
+    sub.add_argument("--duration", type=_non_negative, default=0.0, metavar="SECONDS",
+                     help="stop after this many seconds (default 0: until Ctrl-C)")
+    sub.add_argument("--json-messages", action="store_true",
+                     help="store pickle/msgpack messages that are dicts of JSON values as JSON, "
+                          "which Foxglove displays (their replay is then re-encoded, not byte "
+                          "for byte)")
+    wait_option(sub)
+
+    sub = command("play", cmd_play, "replay an MCAP recording",
+                  "Publish a recording made by `shm-comm record` again, with the recorded "
+                  "timing (publisher timestamps, deadline-scheduled, scaled by --rate) and the "
+                  "recorded payload bytes. A channel whose publisher runs cannot be published "
+                  "twice: --remap it to another name.")
+    sub.add_argument("file", metavar="FILE", help="the MCAP file")
+    sub.add_argument("-r", "--rate", type=_positive, default=1.0, metavar="X",
+                     help="speed factor (default 1; 2: twice as fast; inf: as fast as possible)")
+    sub.add_argument("--loop", action="store_true",
+                     help="start over after the last message, until Ctrl-C")
+    sub.add_argument("--remap", action="append", default=[], metavar="OLD:NEW",
+                     help="publish recorded channel OLD as NEW (repeatable)")
+    sub.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
+                     help="wait for N subscribers on every channel before the first message")
+    sub.add_argument("--timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+                     help="how long --wait-subscribers waits (default 10)")
 
     sub = command("clean", cmd_clean, "remove stale segments",
                   "Remove the segments whose publisher process is gone (crashed or killed "
