@@ -14,7 +14,10 @@ Design (the why):
   reading and sending: when the network (or the bridge) is slower than the publisher, the
   observer falls behind and loses the oldest messages, counted as the export's ``drops``.
   Zenoh publishers use ``CongestionControl.DROP``: a full transmission queue drops the message
-  instead of blocking the bridge. Nothing on the network path can block a local process.
+  instead of blocking the bridge. On the importing side, remote messages wait in a bounded
+  Zenoh ring channel (``import_queue``) that drops the oldest when the bridge falls behind,
+  so Zenoh's network threads never wait for Python either. Nothing on the network path can
+  block a local process.
 * **Self-describing messages.** Every Zenoh message carries the ring payload as it is (a typed
   array keeps its array header) and, as its attachment, a small versioned header with the
   message's encoding, sequence number and timestamp, and the channel's description
@@ -24,7 +27,8 @@ Design (the why):
   (about 80 bytes for a typed channel).
 * **Losses are counted where they can be seen.** The exporter counts what its observer
   missed; the importer counts gaps in the original publisher's sequence numbers, which cover
-  every loss upstream (at the exporter, in Zenoh's queues, while disconnected). A message
+  every loss upstream (at the exporter, in Zenoh's queues, in the import queue, while
+  disconnected). A message
   whose sequence number is not newer than the last one (a duplicate from overlapping import
   patterns, a bridge restart re-sending the newest message) is dropped, so local subscribers
   always see the remote publisher's order.
@@ -695,7 +699,8 @@ class _Runtime:
         self.max_channel_bytes = max_channel_bytes
         self.permissions = permissions
         self.stopping = threading.Event()
-        self.lock = threading.Lock()  # guards the dicts and sets below
+        self.lock = threading.Lock()  # guards the dicts below
+        self.scan_lock = threading.Lock()
         self.exports: dict[str, _Export] = {}
         self.imports: dict[str, _Import] = {}  # by local name
         self.routes: dict[str, _Import] = {}  # by Zenoh key: the per-message lookup
@@ -711,6 +716,10 @@ class _Runtime:
         """Start exporting every live local pub/sub channel matching an export pattern."""
         if not self.export_patterns or self.stopping.is_set():
             return
+        with self.scan_lock:  # the scan thread and rescan() must not both start a channel
+            self._scan()
+
+    def _scan(self) -> None:
         for info in list_segments():
             name = info.get("name")
             if (not isinstance(name, str) or info.get("kind") != "pubsub"
@@ -745,6 +754,8 @@ class _Runtime:
             export = _Export(name, key, observer, self.link.sender(key, self.express))
         except BaseException:
             observer.close()
+            if self.stopping.is_set():
+                return  # the session closed under us
             raise
         thread = threading.Thread(target=export.run, args=(self.stopping,),
                                   name=f"shm_comm-bridge-export-{name}", daemon=True)
@@ -899,7 +910,8 @@ class Bridge:
     seconds, so ones that appear later are picked up. ``import_``: patterns ``host/channel``
     of remote channels (see :func:`import_key_expr`), each re-published here as channel
     ``<host>.<channel>`` with the remote's encoding, dtype/shape metadata and ring layout,
-    created when its first message arrives. A channel this bridge imported is never exported.
+    created when its first message arrives. Imported channels (by any bridge on this machine:
+    their metadata says so) are never exported.
 
     ``listen``/``connect``: Zenoh endpoints such as ``tcp/0.0.0.0:7447`` and
     ``tcp/lab-pc:7447``. ``host`` names this side (default: the short host name; letters,
@@ -912,8 +924,8 @@ class Bridge:
     the channel, 1e-4 polls every 100 µs. ``import_queue``: remote messages waiting to be
     re-published, per import pattern; when full the oldest is dropped (and counted, as a gap).
     ``max_channel_bytes`` bounds the segment an import may create; ``permissions`` is the
-    imported segments' mode. ``config`` adds Zenoh
-    configuration entries (``{"transport/link/tx/queue/size/data": 4}``, JSON values).
+    imported segments' mode. ``config`` adds or overrides Zenoh configuration entries, e.g.
+    ``{"transport/link/tx/queue/size/data": 4}`` (keys as in Zenoh's JSON5 configuration).
 
     Raises ``ValueError``/``TypeError`` for bad arguments and ``ImportError`` without
     eclipse-zenoh (at construction); :meth:`start` raises :class:`SHMConnectionError` if the
@@ -1038,7 +1050,7 @@ class Bridge:
             self._finalizer()
 
     def __enter__(self) -> Bridge:
-        if not self._started:
+        if not self.running:
             self.start()
         return self
 
