@@ -140,6 +140,9 @@ def plan(
             spin["idle_seconds"] = 0.0
         if spin["count"] or spin["idle_seconds"]:
             seq.append(Task(f"wakeup+idle/spin/{name}", name, "wake", spin, tmo))
+        if "stream" in only:  # lossless variant: the publisher waits for room
+            params = dict(cfg["stream"], block_send=True)
+            seq.append(Task(f"stream-block/{name}", name, "stream", params, tmo))
         if "typed" in only:
             base = dict(cfg["pingpong"], sizes=[48], modes=["block"])
             seq.append(Task(f"typed/raw48/{name}", name, "pingpong", base, tmo))

@@ -51,10 +51,13 @@ def _slot_size(size: int) -> int:
 
 
 class _SSender(Sender):
-    def __init__(self, pub: Any) -> None:
+    def __init__(self, pub: Any, block: bool = False) -> None:
         self.pub = pub
+        self.block = block
 
     def send(self, data: Any) -> bool:
+        if self.block:  # wait for room instead of overwriting the oldest message
+            return bool(self.pub.send_bytes(data, block=True, timeout=5.0))
         return bool(self.pub.send_bytes(data))
 
     def stats(self) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class ShmCommPeer(Peer):
         pub = shm_comm.Publisher(
             _channel_name(spec), num_slots=slots, slot_size=_slot_size(spec.size)
         )
-        return _SSender(pub)
+        return _SSender(pub, bool(spec.data.get("block_send")))
 
     def open_receiver(self, spec: ChannelSpec, mode: Mode) -> Receiver:
         poll = 0 if mode == "spin" else None

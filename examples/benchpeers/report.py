@@ -49,16 +49,17 @@ def extract(res: TaskResult) -> dict[str, float]:
             m[base + ".p99"] = pct(one_way_us, 99)
     elif wl == "stream":
         a, b = res.roles["a"], res.roles["b"]
+        k = "streamblk" if p.get("block_send") else "stream"
         span = (b["t_last"] - a["t_start"]) / 1e9
-        m["stream.delivered_rate"] = b["received"] / span if span > 0 and b["received"] else 0.0
-        m["stream.delivered_frac"] = 100.0 * b["received"] / max(1, a["attempted"])
-        m["stream.send_rate"] = a["attempted"] / max(1e-9, (a["t_end"] - a["t_start"]) / 1e9)
-        m["stream.received"] = float(b["received"])
-        m["stream.attempted"] = float(a["attempted"])
+        m[f"{k}.delivered_rate"] = b["received"] / span if span > 0 and b["received"] else 0.0
+        m[f"{k}.delivered_frac"] = 100.0 * b["received"] / max(1, a["attempted"])
+        m[f"{k}.send_rate"] = a["attempted"] / max(1e-9, (a["t_end"] - a["t_start"]) / 1e9)
+        m[f"{k}.received"] = float(b["received"])
+        m[f"{k}.attempted"] = float(a["attempted"])
         if "drop_count" in a["sender_stats"]:
-            m["stream.drop_count"] = float(a["sender_stats"]["drop_count"])
+            m[f"{k}.drop_count"] = float(a["sender_stats"]["drop_count"])
         if "dropped" in b["receiver_stats"]:
-            m["stream.sub_dropped"] = float(b["receiver_stats"]["dropped"])
+            m[f"{k}.sub_dropped"] = float(b["receiver_stats"]["dropped"])
     elif wl == "arrays":
         for key, bv in res.roles["b"].items():
             av = res.roles["a"][key]
@@ -367,6 +368,16 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
     add("stream: publisher drop_count", "stream.drop_count", "{:.0f}")
     add("stream: subscriber dropped", "stream.sub_dropped", "{:.0f}")
     add("stream: messages attempted", "stream.attempted", "{:.0f}")
+    add(
+        "stream with send_bytes(block=True): delivered msgs/s",
+        "streamblk.delivered_rate",
+        "{:,.0f}",
+    )
+    add(
+        "stream with send_bytes(block=True): delivered / sent",
+        "streamblk.delivered_frac",
+        "{:.1f} %",
+    )
     add("idle CPU, busy-poll subscriber (poll_interval=0), 2 s", "idle.spin.cpu_ms", "{:.0f} ms")
     add("wake-up latency, busy-poll subscriber p50", "wake.spin.p50", "{:.1f} µs")
     add("wake-up latency, busy-poll subscriber p99", "wake.spin.p99", "{:.1f} µs")

@@ -168,6 +168,7 @@ def stream_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     """One bytes channel a->b tuned for throughput."""
     spec = peer.make_channel(ctx, f"{p['tag']}_stream", "bytes", p["size"])
     spec.purpose = "throughput"
+    spec.data["block_send"] = bool(p.get("block_send"))  # shm_comm: send_bytes(block=True)
     return {"data": spec}
 
 
