@@ -49,7 +49,8 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
     alive = segment.owner_alive()
     owner_running = segment.owner_running()
     last_ts = None
-    if head > 0:
+    queue = lay.kind != L.KIND_PUBSUB
+    if head > 0 and not queue:
         entry = atom.load(lay.entry(head - 1))
         if (entry >> L.ENTRY_INDEX_BITS) - 1 == head - 1:
             index = entry & L.ENTRY_INDEX_MASK
@@ -68,7 +69,9 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
         "closed": bool(atom.load(L.CLOSED)),
         "msg_count": head,
         "bytes_total": atom.load(L.BYTES_TOTAL),
-        "drop_count": ring.drop_count(atom, lay),
+        # Queues (request/reply, push/pull) never drop: a full queue refuses the sender.
+        "drop_count": 0 if queue else ring.drop_count(atom, lay),
+        "queued": max(0, head - atom.load(L.QUEUE_TAIL)) if queue else None,
         "subscribers": len(records),
         "num_slots": lay.num_slots,
         "slot_size": lay.slot_size,

@@ -527,7 +527,9 @@ def release_record(atom: AtomicBuffer, layout: L.SegmentLayout, row: int,
     start = atom.load(rec + L.REC_START)
     dropped = atom.load(rec + L.REC_DROPPED)
     # Messages evicted before it read them are lost to it even if it never noticed.
-    unnoticed = max(0, atom.load(L.HEAD) - layout.num_slots - cursor)
+    unnoticed = 0
+    if layout.kind == L.KIND_PUBSUB:
+        unnoticed = max(0, atom.load(L.HEAD) - layout.num_slots - cursor)
     atom.fetch_add(L.DEPARTED_DROPPED, dropped + unnoticed)
     atom.fetch_add(L.DEPARTED_RECEIVED, max(0, cursor - start - dropped))
     atom.store(rec + L.REC_HELD, 0)
