@@ -79,9 +79,9 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         "micro": {"reps_small": 2000, "reps_big": 40},
     }
     if quick:
-        s["pingpong"].update(warmup=50, iterations=400, max_seconds=1.0)
+        s["pingpong"].update(warmup=50, iterations=300, max_seconds=0.5)
         s["stream"].update(count=20_000, seconds=1.5, drain_seconds=10.0)
-        s["arrays"].update(warm=6, lat_small=10, thr_small=30, lat_big=4, thr_big=8)
+        s["arrays"].update(warm=4, lat_small=10, thr_small=30, lat_big=3, thr_big=6)
         s["wake"].update(count=80)
         s["batch"].update(rounds=5)
         s["micro"].update(reps_small=200, reps_big=8)
@@ -110,18 +110,37 @@ def plan(
     quiet = dict(cfg["wake"], count=0)
     for name in names:
         peer = peers[name]
+        subject = name == SUBJECT
         modes = ["block", "spin"] if peer.supports_spin else ["block"]
-        # small-message workloads share one pair of processes (saves spawns)
+        # Workloads that fit in one pair of processes share it (a spawn costs ~1 s here).
         combo: dict[str, Any] = {"parts": []}
-        if "latency" in only:
-            combo["parts"].append("pingpong")
-            combo["pingpong"] = dict(cfg["pingpong"], sizes=LAT_SIZES, modes=modes)
+
+        def part(key: str, params: dict[str, Any], combo: dict[str, Any] = combo) -> None:
+            combo["parts"].append(key)
+            combo[key] = params
+
+        if "latency" in only or (subject and "typed" in only):
+            sizes = LAT_SIZES if "latency" in only else []
+            if subject and "typed" in only:
+                sizes = [*sizes, 48]  # raw send_bytes reference for the typed row
+            part("pingpong", dict(cfg["pingpong"], sizes=sizes, modes=modes))
         if "stream" in only:
-            combo["parts"].append("stream")
-            combo["stream"] = dict(cfg["stream"])
+            part("stream", dict(cfg["stream"]))
+            if subject:  # lossless variant: the publisher waits for room
+                part("stream@block", dict(cfg["stream"], block_send=True))
         if "wakeup" in only:
-            combo["parts"].append("wake")
-            combo["wake"] = dict(wake, mode="block")
+            part("wake", dict(wake, mode="block"))
+        if subject:
+            # busy-poll contrast; the spinning idle phase only in full runs (2 s)
+            spin = dict(cfg["wake"], mode="spin")
+            spin["count"] = spin["count"] if "wakeup" in only else 0
+            spin["idle_seconds"] = 0.0 if quick or "idle" not in only else spin["idle_seconds"]
+            if spin["count"] or spin["idle_seconds"]:
+                part("wake@spin", spin)
+            if "batch" in only:
+                part("batch", dict(cfg["batch"]))
+            if "loan" in only:
+                part("micro", dict(cfg["micro"], sizes=MICRO_SIZES))
         if combo["parts"]:
             label = "+".join(combo["parts"])
             seq.append(Task(f"{label}/{name}", name, "combo", combo, tmo * len(combo["parts"])))
@@ -130,28 +149,9 @@ def plan(
             seq.append(Task(f"arrays/{name}", name, "arrays", params, tmo * 2))
         if "idle" in only:
             idle.append(Task(f"idle/block/{name}", name, "idle", dict(quiet, mode="block"), tmo))
-        if name != SUBJECT:
-            continue
-        # busy-poll contrast for shm_comm; burns a core, so not next to the other idle tasks
-        spin = dict(cfg["wake"], mode="spin")
-        if "wakeup" not in only:
-            spin["count"] = 0
-        if "idle" not in only:
-            spin["idle_seconds"] = 0.0
-        if spin["count"] or spin["idle_seconds"]:
-            seq.append(Task(f"wakeup+idle/spin/{name}", name, "wake", spin, tmo))
-        if "stream" in only:  # lossless variant: the publisher waits for room
-            params = dict(cfg["stream"], block_send=True)
-            seq.append(Task(f"stream-block/{name}", name, "stream", params, tmo))
-        if "typed" in only:
+        if subject and "typed" in only:
             base = dict(cfg["pingpong"], sizes=[48], modes=["block"])
-            seq.append(Task(f"typed/raw48/{name}", name, "pingpong", base, tmo))
             seq.append(Task(f"typed/{TYPED_PEER}", TYPED_PEER, "pingpong", base, tmo))
-        if "batch" in only:
-            seq.append(Task(f"batch/{name}", name, "batch", dict(cfg["batch"]), tmo))
-        if "loan" in only:
-            params = dict(cfg["micro"], sizes=MICRO_SIZES)
-            seq.append(Task(f"loan+memcpy/{name}", name, "micro", params, tmo * 2))
     return seq, idle
 
 

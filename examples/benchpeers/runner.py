@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from .base import Peer
-from .workloads import WORKLOADS
+from .workloads import WORKLOADS, part_workload
 
 
 @dataclass
@@ -263,12 +263,13 @@ def expand_combo(res: TaskResult) -> list[TaskResult]:
     out = []
     failed = ""
     for part in res.task.params["parts"]:
+        wl = part_workload(part)
         task = Task(
-            f"{part}/{res.task.peer}", res.task.peer, part, res.task.params[part], res.task.timeout
+            f"{part}/{res.task.peer}", res.task.peer, wl, res.task.params[part], res.task.timeout
         )
         source = res.roles if res.ok else {**res.partial, **res.roles}
         roles = {role: v[part] for role, v in source.items() if part in v}
-        if len(roles) == len(WORKLOADS[part].roles):
+        if len(roles) == len(WORKLOADS[wl].roles):
             out.append(TaskResult(task, True, roles, "", res.seconds))
         elif not failed:
             failed = part

@@ -504,6 +504,11 @@ def micro_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     }
 
 
+def micro_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """The micro-benchmark is single-process; this role idles (lets it join a combo)."""
+    return {}
+
+
 def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     """Single process: np.copyto (memcpy reference), ArrayPublisher.send, loan() cost.
 
@@ -571,12 +576,21 @@ class PartialFailure(Exception):
         self.partial = partial
 
 
+def part_workload(part: str) -> str:
+    """A part "stream@block" runs workload "stream" (the suffix keeps part names unique)."""
+    return part.split("@", 1)[0]
+
+
+def _part_tag(p: Params, part: str) -> str:
+    return str(p["tag"]) + part.replace("@", "")
+
+
 def combo_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     """Channels of every part of a combined task, keys prefixed with the part name."""
     specs: Specs = {}
     for part in p["parts"]:
-        sub = dict(p[part], tag=f"{p['tag']}{part}")
-        for key, spec in WORKLOADS[part].channels(peer, ctx, sub).items():
+        sub = dict(p[part], tag=_part_tag(p, part))
+        for key, spec in WORKLOADS[part_workload(part)].channels(peer, ctx, sub).items():
             specs[f"{part}:{key}"] = spec
     return specs
 
@@ -591,11 +605,11 @@ def _combo_role(role: str) -> RoleFn:
     def run(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for part in p["parts"]:
-            sub = dict(p[part], tag=f"{p['tag']}{part}")
+            sub = dict(p[part], tag=_part_tag(p, part))
             prefix = part + ":"
             sub_specs = {k[len(prefix) :]: v for k, v in specs.items() if k.startswith(prefix)}
             try:
-                result = WORKLOADS[part].roles[role](peer, sub_specs, sub, sync)
+                result = WORKLOADS[part_workload(part)].roles[role](peer, sub_specs, sub, sync)
                 _wait(sync)
                 if role == "a":
                     for ev in ("ack", "finished", "ready"):
@@ -618,7 +632,7 @@ WORKLOADS: dict[str, Workload] = {
     "wake": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "idle": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "batch": Workload(batch_channels, {"a": batch_a, "b": batch_b}),
-    "micro": Workload(micro_channels, {"a": micro_a}),
+    "micro": Workload(micro_channels, {"a": micro_a, "b": micro_b}),
 }
 WORKLOADS["combo"] = Workload(combo_channels, {"a": _combo_role("a"), "b": _combo_role("b")})
 
