@@ -38,12 +38,11 @@ from . import layout as L
 from . import ring
 from ._atomic import AtomicBuffer
 from ._backend import backend
+from .endpoint import ForkAware
 from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError, SHMPeerGoneError
 from .naming import segment_name, validate_channel_name
 from .reqrep import (
-    FORK_AWARE,
     LIVENESS_CHECK_INTERVAL,
-    ForkAware,
     as_bytes,
     attach_segment,
     check_size,
@@ -114,7 +113,7 @@ class Pusher(ForkAware):
         self._bytes_total = 0
         self._full = 0
         self._finalizer = weakref.finalize(self, _close_pusher, self._segment)
-        FORK_AWARE.add(self)
+        self._track()
 
     @property
     def num_slots(self) -> int:
@@ -332,7 +331,7 @@ class Puller(ForkAware):
         self._next_scan = 0.0  # scan for abandoned claims at the first recv
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._finalizer = weakref.finalize(self, release_row, segment, row)
-        FORK_AWARE.add(self)
+        self._track()
 
     @property
     def closed(self) -> bool:

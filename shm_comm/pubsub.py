@@ -22,6 +22,7 @@ from typing import Any
 from . import layout as L
 from . import ring
 from ._backend import backend
+from .endpoint import ForkAware
 from .errors import SHMConnectionError
 from .naming import segment_name, validate_channel_name
 from .ring import RingReader, RingWriter
@@ -38,36 +39,6 @@ CONNECT_POLL = 0.002
 BLOCKING_SEND_POLL = 50e-6
 
 
-class _ForkAware:
-    """Objects that must let go of their segment in a ``fork()``ed child.
-
-    A child shares the parent's open file descriptions: holding on to them would keep the
-    publisher's liveness lock alive after the parent died, and the child's exit handlers
-    would close or unlink the parent's channel. In the child the object becomes closed.
-    """
-
-    _finalizer: weakref.finalize[..., Any]
-    _closed: bool
-    _segment: Segment
-
-    def _forget_in_child(self) -> None:
-        self._finalizer.detach()
-        self._closed = True
-        self._segment.forget()
-
-
-_LIVE: weakref.WeakSet[_ForkAware] = weakref.WeakSet()
-
-
-def _forget_all_after_fork() -> None:
-    for obj in list(_LIVE):
-        obj._forget_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_all_after_fork)
-
-
 def _close_segment(segment: Segment, writer: RingWriter | None) -> None:
     if writer is not None and not segment.closed:
         writer.close()
@@ -75,7 +46,7 @@ def _close_segment(segment: Segment, writer: RingWriter | None) -> None:
     segment.close()
 
 
-class Publisher(_ForkAware):
+class Publisher(ForkAware):
     """The single writer of a pub/sub channel.
 
     ``num_slots`` messages fit in the ring; each holds up to ``slot_size`` bytes of payload.
@@ -107,7 +78,7 @@ class Publisher(_ForkAware):
         self._membership = -1
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_segment, self._segment, self._writer)
-        _LIVE.add(self)
+        self._track()
 
     @property
     def num_slots(self) -> int:
@@ -234,7 +205,7 @@ def _release_reader(segment: Segment, reader: RingReader | None) -> None:
     segment.close()
 
 
-class _ChannelReader(_ForkAware):
+class _ChannelReader(ForkAware):
     """Attaching, reconnecting, waiting and accounting shared by all subscriber kinds."""
 
     _kind = L.KIND_PUBSUB
@@ -256,7 +227,7 @@ class _ChannelReader(_ForkAware):
         self._closed = False
         self._segment, self._reader = self._attach(timeout_connect, latest)
         self._finalizer = weakref.finalize(self, _release_reader, self._segment, self._reader)
-        _LIVE.add(self)
+        self._track()
 
     def _attach(self, timeout: float, latest: bool, from_oldest: bool = False
                 ) -> tuple[Segment, RingReader]:

@@ -36,6 +36,7 @@ from . import layout as L
 from . import ring
 from ._atomic import AtomicBuffer, has_futex
 from ._backend import backend
+from .endpoint import ForkAware
 from .errors import (
     SHMBufferFullError,
     SHMConnectionError,
@@ -149,34 +150,6 @@ def release_row(segment: Segment, row: int) -> None:
     segment.close()
 
 
-class ForkAware:
-    """Objects that let go of their segment in a ``fork()``ed child (they become closed).
-
-    A child shares the parent's open file descriptions: keeping them would keep the
-    creator's liveness lock held after the parent died, and the child's exit handlers would
-    close the parent's channel or free its row.
-    """
-
-    _finalizer: weakref.finalize[..., Any]
-    _segment: Segment
-
-    def _forget_in_child(self) -> None:
-        self._finalizer.detach()
-        self._segment.forget()
-
-
-FORK_AWARE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
-
-
-def _forget_all_after_fork() -> None:
-    for obj in list(FORK_AWARE):
-        obj._forget_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_all_after_fork)
-
-
 def as_bytes(data: BytesLike) -> bytes | memoryview:
     """``data`` (any C-contiguous buffer, e.g. a NumPy array) as a byte-sized view."""
     if type(data) is bytes:
@@ -240,7 +213,7 @@ class Replier(ForkAware):
         self._stuck_entry = -1  # an OWNED entry we are waiting on, and when to check its owner
         self._stuck_check = 0.0
         self._finalizer = weakref.finalize(self, _close_replier, self._segment)
-        FORK_AWARE.add(self)
+        self._track()
 
     @property
     def num_slots(self) -> int:
@@ -492,7 +465,7 @@ class Requester(ForkAware):
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._gone = False
         self._finalizer = weakref.finalize(self, release_row, segment, row)
-        FORK_AWARE.add(self)
+        self._track()
 
     @property
     def closed(self) -> bool:
