@@ -319,7 +319,16 @@ class ArraySubscriber(_ChannelReader):
         first, count = self._reader.read_batch(max_n, flat, self._item_size, self._data_offset,
                                                stamps)
         if not count:
-            self._idle_check()
+            if self._reader.pending():
+                # A message of another size is next: receive it the careful way, which
+                # raises SHMFormatError for a malformed one (consuming it).
+                single = self._take(copy=True)
+                if single is not None and single.shape == self.shape:
+                    out[0] = single
+                    stamps.append(self.last_timestamp_ns)
+                    first, count = 0, 1
+            else:
+                self._idle_check()
         result = out[first:first + count]
         self.last_batch_timestamps = np.asarray(stamps, dtype=np.float64) / 1e9
         if count:

@@ -408,52 +408,61 @@ class RingReader:
         ``[data_offset, data_offset + item_size)`` of it go to ``out[i * item_size:]``. Copies
         first, then validates every message with one fence: returns ``(first, count)``, the
         valid messages being ``first .. first + count - 1`` of ``out`` (earlier ones were
-        overwritten during the copy and are counted as dropped). Stops early at a message of
+        overwritten during the copy and are counted as dropped). A writer that overwrites
+        everything we copy is raced again, a bounded number of times. Stops at a message of
         another size, leaving it for :meth:`poll`. Timestamps are appended to ``timestamps``.
         """
         if self.held is not None:
             self.release_hold()
         atom, view = self._atom, self._view
-        head = atom.load(L.HEAD)
-        if self.cursor < head - self._num_slots:
-            self._skip_to(head - self._num_slots)
-        start = self.cursor
-        n = min(max_n, head - start)
         entries_offset, num_slots = self._entries_offset, self._num_slots
-        buffer_of = self._layout.buffer
         length_wanted = data_offset + item_size
-        unpack = L.SLOT_HEADER.unpack_from
-        entries = []
-        for i in range(n):
-            seq = start + i
-            entry = atom.load(entries_offset + 8 * (seq % num_slots))
-            if _entry_seq(entry) != seq:
-                break
-            index = entry & L.ENTRY_INDEX_MASK
-            if index >= self._layout.num_buffers:
-                break
-            buf = buffer_of(index)
-            _seq, ts, length, _enc, _flags = unpack(view, buf)
-            if length != length_wanted:
-                break
-            src = buf + L.BUFFER_HEADER_SIZE + data_offset
-            out[i * item_size:(i + 1) * item_size] = view[src:src + item_size]
-            timestamps.append(ts)
-            entries.append(entry)
-        atom.fence()
-        count = len(entries)
-        first = count
-        # Eviction goes in sequence order, so the intact messages are a suffix.
-        while first > 0 and atom.load(
-                entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
-            first -= 1
-        if first:
-            del timestamps[len(timestamps) - count:len(timestamps) - count + first]
-            self._skip_to(start + first)
-        self.cursor = start + count
-        if self._rec is not None and count:
-            atom.store(self._rec + L.REC_CURSOR, self.cursor)
-        return first, count - first
+        for _attempt in range(100):
+            head = atom.load(_HEAD)
+            if self.cursor < head - num_slots:
+                self._skip_to(head - num_slots)
+            start = self.cursor
+            n = min(max_n, head - start)
+            if n <= 0:
+                return 0, 0
+            entries = []
+            stamps = []
+            for i in range(n):
+                seq = start + i
+                entry = atom.load(entries_offset + 8 * (seq % num_slots))
+                index = entry & _INDEX_MASK
+                if (entry >> _INDEX_BITS) - 1 != seq or index >= self._num_buffers:
+                    break
+                buf = self._buffers_offset + index * self._stride
+                _seq, ts, length, _enc, _flags = _unpack_slot_header(view, buf)
+                if length != length_wanted:
+                    if i == 0:
+                        return 0, 0  # leave it for poll(), which says what is wrong with it
+                    break
+                src = buf + _BUFFER_HEADER_SIZE + data_offset
+                out[i * item_size:(i + 1) * item_size] = view[src:src + item_size]
+                stamps.append(ts)
+                entries.append(entry)
+            atom.fence()
+            count = len(entries)
+            first = count
+            # Eviction goes in sequence order, so the intact messages are a suffix.
+            while first > 0 and atom.load(
+                    entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
+                first -= 1
+            if first:
+                self._skip_to(start + first)
+            if count == first:
+                # Nothing intact: everything we looked at was overwritten meanwhile.
+                if self.cursor == start:
+                    self._skip_to(start + 1)
+                continue
+            timestamps.extend(stamps[first:])
+            self.cursor = start + count
+            if self._rec is not None:
+                atom.store(self._rec_cursor, self.cursor)
+            return first, count - first
+        return 0, 0
 
     def release_hold(self) -> None:
         """Let the writer reuse the buffer this reader holds (no-op without a hold)."""
