@@ -69,10 +69,12 @@ def _msgpack() -> Serializer:
         raise ValueError(
             'serialization="msgpack" needs the msgpack package: pip install msgpack'
         ) from None
-    packer_kwargs = {"use_bin_type": True}
+    # One Packer per serializer (so per channel end, which is single-threaded): reusing it
+    # saves a third of the packing time of msgpack.packb for small dicts.
+    packer = msgpack.Packer(use_bin_type=True)
 
     def dumps(obj: Any) -> bytes:
-        return msgpack.packb(obj, **packer_kwargs)  # type: ignore[no-any-return]
+        return packer.pack(obj)  # type: ignore[no-any-return]
 
     def loads(data: bytes | memoryview) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
