@@ -99,6 +99,7 @@ __all__ = [
     "decode_attachment",
     "default_host",
     "encode_attachment",
+    "format_status",
     "import_key_expr",
     "key_for",
     "local_name",
@@ -391,6 +392,27 @@ def bridged_from(metadata: bytes) -> str | None:
         return None
     value = spec.get(BRIDGED_FROM) if isinstance(spec, dict) else None
     return value if isinstance(value, str) else None
+
+
+def format_status(stats: Mapping[str, Any]) -> list[str]:
+    """Human-readable lines for :meth:`Bridge.stats` (one per channel), as the CLI prints."""
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.2f} ms"
+
+    lines = [f"bridge {stats['host']} (prefix {stats['prefix']}): {stats['peers']} peer(s), "
+             f"{len(stats['exported'])} exported, {len(stats['imported'])} imported"]
+    for name, e in stats["exported"].items():
+        lines.append(f"  export {name} -> {e['key']}: {e['messages']} msgs, "
+                     f"{e['bytes'] / 1e6:.1f} MB, {e['drops']} dropped")
+    for name, i in stats["imported"].items():
+        age = i["last_message_age"]
+        lines.append(f"  import {i['key']} -> {name}: {i['messages']} msgs, "
+                     f"{i['bytes'] / 1e6:.1f} MB, {i['drops']} lost, latency p50 "
+                     f"{ms(i['latency_p50'])} p99 {ms(i['latency_p99'])}, last "
+                     + ("never" if age is None else f"{age:.1f} s ago"))
+    if stats.get("last_error"):
+        lines.append(f"  last error: {stats['last_error']}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from shm_comm.bridge import (
     _Runtime,
     decode_attachment,
     encode_attachment,
+    format_status,
     import_key_expr,
     key_for,
     local_name,
@@ -603,6 +604,10 @@ def test_channels_appearing_later_are_exported_and_imports_never_loop(
         assert set(stats_a["imported"]) == {back}
         assert set(stats_b["imported"]) == {name}
         assert stats_a["peers"] == stats_b["peers"] == 1
+        lines = format_status(stats_b)
+        assert lines[0].startswith(f"bridge {net['b']} (prefix {net['prefix']}): 1 peer(s)")
+        assert any(line.startswith(f"  import {net['prefix']}/{net['a']}/{channel} -> {name}")
+                   for line in lines), lines
     finally:
         side_b.stop()
         side_a.stop()
