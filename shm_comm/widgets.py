@@ -317,6 +317,8 @@ class _ChannelReader:
         self.status_text = "waiting for publisher"
         self.generation = 0  # +1 on each (re)connection: the window restarts
         self.samples = 0
+        self.missed = 0  # messages the publisher overwrote before we read them
+        self._missed_before = 0  # from earlier subscribers (after an error)
         self.last_arrival = 0.0  # time.monotonic() of the last sample
         self._reconnects = 0
         self._batch = BATCH
@@ -327,6 +329,7 @@ class _ChannelReader:
         if self.subscriber is not None:
             with contextlib.suppress(Exception):
                 self.subscriber.close()
+        self._missed_before = self.missed
         self.subscriber = None
 
     def _select(self) -> None:
@@ -360,6 +363,7 @@ class _ChannelReader:
                 return
         stats = self.subscriber.stats()  # also switches to a restarted publisher
         self.alive = bool(stats.get("publisher_alive"))
+        self.missed = self._missed_before + int(stats.get("dropped", 0))
         if stats.get("reconnects", 0) != self._reconnects or self.selection is None:
             self._reconnects = stats.get("reconnects", 0)
             self.selection = None
@@ -371,7 +375,11 @@ class _ChannelReader:
             self.status_text = f"no data for {now - self.last_arrival:.0f} s"
         else:
             rate = self.rate(now)
-            self.status, self.status_text = "live", f"live, {rate:.0f} msg/s" if rate else "live"
+            text = f"live, {rate:.0f} msg/s" if rate else "live"
+            if self.missed:
+                # The observer fell more than num_slots messages behind (a busy kernel).
+                text += f", {self.missed} missed"
+            self.status, self.status_text = "live", text
 
     def rate(self, now: float) -> float:
         """Messages per second over the last two seconds."""
@@ -502,6 +510,7 @@ class LivePlot(_ThreadedWidget):
         self._want_reset = True
         self._status = ("waiting", "waiting for publisher")
         self._samples = 0
+        self._missed = 0
         _PLOTS[self.model_id] = self
         self.on_msg(self._on_front_end_message)
         self.observe(self._on_paused, names="paused")
@@ -528,6 +537,11 @@ class LivePlot(_ThreadedWidget):
     def samples_received(self) -> int:
         """Samples (records) read from the channel since the widget started."""
         return self._samples
+
+    @property
+    def samples_missed(self) -> int:
+        """Messages overwritten before the widget read them (it lagged by ``num_slots``)."""
+        return self._missed
 
     @property
     def frames_sent(self) -> int:
@@ -627,6 +641,7 @@ class LivePlot(_ThreadedWidget):
                         with self._lock:
                             self._want_reset = True
                 self._samples = reader.samples
+                self._missed = reader.missed
                 status = (reader.status, reader.status_text)
                 self._status = status
 

@@ -6,8 +6,9 @@ simulator keeps publishing), then checks from the page itself:
 * both LivePlots draw (inked, coloured pixels on their canvas) and keep updating: frames are
   counted in the browser while the simulator runs, at least MIN_FPS for the 1 kHz IMU;
 * the StatsMonitor shows a plausible IMU rate;
+* after switching JupyterLab to its dark theme, the plots are drawn on a dark background;
 * the Pause button freezes the plot (its pixels stop changing) and Resume restarts it;
-* a screenshot goes to logs/live_widgets.png.
+* screenshots go to logs/live_widgets.png (light theme) and logs/live_widgets_dark.png.
 
 Then it runs the final cell, which stops the simulator and the widgets: the plot must show
 that the publisher is gone. The fixtures (conftest.py) prove that the server, its kernel and
@@ -20,6 +21,7 @@ logs/browser_metrics.json; only the floor MIN_FPS is asserted.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -171,6 +173,23 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     page.screenshot(path=str(LOGS / "live_widgets.png"))
     page.locator('.shmc-liveplot[data-channel="imu"]').screenshot(path=str(LOGS / "imu_plot.png"))
 
+    # Dark theme: the plots follow JupyterLab's theme variables.
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^JupyterLab Dark$")).click()
+    page.wait_for_function(
+        """(sel) => { if (document.body.dataset.jpThemeLight !== 'false') return false;
+                      const p = document.querySelector(sel).getContext('2d')
+                                        .getImageData(2, 2, 1, 1).data;
+                      return p[0] + p[1] + p[2] < 200; }""",
+        arg=IMU,
+        timeout=20_000,
+    )
+    wait_frames(page, IMU, 5, 10_000)
+    assert canvas_state(page, IMU)["inked"] > 1000
+    page.keyboard.press("Escape")
+    page.screenshot(path=str(LOGS / "live_widgets_dark.png"))
+
     # Pause freezes the IMU plot while the joints plot moves on; Resume brings it back.
     imu_root = page.locator('.shmc-liveplot[data-channel="imu"]')
     imu_root.locator("button.shmc-pause").click()
@@ -197,7 +216,9 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     imu_root.locator('.shmc-badge[data-status="stopped"]').wait_for(timeout=10_000)
     phases["total"] = time.monotonic() - t0
 
-    metrics = {"fps": fps, "stats_imu_rate_hz": stats_rate, "phases_s": phases,
-               "imu_canvas": later}  # fmt: skip
+    metrics = {
+        "fps": fps, "stats_imu_rate_hz": stats_rate, "phases_s": phases, "imu_canvas": later,
+        "stop_cell_output": last_output.all_inner_texts(), "load_average": os.getloadavg(),
+    }  # fmt: skip
     (LOGS / "browser_metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
