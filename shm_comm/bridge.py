@@ -510,14 +510,6 @@ class _ZenohLink:
         settings: dict[str, Any] = {
             "mode": "peer",
             "connect/endpoints": connect,
-            "connect/retry": DEFAULT_RETRY,
-            # Room for bursts (a 1 MiB array is 16 batches), and time: with zenoh's defaults
-            # (2 batches, drop after waiting 1 ms) DROP congestion control loses messages on
-            # an idle link whenever the machine is busy. Waiting blocks only the bridge's
-            # thread of that channel, never the local publisher; congestion that lasts
-            # shows up as the exporter's counted drops instead.
-            "transport/link/tx/queue/size/data": TX_QUEUE_BATCHES,
-            "transport/link/tx/queue/congestion_control/drop/wait_before_drop": DROP_WAIT_US,
             # The bridge carries data between machines: no zenoh segments in /dev/shm.
             "transport/shared_memory/enabled": False,
         }
@@ -526,9 +518,23 @@ class _ZenohLink:
         if not scouting:
             settings["scouting/multicast/enabled"] = False
             settings["scouting/gossip/enabled"] = False
-        settings.update(config)
+        tuning: dict[str, Any] = {
+            "connect/retry": DEFAULT_RETRY,
+            # Room for bursts (a 1 MiB array is 16 batches), and time: with zenoh's defaults
+            # (2 batches, drop after waiting 1 ms) DROP congestion control loses messages on
+            # an idle link whenever the machine is busy. Waiting blocks only the bridge's
+            # thread of that channel, never the local publisher; congestion that lasts
+            # shows up as the exporter's counted drops instead.
+            "transport/link/tx/queue/size/data": TX_QUEUE_BATCHES,
+            "transport/link/tx/queue/congestion_control/drop/wait_before_drop": DROP_WAIT_US,
+        }
+        for key, value in tuning.items():
+            try:
+                cfg.insert_json5(key, json.dumps(value))
+            except Exception:
+                pass  # a Zenoh version that lays its configuration out otherwise: its default
         try:
-            for key, value in settings.items():
+            for key, value in {**settings, **config}.items():
                 cfg.insert_json5(key, json.dumps(value))
         except Exception as exc:
             raise ValueError(f"invalid Zenoh configuration: {exc}") from None

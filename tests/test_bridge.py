@@ -30,12 +30,14 @@ from shm_comm.bridge import (
     ChannelDescription,
     SequenceTracker,
     _Runtime,
+    bridged_from,
     decode_attachment,
     encode_attachment,
     format_status,
     import_key_expr,
     key_for,
     local_name,
+    mark_bridged,
     parse_key,
     split_list,
 )
@@ -170,6 +172,20 @@ def test_bad_import_patterns_are_refused(pattern: str) -> None:
         import_key_expr("p", pattern)
 
 
+def test_imported_channels_are_marked_in_their_metadata() -> None:
+    key = "shm_comm/robot/imu"
+    assert bridged_from(mark_bridged(b"", key)) == key
+    typed = json.loads(mark_bridged(TYPED.metadata, key))
+    assert typed["bridged_from"] == key
+    assert typed["shape"] == [8]  # the rest stays as it was
+    full = json.dumps({"x": "a" * 4080}).encode()  # no room left for the mark
+    for unmarkable in (b"\xff", b"[1, 2]", full):
+        assert mark_bridged(unmarkable, key) == unmarkable
+        assert bridged_from(unmarkable) is None
+    assert bridged_from(TYPED.metadata) is None
+    assert bridged_from(b'{"bridged_from": 3}') is None
+
+
 def test_split_list() -> None:
     assert split_list("imu, joints,camera*") == ["imu", "joints", "camera*"]
     assert split_list(["a,b", "c"]) == ["a", "b", "c"]
@@ -190,6 +206,8 @@ def test_bad_arguments_are_refused_before_anything_starts() -> None:
         Bridge(import_=["a/b?"])
     with pytest.raises(ValueError, match="rescan_interval"):
         Bridge(rescan_interval=0)
+    with pytest.raises(ValueError, match="invalid Zenoh configuration"):
+        Bridge(config={"no/such/setting": 1}).start()
 
 
 def test_missing_zenoh_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
