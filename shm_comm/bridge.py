@@ -121,8 +121,8 @@ LATENCY_WINDOW = 4096
 EXPORT_POLL = 0.1
 MIRROR_RETRY = 1.0
 BRIDGED_FROM = "bridged_from"
-TX_QUEUE_BATCHES = 16
-DROP_WAIT_US = 20_000
+TX_QUEUE_BATCHES = 16  # zenoh's maximum (it panics above)
+DROP_WAIT_US = 50_000
 DEFAULT_RETRY = {"period_init_ms": 250, "period_max_ms": 2000, "period_increase_factor": 2}
 
 _CHUNK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*\Z")
@@ -522,9 +522,9 @@ class _ZenohLink:
             "connect/retry": DEFAULT_RETRY,
             # Room for bursts (a 1 MiB array is 16 batches), and time: with zenoh's defaults
             # (2 batches, drop after waiting 1 ms) DROP congestion control loses messages on
-            # an idle link whenever the machine is busy. Waiting blocks only the bridge's
-            # thread of that channel, never the local publisher; congestion that lasts
-            # shows up as the exporter's counted drops instead.
+            # an idle link whenever the machine is busy (and still did with 20 ms). Waiting
+            # blocks only the bridge's thread of that channel, never the local publisher;
+            # congestion that lasts shows up as the exporter's counted drops instead.
             "transport/link/tx/queue/size/data": TX_QUEUE_BATCHES,
             "transport/link/tx/queue/congestion_control/drop/wait_before_drop": DROP_WAIT_US,
         }
