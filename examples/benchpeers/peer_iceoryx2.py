@@ -77,10 +77,11 @@ class _IoxSender(Sender):
 class _IoxReceiver(Receiver):
     """Blocking mode waits on the Listener.
 
-    On throughput channels the wait is capped at 50 ms and ``missed_wakeups`` counts waits
-    that timed out although a sample had arrived (a lost notification): once, under heavy
-    load, a stream consumer here stayed asleep after the last sends; the cap keeps such a
-    case from hanging the benchmark and the counter makes it visible in the JSON. Latency,
+    On throughput channels the wait is capped at 50 ms: once, under heavy load, a stream
+    consumer here stayed asleep after the last sends (not reproduced since), and the cap keeps
+    such a case from hanging the benchmark. ``missed_wakeups`` counts waits that lasted the
+    whole cap although a sample was there (none seen so far); ``empty_wakeups`` counts waits
+    that returned early without an activation (harmless, common at high rates). Latency,
     wake-up and idle channels use the plain ``blocking_wait()``, so the idle-CPU row shows
     iceoryx2's own behaviour.
     """
@@ -90,7 +91,8 @@ class _IoxReceiver(Receiver):
         self.listener = listener
         self.mode = mode
         self._held: Any = None  # the sample backing the last returned view
-        self.missed_wakeups = 0
+        self.missed_wakeups = 0  # waited the full cap although a sample was there
+        self.empty_wakeups = 0  # returned early without an activation
         self._cap = iox2.Duration.from_millis(50) if capped else None
 
     def _wait(self) -> None:
@@ -99,12 +101,16 @@ class _IoxReceiver(Receiver):
         if self._cap is None:
             self.listener.blocking_wait()
             return
-        woke = self.listener.timed_wait(self._cap)
-        if not woke and self.sub.has_samples():
+        t0 = time.monotonic()
+        if self.listener.timed_wait(self._cap):
+            return
+        if time.monotonic() - t0 < 0.045:
+            self.empty_wakeups += 1
+        elif self.sub.has_samples():
             self.missed_wakeups += 1
 
     def stats(self) -> dict[str, Any]:
-        return {"missed_wakeups": self.missed_wakeups}
+        return {"missed_wakeups": self.missed_wakeups, "empty_wakeups": self.empty_wakeups}
 
     def try_recv(self) -> Any | None:
         sample = self.sub.receive()
