@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from conftest import SESSION, spawn_python, wait_for_line
+from helpers import SESSION, spawn_python, wait_for_line
 
 from shm_comm import ArrayPublisher, ArraySubscriber, Publisher, SHMFormatError, Subscriber
 from shm_comm import layout as L

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT, spawn_python, stop, wait_for_line
+from helpers import ROOT, spawn_python, stop, wait_for_line
 
 from shm_comm import channel_info, force_unlink
 from shm_comm._backend import backend

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import spawn_python, stop, wait_for_line
+from helpers import spawn_python, stop, wait_for_line
 
 from shm_comm import Subscriber
 from shm_comm.recording import load

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, spawn_python, stop, wait_for_line
+from helpers import ROOT, spawn_python, stop, wait_for_line
 from workers import verify_payload
 
 from shm_comm import (

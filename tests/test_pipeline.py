@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import rest_of_output, spawn_python, stop, wait_for_line
+from helpers import rest_of_output, spawn_python, stop, wait_for_line
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule

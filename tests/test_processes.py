@@ -20,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 import pytest
-from conftest import spawn_python
+from helpers import spawn_python
 
 from shm_comm import (
     ArrayPublisher,

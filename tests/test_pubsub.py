@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from conftest import spawn_python, wait_for_line
+from helpers import spawn_python, wait_for_line
 
 from shm_comm import (
     ArrayPublisher,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import spawn_python, stop, wait_for_line
+from helpers import spawn_python, stop, wait_for_line
 
 from shm_comm import (
     ArraySubscriber,

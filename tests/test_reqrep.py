@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import spawn_python, stop, wait_for_line
+from helpers import spawn_python, stop, wait_for_line
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, rest_of_output, stop, wait_for_line
+from helpers import ROOT, rest_of_output, stop, wait_for_line
 from workers import SENTINEL
 
 from shm_comm import ArrayPublisher, Publisher

@@ -170,6 +170,7 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     assert page.locator('tr[data-channel="camera"]').get_attribute("data-alive") == "true"
 
     LOGS.mkdir(exist_ok=True)
+    cells.first.scroll_into_view_if_needed()  # the notebook from the top: both plots
     page.screenshot(path=str(LOGS / "live_widgets.png"))
     page.locator('.shmc-liveplot[data-channel="imu"]').screenshot(path=str(LOGS / "imu_plot.png"))
 
@@ -188,6 +189,7 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     wait_frames(page, IMU, 5, 10_000)
     assert canvas_state(page, IMU)["inked"] > 1000
     page.keyboard.press("Escape")
+    cells.first.scroll_into_view_if_needed()
     page.screenshot(path=str(LOGS / "live_widgets_dark.png"))
 
     # Pause freezes the IMU plot while the joints plot moves on; Resume brings it back.
