@@ -206,6 +206,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="repeat everything N times (all peers once per round) and report medians",
     )
     ap.add_argument("--keep-logs", action="store_true", help="keep child logs (run dir)")
+    ap.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="do not run anything: re-render the report (and --plot) of an earlier --json file",
+    )
     args = ap.parse_args(argv)
     only = {w.strip() for w in args.only.split(",") if w.strip()} or set(WORKLOAD_CHOICES)
     bad = only - set(WORKLOAD_CHOICES)
@@ -279,12 +284,33 @@ def compute_metrics(
     return metrics, errors, per_round
 
 
+def load_previous(path: str) -> tuple[dict[str, Any], list[tuple[int, TaskResult]]]:
+    """Results of an earlier run from its ``--json`` file (to re-render the report)."""
+    with open(path) as fh:
+        payload = json.load(fh)
+    results = [
+        (
+            int(t.get("round", 0)),
+            TaskResult(Task(**t["task"]), t["ok"], t["raw"], t["error"], t["seconds"]),
+        )
+        for t in payload["tasks"]
+    ]
+    return payload, results
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print the report."""
+    """Run the benchmark (or load an earlier run) and print the report."""
     args = parse_args(argv)
     t_start = time.monotonic()
-    info = machine()
-    cfg = settings(args.quick, args.iterations)
+    previous: dict[str, Any] | None = None
+    if args.from_json:
+        previous, results = load_previous(args.from_json)
+        old = previous["args"]
+        args.quick, args.peers, args.rounds = old["quick"], old["peers"], old["rounds"]
+        only = {w.strip() for w in (old.get("only") or "").split(",") if w.strip()}
+        args.only_set = only or set(WORKLOAD_CHOICES)
+    info = previous["machine"] if previous else machine()
+    cfg = previous["settings"] if previous else settings(args.quick, args.iterations)
 
     classes = [c for c in ALL_CLASSES if c.name in (SUBJECT, TYPED_PEER)]
     if args.peers:
@@ -293,24 +319,29 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {p.strip() for p in args.peer.split(",")}
         classes = [c for c in classes if c.name in wanted or c.name in (SUBJECT, TYPED_PEER)]
     peers = {c.name: c() for c in classes}
-    skipped = {n: why for n, p in peers.items() if (why := p.unavailable())}
+    if previous:
+        skipped = dict(previous["skipped"])
+        removed = previous.get("cleanup_removed", [])
+    else:
+        skipped = {n: why for n, p in peers.items() if (why := p.unavailable())}
     runnable = [n for n in peers if n not in skipped]
     peer_names = [c.name for c in PEER_CLASSES if c.name in peers]
 
-    run_dir = tempfile.mkdtemp(prefix="shmc-bench-")
-    runner = Runner(run_dir, {n: peers[n] for n in runnable})
-    seq_tasks, idle_tasks = plan(
-        peers, [n for n in runnable if n != TYPED_PEER], args.only_set, cfg, args.quick
-    )
-    seq_tasks = [t for t in seq_tasks if t.peer in runnable]  # e.g. no typed peer
-    try:
-        results = run_tasks(runner, seq_tasks, idle_tasks, args.rounds)
-    finally:
-        removed = runner.cleanup()
-        if not args.keep_logs:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            print(f"[benchmark] child logs kept in {run_dir}", file=sys.stderr)
+    if not previous:
+        run_dir = tempfile.mkdtemp(prefix="shmc-bench-")
+        runner = Runner(run_dir, {n: peers[n] for n in runnable})
+        seq_tasks, idle_tasks = plan(
+            peers, [n for n in runnable if n != TYPED_PEER], args.only_set, cfg, args.quick
+        )
+        seq_tasks = [t for t in seq_tasks if t.peer in runnable]  # e.g. no typed peer
+        try:
+            results = run_tasks(runner, seq_tasks, idle_tasks, args.rounds)
+        finally:
+            removed = runner.cleanup()
+            if not args.keep_logs:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            else:
+                print(f"[benchmark] child logs kept in {run_dir}", file=sys.stderr)
 
     metrics, errors, per_round = compute_metrics(list(peers), results, args.rounds)
     rows = comparison_rows(LAT_SIZES, ARRAY_SIZES, args.only_set)
@@ -318,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     table, table_data = build_table(
         rows, SUBJECT, peer_names, metrics, errors, skipped, spin_unsupported
     )
-    elapsed = time.monotonic() - t_start
+    elapsed = previous["elapsed_s"] if previous else time.monotonic() - t_start
 
     out = sys.stdout
     kind = "quick" if args.quick else "full"
@@ -336,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write("\n" + table + "\n\n")
     out.write(
         "Last column: factor by which shm_comm beats the best peer on that row (>1) or "
-        "loses to it (<1). Array rows: shm_comm column = ArrayPublisher.send; the loan() rows "
-        "compare shm_comm's loan path with the same peers' best.\n\n"
+        "loses to it (<1). Array rows: shm_comm column = ArrayPublisher.send; in the loan() "
+        "rows the shm_comm column is the loan() path and the peers repeat their only path.\n\n"
     )
     extra = shm_comm_table(metrics.get(SUBJECT, {}), MICRO_SIZES, ARRAY_SIZES)
     if extra:

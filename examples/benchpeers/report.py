@@ -112,6 +112,9 @@ class Row:
     better: str  # "lower" or "higher"
     group: str  # task group producing this metric
     digits: int = 1
+    #: Metric shown for the peers when it differs from shm_comm's (the loan() rows compare
+    #: shm_comm's loan path with the peers' only array path).
+    peer_metric: str = ""
 
 
 def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[str]) -> list[Row]:
@@ -172,19 +175,21 @@ def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[s
                 ),
                 Row(
                     f"arr.loan.{n}.gbps",
-                    f"{lab} array via loan(): throughput",
+                    f"{lab} array, shm_comm via loan(): throughput",
                     "GB/s",
                     "higher",
                     "arrays",
                     2,
+                    f"arr.main.{n}.gbps",
                 ),
                 Row(
                     f"arr.loan.{n}.lat_p50_ms",
-                    f"{lab} array via loan(): latency p50",
+                    f"{lab} array, shm_comm via loan(): latency p50",
                     "ms",
                     "lower",
                     "arrays",
                     3,
+                    f"arr.main.{n}.lat_p50_ms",
                 ),
             ]
     if "idle" in include:
@@ -265,7 +270,8 @@ def build_table(
         cells: list[str] = []
         values: dict[str, float | None] = {}
         for peer in cols:
-            v = metrics.get(peer, {}).get(row.metric)
+            key = row.peer_metric if (row.peer_metric and peer != subject) else row.metric
+            v = metrics.get(peer, {}).get(key)
             values[peer] = v
             if v is not None:
                 cells.append(fmt_value(v, row.digits))
