@@ -579,10 +579,11 @@ class LivePlot(_ThreadedWidget):
                     if plot is not None and isinstance(frame, int):
                         plot._acknowledge(frame)
             return
-        with self._lock:
-            if kind in ("ready", "resync"):
+        if kind in ("ready", "resync"):
+            with self._lock:
                 self._want_reset = True
                 self._acked = self._frame  # a new view: do not wait for old frames
+            self._wake.set()
 
     def _acknowledge(self, frame: int) -> None:
         with self._lock:
