@@ -1,18 +1,17 @@
-"""`shm-comm record` and `shm-comm play` end to end, with real processes."""
+"""`shm-comm record`, `play` and `bridge` end to end, with real processes."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import spawn_python, stop, wait_for_line
 
 from shm_comm import Subscriber
-from shm_comm.recording import load
-
-pytest.importorskip("mcap")
 
 PUBLISHER = r"""
 import sys, time
@@ -34,6 +33,7 @@ def shm_comm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def test_record_then_play(channel: str, tmp_path: Path) -> None:
+    pytest.importorskip("mcap")
     out = tmp_path / "run.mcap"
     pub = spawn_python(PUBLISHER, channel, stdin=subprocess.PIPE)
     try:
@@ -54,6 +54,8 @@ def test_record_then_play(channel: str, tmp_path: Path) -> None:
         assert pub.wait(20) == 0
     finally:
         stop(pub)
+    from shm_comm.recording import load
+
     loaded = load(out)[channel]
     values = [m["i"] for m in loaded.data]
     assert values, "nothing recorded"
@@ -84,3 +86,63 @@ def test_play_with_a_bad_remap_is_a_usage_error(tmp_path: Path) -> None:
     result = shm_comm("play", str(tmp_path / "missing.mcap"), "--remap", "nocolon")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+BRIDGE_PUBLISHER = r"""
+import signal, sys, time
+import numpy as np
+from shm_comm import ArrayPublisher
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+with ArrayPublisher(sys.argv[1], shape=(3,), dtype=np.float32) as pub:
+    print("ready", flush=True)
+    for i in range(12000):  # a minute at most; the test stops it sooner
+        pub.send(np.full(3, i, dtype=np.float32))
+        time.sleep(0.005)
+"""
+
+
+def test_two_cli_bridges_carry_a_typed_channel(channel: str) -> None:
+    """`shm-comm bridge` on two "hosts" over loopback: a typed channel arrives intact."""
+    pytest.importorskip("zenoh")
+    from shm_comm import ArraySubscriber
+
+    port = free_port()
+    prefix = f"test_{channel}"
+    pub = spawn_python(BRIDGE_PUBLISHER, channel)
+    side_a = subprocess.Popen(
+        [sys.executable, "-m", "shm_comm", "bridge", "--export", channel, "--host", "sidea",
+         "--prefix", prefix, "--listen", f"tcp/127.0.0.1:{port}", "-i", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    side_b = subprocess.Popen(
+        [sys.executable, "-m", "shm_comm", "bridge", "--import", "sidea/*", "--host", "sideb",
+         "--prefix", prefix, "--connect", f"tcp/127.0.0.1:{port}", "-i", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(pub, "ready")
+        with ArraySubscriber(f"sidea.{channel}", timeout_connect=30) as sub:
+            assert (sub.dtype, sub.shape) == (np.dtype(np.float32), (3,))
+            values = []
+            while len(values) < 20:
+                arr = sub.recv(timeout=10)
+                assert arr is not None, "the bridged channel went silent"
+                assert (arr == arr[0]).all()
+                values.append(float(arr[0]))
+        assert values == sorted(values)
+    finally:
+        for proc in (side_b, side_a, pub):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            stop(proc)
+    assert side_a.returncode == 143
+    assert side_b.returncode == 143
