@@ -196,7 +196,8 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     imu_root = page.locator('.shmc-liveplot[data-channel="imu"]')
     imu_root.locator("button.shmc-pause").click()
     imu_root.locator('.shmc-badge[data-status="paused"]').wait_for(timeout=10_000)
-    wait_frames(page, IMU, 1, 10_000)  # a frame in flight when we clicked may still land
+    # A frame in flight when we clicked may still land: let the other plot draw a few first.
+    wait_frames(page, JOINTS, 10, 10_000)
     paused = canvas_state(page, IMU)
     wait_frames(page, JOINTS, 30, 15_000)
     assert canvas_state(page, IMU)["hash"] == paused["hash"], "paused plot changed"
