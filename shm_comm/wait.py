@@ -4,9 +4,10 @@ Three strategies, chosen by ``poll_interval``:
 
 * ``None`` (default): sleep in the kernel on the segment's ``head`` word (a futex on Linux)
   and be woken by the publisher's next send, typically within tens of microseconds, using no
-  CPU meanwhile. Sleeps are cut into slices of at most ``MAX_SLEEP`` so that a lost wake-up
-  (there should be none, see docs/design.md) could never cost more than that. Platforms
-  without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
+  CPU meanwhile. Sleeps are cut into slices of at most ``SUBSCRIBER_SLICE`` seconds, so a
+  lost wake-up (there should be none, see docs/design.md) could never cost more than that,
+  and a crashed publisher is noticed within that time (a clean close wakes sleepers at once).
+  Platforms without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
 * ``0``: busy-wait. Lowest latency; burns a whole core. Avoid on small machines.
 * ``> 0``: sleep that many seconds between polls (the tuning guide's 100 µs knob).
 """
@@ -19,9 +20,10 @@ from collections.abc import Callable
 from . import layout as L
 from ._atomic import AtomicBuffer, has_futex
 
-__all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "Waiter"]
+__all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "SUBSCRIBER_SLICE", "Waiter"]
 
-MAX_SLEEP = 0.05
+MAX_SLEEP = 0.05  # request/reply and push/pull waits, which also watch their peers
+SUBSCRIBER_SLICE = 1.0  # a silent channel costs a subscriber one wake-up per second
 FALLBACK_POLL = 100e-6
 OBSERVER_POLL = 0.002
 
@@ -45,7 +47,7 @@ class Waiter:
         """
         if self.poll_interval == 0:
             return self._spin(atom, cursor, deadline)
-        remaining = MAX_SLEEP if deadline is None else deadline - time.monotonic()
+        remaining = SUBSCRIBER_SLICE if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             return False
         if not self.use_futex:
@@ -65,7 +67,7 @@ class Waiter:
             # announcement is seen here, one that stores it after sees our bit and wakes us.
             head = atom.load(L.HEAD)
             if head <= cursor and not atom.load(L.CLOSED):
-                atom.wait(L.HEAD, head, min(remaining, MAX_SLEEP))
+                atom.wait(L.HEAD, head, min(remaining, SUBSCRIBER_SLICE))
         finally:
             set_waiting(False)
         return True
