@@ -113,6 +113,10 @@ class RingWriter:
         self._loaned = index
         return index
 
+    def payload_offset(self, index: int) -> int:
+        """Offset of buffer ``index``'s payload in the segment."""
+        return self._buffers_offset + index * self._stride + _BUFFER_HEADER_SIZE
+
     def payload_view(self, index: int, length: int | None = None) -> memoryview:
         """A writable view of the payload area of buffer ``index``."""
         start = self._layout.payload(index)
