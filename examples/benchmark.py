@@ -76,6 +76,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         "arrays": {"warm": 8, "lat_small": 100, "thr_small": 300, "lat_big": 20, "thr_big": 50},
         "wake": {"count": 500, "gap": 0.003, "idle_seconds": 2.0},
         "batch": {"n": 1000, "rounds": 30, "slots": 2048},
+        "bstream": {"size": 64, "count": 2_000_000, "batch": 1000, "slots": 16384},
         "micro": {"reps_small": 2000, "reps_big": 40},
     }
     if quick:
@@ -84,6 +85,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         s["arrays"].update(warm=4, lat_small=10, thr_small=30, lat_big=3, thr_big=6)
         s["wake"].update(count=80)
         s["batch"].update(rounds=5)
+        s["bstream"].update(count=300_000)
         s["micro"].update(reps_small=200, reps_big=8)
     if iterations:
         s["pingpong"]["iterations"] = iterations
@@ -139,6 +141,8 @@ def plan(
                 part("wake@spin", spin)
             if "batch" in only:
                 part("batch", dict(cfg["batch"]))
+            if "stream" in only:
+                part("bstream", dict(cfg["bstream"]))
             if "loan" in only:
                 part("micro", dict(cfg["micro"], sizes=MICRO_SIZES))
         if combo["parts"]:

@@ -225,6 +225,33 @@ AtomicBuffer_compare_exchange(AtomicBuffer *self, PyObject *const *args, Py_ssiz
     return PyBool_FromLong(a_cas(p, expected, desired));
 }
 
+/* load_many(offset, count) -> bytes: ``count`` consecutive u64 words, each loaded atomically
+ * (so none is torn), as native-endian bytes. For batch reads of ring entries. */
+static PyObject *
+AtomicBuffer_load_many(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    CHECK_NARGS(2, "load_many");
+    volatile uint64_t *p = word_at(self, args[0], 0);
+    if (p == NULL)
+        return NULL;
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t offset = (Py_ssize_t)((char *)p - (char *)self->view.buf);
+    if (count < 0 || count > (self->view.len - offset) / 8) {
+        PyErr_Format(PyExc_IndexError, "%zd words at offset %zd outside a buffer of %zd bytes",
+                     count, offset, self->view.len);
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, count * 8);
+    if (out == NULL)
+        return NULL;
+    uint64_t *dst = (uint64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < count; i++)
+        dst[i] = a_load(p + i);
+    return out;
+}
+
 static PyObject *
 AtomicBuffer_fence(AtomicBuffer *self, PyObject *unused)
 {
@@ -338,6 +365,8 @@ static PyMethodDef AtomicBuffer_methods[] = {
      "fetch_and(offset, bits) -> old value."},
     {"compare_exchange", (PyCFunction)(void (*)(void))AtomicBuffer_compare_exchange, METH_FASTCALL,
      "compare_exchange(offset, expected, desired) -> bool."},
+    {"load_many", (PyCFunction)(void (*)(void))AtomicBuffer_load_many, METH_FASTCALL,
+     "load_many(offset, count) -> bytes: count u64 words, each loaded atomically."},
     {"fence", (PyCFunction)AtomicBuffer_fence, METH_NOARGS, "fence(): a full memory barrier."},
     {"wait", (PyCFunction)(void (*)(void))AtomicBuffer_wait, METH_FASTCALL,
      "wait(offset, expected, timeout) -> bool: futex wait on the word's low 32 bits (Linux)."},

@@ -19,7 +19,7 @@ import json
 import math
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -193,6 +193,21 @@ class ArrayPublisher(Publisher):
         """Not available on typed channels: raises ``TypeError`` (use :meth:`send`)."""
         raise TypeError("a typed-array channel carries arrays: use send(array) or loan()")
 
+    def send_bytes_batch(self, payloads: Iterable[Any], *, block: bool = False,
+                         timeout: float | None = None) -> int:
+        """Not available on typed channels: raises ``TypeError`` (use :meth:`send_batch`)."""
+        raise TypeError("a typed-array channel carries arrays: use send_batch(arrays)")
+
+    def send_batch(self, objs: Iterable[Any], *, block: bool = False,
+                   timeout: float | None = None) -> int:
+        """Publish several arrays, each as by :meth:`send`; returns how many were published."""
+        count = 0
+        for obj in objs:
+            if not self.send(obj, block=block, timeout=timeout):
+                break
+            count += 1
+        return count
+
     @contextmanager
     def loan(self, shape: ShapeLike | None = None) -> Iterator[np.ndarray[Any, Any]]:
         """Zero-copy publish: yields a writable array in shared memory, published on exit.
@@ -269,6 +284,21 @@ class ArraySubscriber(_ChannelReader):
         self._template_tail = bytes(scratch[24:])
         self._fixed_length = self._data_offset + self._item_size
         self._views: dict[int, np.ndarray[Any, Any]] = {}
+        # Every buffer's length, timestamp, array header and data as strided read-only
+        # arrays, so recv_batch gathers a whole batch with a few vectorised operations.
+        lay = self._segment.layout
+        ro, count, stride = self._ro_view, lay.num_buffers, lay.buffer_stride
+        base = lay.buffers_offset
+        self._all_lengths = np.ndarray((count,), "<u4", ro, base + 16, (stride,))
+        self._all_stamps = np.ndarray((count,), "<u8", ro, base + 8, (stride,))
+        payload = base + L.BUFFER_HEADER_SIZE
+        self._all_headers = np.ndarray((count, self._data_offset), np.uint8, ro, payload,
+                                       (stride, 1))
+        self._all_data = np.ndarray((count, self._item_size), np.uint8, ro,
+                                    payload + self._data_offset, (stride, 1))
+        head = np.frombuffer(self._template_head, np.uint8)
+        tail = np.frombuffer(self._template_tail, np.uint8)
+        self._header_check = (head, tail)
 
     @property
     def last_timestamp(self) -> float | None:
@@ -373,32 +403,49 @@ class ArraySubscriber(_ChannelReader):
             deadline = time.monotonic() + timeout
             while not self._reader.pending() and self._wait(deadline):
                 pass
-        out = np.empty((max_n, *self.shape), dtype=self.dtype)
-        stamps: list[int] = []
-        flat = out.reshape(-1).view(np.uint8).data
-        first, count = self._reader.read_batch(max_n, flat, self._item_size, self._data_offset,
-                                               stamps)
-        if not count:
-            if self._reader.pending():
-                # A message of another size is next: receive it the careful way, which
-                # raises SHMFormatError for a malformed one (consuming it).
+        reader = self._reader
+        num_buffers = self._segment.layout.num_buffers
+        head_bytes, tail_bytes = self._header_check
+        empty = np.empty((0, *self.shape), dtype=self.dtype)
+        for _attempt in range(100):
+            start, entries = reader.begin_batch(max_n)
+            n = len(entries) // 8
+            if not n:
+                self._idle_check()
+                return empty
+            words = np.frombuffer(entries, dtype=np.uint64)
+            index = (words & np.uint64(L.ENTRY_INDEX_MASK)).astype(np.intp)
+            ok = ((words >> np.uint64(L.ENTRY_INDEX_BITS)).astype(np.int64) - 1
+                  == np.arange(start, start + n)) & (index < num_buffers)
+            index = np.where(ok, index, 0)
+            headers = self._all_headers[index]
+            ok &= self._all_lengths[index] == self._fixed_length
+            ok &= (headers[:, :8] == head_bytes).all(axis=1)
+            ok &= (headers[:, 24:] == tail_bytes).all(axis=1)
+            taken = n if ok.all() else int(np.argmin(ok))
+            data = self._all_data[index[:taken]]
+            stamps = self._all_stamps[index[:taken]]
+            first, count = reader.end_batch(start, entries, taken)
+            if count:
+                result = data[first:].view(self.dtype).reshape(count, *self.shape)
+                self.last_batch_timestamps = stamps[first:].astype(np.float64) / 1e9
+                self.last_timestamp_ns = int(stamps[-1])
+                self.last_seq = reader.cursor - 1
+                return result
+            if taken == 0 and reader.pending():
+                # The next message is not a well-formed array of this channel (or was just
+                # overwritten): receive it the careful way, which says what is wrong.
                 single = self._take(copy=True)
                 if single is not None and single.shape == self.shape:
-                    out[0] = single
-                    stamps.append(self.last_timestamp_ns)
-                    first, count = 0, 1
-            else:
-                self._idle_check()
-        result = out[first:first + count]
-        self.last_batch_timestamps = np.asarray(stamps, dtype=np.float64) / 1e9
-        if count:
-            self.last_timestamp_ns = stamps[-1]
-            self.last_seq = self._reader.cursor - 1
-        return result
+                    self.last_batch_timestamps = np.array([self.last_timestamp_ns / 1e9])
+                    return single.reshape(1, *self.shape)
+        return empty
 
     def close(self) -> None:
         """Leave the channel (views received earlier stay memory-safe). Idempotent."""
         self._views = {}
+        for name in ("_all_lengths", "_all_stamps", "_all_headers", "_all_data"):
+            self.__dict__.pop(name, None)
         super().close()
 
     def __enter__(self) -> ArraySubscriber:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 from . import layout as L
@@ -130,12 +131,44 @@ class Publisher(ForkAware):
         self._writer.write(data, encoding, time.time_ns())
         return True
 
-    def _wait_for_room(self, timeout: float | None) -> bool:
+    def send_batch(self, objs: Iterable[Any], *, block: bool = False,
+                   timeout: float | None = None) -> int:
+        """Serialize and publish several objects at once; returns how many (0 on timeout).
+
+        Cheaper per message than :meth:`send`: one head update and one wake-up for all.
+        ``block``/``timeout`` as for :meth:`send`, waiting for room for the whole batch
+        (which must then fit in the ring). If any message does not fit in a slot,
+        ``ValueError`` is raised and nothing is published.
+        """
+        encode = self._serializer.encode
+        return self._publish_many([encode(obj) for obj in objs], self._serializer.encoding,
+                                  block, timeout)
+
+    def send_bytes_batch(self, payloads: Iterable[BytesLike], *, block: bool = False,
+                         timeout: float | None = None) -> int:
+        """Publish several raw payloads at once (see :meth:`send_batch`); returns how many."""
+        return self._publish_many(
+            [p if type(p) is bytes else memoryview(p).cast("B") for p in payloads], RAW.encoding,
+            block, timeout)
+
+    def _publish_many(self, payloads: list[bytes | memoryview], encoding: int, block: bool,
+                      timeout: float | None) -> int:
+        if self._closed:
+            raise ValueError(f"publisher of channel {self.name!r} is closed")
+        if block:
+            if len(payloads) > self._layout.num_slots:
+                raise ValueError(f"a blocking batch of {len(payloads)} messages cannot fit in "
+                                 f"a ring of {self._layout.num_slots} slots")
+            if not self._wait_for_room(timeout, len(payloads)):
+                return 0
+        return self._writer.write_many(payloads, encoding, time.time_ns())
+
+    def _wait_for_room(self, timeout: float | None, count: int = 1) -> bool:
         writer = self._writer
+        room = self._layout.num_slots - count + 1
         # Cursors only grow, so an old minimum is a safe bound until somebody joins.
         membership = self._segment.atom.load(L.MEMBERSHIP)
-        if (membership == self._membership
-                and writer.head - self._min_cursor_bound < self._layout.num_slots):
+        if membership == self._membership and writer.head - self._min_cursor_bound < room:
             return True
         self._membership = membership
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -143,7 +176,7 @@ class Publisher(ForkAware):
         while True:
             lowest = writer.min_cursor()
             self._min_cursor_bound = writer.head if lowest is None else lowest
-            if writer.head - self._min_cursor_bound < self._layout.num_slots:
+            if writer.head - self._min_cursor_bound < room:
                 return True
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -417,6 +450,45 @@ class Subscriber(_ChannelReader):
         """The next message's payload bytes, whatever its encoding; None on timeout."""
         got = self._next(timeout)
         return None if got is None else got[0]
+
+    def recv_bytes_batch(self, max_n: int = 1000, timeout: float = 0.0) -> list[bytes]:
+        """All waiting messages (up to ``max_n``) as payload bytes, oldest first.
+
+        Waits up to ``timeout`` seconds for the first one; may return an empty list. Much
+        cheaper per message than :meth:`recv_bytes` when messages queue up.
+        """
+        self._ensure_open()
+        if max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {max_n}")
+        reader = self._reader
+        payloads, _encodings = reader.take_many(max_n)
+        if not payloads and timeout:
+            deadline = time.monotonic() + timeout
+            while not payloads and self._wait(deadline):
+                payloads, _encodings = reader.take_many(max_n)
+        if not payloads:
+            self._idle_check()
+        return payloads
+
+    def recv_batch(self, max_n: int = 1000, timeout: float = 0.0) -> list[Any]:
+        """All waiting messages (up to ``max_n``), deserialized, oldest first.
+
+        Raises :class:`SHMSerializationError` if one cannot be decoded (the batch up to it is
+        consumed with it; the channel stays usable).
+        """
+        self._ensure_open()
+        if max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {max_n}")
+        reader = self._reader
+        payloads, encodings = reader.take_many(max_n)
+        if not payloads and timeout:
+            deadline = time.monotonic() + timeout
+            while not payloads and self._wait(deadline):
+                payloads, encodings = reader.take_many(max_n)
+        if not payloads:
+            self._idle_check()
+        decode = self._serializer.decode
+        return [decode(p, e) for p, e in zip(payloads, encodings, strict=True)]
 
     def recv_latest(self, timeout: float | None = None) -> Any:
         """The newest message, skipping (and counting as dropped) any older unread ones."""

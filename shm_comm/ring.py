@@ -185,6 +185,63 @@ class RingWriter:
             raise
         return self.commit(index, length, encoding, timestamp_ns)
 
+    def write_many(self, payloads: list[bytes | memoryview], encoding: int,
+                   timestamp_ns: int) -> int:
+        """Publish several payloads; ``head`` is stored (and sleepers woken) once at the end.
+
+        All sizes are checked first: one that does not fit raises ``ValueError`` and nothing
+        is published. Returns how many were published.
+        """
+        slot_size = self._slot_size
+        for payload in payloads:
+            if len(payload) > slot_size:
+                raise ValueError(
+                    f"message of {len(payload)} bytes does not fit in a slot of {slot_size} "
+                    f"bytes; create the channel with slot_size >= {len(payload)}")
+        if self._loaned is not None:
+            raise RuntimeError("a buffer is reserved; commit or cancel it first")
+        atom, view = self._atom, self._view
+        store, load = atom.store, atom.load
+        free, held, entries = self._free, self._held, self._entries
+        num_slots, entries_offset = self._num_slots, self._entries_offset
+        buffers_offset, stride = self._buffers_offset, self._stride
+        seq = self._head
+        total = self._bytes_total
+        atom.fence()  # as in reserve(): order our payload writes after earlier evictions
+        for payload in payloads:
+            if not free:
+                self._collect_released()
+                if not free:
+                    raise SHMBufferFullError("every data buffer is held by a zero-copy reader")
+            index = free.pop()
+            buf = buffers_offset + index * stride
+            length = len(payload)
+            view[buf + _BUFFER_HEADER_SIZE:buf + _BUFFER_HEADER_SIZE + length] = payload
+            _pack_slot_header(view, buf, seq, timestamp_ns, length, encoding, 0)
+            slot = seq % num_slots
+            old = entries[slot]
+            new = ((seq + 1) << _INDEX_BITS) | index
+            store(entries_offset + 8 * slot, new)
+            entries[slot] = new
+            if old:
+                evicted = old & _INDEX_MASK
+                holders = load(L.HOLDERS)
+                if holders and self._is_held(evicted, holders):
+                    held.append(evicted)
+                else:
+                    free.append(evicted)
+            total += length
+            seq += 1
+        if held:
+            self._collect_released()
+        self._bytes_total = total
+        store(L.BYTES_TOTAL, total)
+        self._head = seq
+        store(L.HEAD, seq)
+        if load(L.WAITERS):
+            atom.wake(L.HEAD)
+        return len(payloads)
+
     def _is_held(self, index: int, holders: int) -> bool:
         want = index + 1
         row = 0
@@ -386,6 +443,71 @@ class RingReader:
                 atom.store(self._rec_cursor, cursor + 1)
             return data, encoding, ts, cursor
 
+    def take_many(self, max_n: int) -> tuple[list[bytes], list[int]]:
+        """Take up to ``max_n`` waiting messages as validated copies: ``(payloads, encodings)``.
+
+        Copies first, validates all with one fence (intact messages are a suffix, since
+        eviction goes in sequence order) and stores the cursor once.
+        """
+        if self.held is not None:
+            self.release_hold()
+        atom, view = self._atom, self._view
+        load = atom.load
+        num_slots, entries_offset = self._num_slots, self._entries_offset
+        buffers_offset, stride, slot_size = self._buffers_offset, self._stride, self._slot_size
+        num_buffers = self._num_buffers
+        for _attempt in range(100):
+            head = load(_HEAD)
+            if self.cursor < head - num_slots:
+                self._skip_to(head - num_slots)
+            start = self.cursor
+            n = min(max_n, head - start)
+            if n <= 0:
+                return [], []
+            payloads: list[bytes] = []
+            encodings: list[int] = []
+            entries: list[int] = []
+            for seq in range(start, start + n):
+                entry = load(entries_offset + 8 * (seq % num_slots))
+                index = entry & _INDEX_MASK
+                if (entry >> _INDEX_BITS) - 1 != seq or index >= num_buffers:
+                    break
+                buf = buffers_offset + index * stride
+                _seq, _ts, length, encoding, _flags = _unpack_slot_header(view, buf)
+                if length > slot_size:
+                    break
+                payloads.append(bytes(view[buf + _BUFFER_HEADER_SIZE:
+                                           buf + _BUFFER_HEADER_SIZE + length]))
+                encodings.append(encoding)
+                entries.append(entry)
+            atom.fence()
+            count = len(entries)
+            first = count
+            while first > 0 and load(
+                    entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
+                first -= 1
+            if first:
+                self._skip_to(start + first)
+            if count == first:
+                if count == 0 and n > 0 and (load(entries_offset + 8 * (start % num_slots))
+                                             >> _INDEX_BITS) - 1 == start:
+                    # A corrupted message at the head of the queue: let poll() report it.
+                    message = self.poll()
+                    if message is None:
+                        return [], []
+                    data = bytes(view[message.offset:message.offset + message.length])
+                    if self.validate(message):
+                        return [data], [message.encoding]
+                    continue
+                if self.cursor == start:
+                    self._skip_to(start + 1)
+                continue
+            self.cursor = start + count
+            if self._rec is not None:
+                atom.store(self._rec_cursor, self.cursor)
+            return payloads[first:], encodings[first:]
+        return [], []
+
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.
 
@@ -467,6 +589,61 @@ class RingReader:
                 atom.store(self._rec_cursor, self.cursor)
             return first, count - first
         return 0, 0
+
+    def begin_batch(self, max_n: int) -> tuple[int, bytes]:
+        """Vectorised batch read, step 1: ``(start, entries)`` of up to ``max_n`` waiting
+        messages, ``entries`` being their ring-entry words (native u64, each loaded
+        atomically), oldest first. Messages already evicted are skipped (counted as dropped).
+
+        Step 2 is the caller's: check each entry's sequence number and buffer index, copy the
+        payloads out, and count how many leading messages it took. Step 3 is
+        :meth:`end_batch`.
+        """
+        if self.held is not None:
+            self.release_hold()
+        atom = self._atom
+        head = atom.load(_HEAD)
+        if self.cursor < head - self._num_slots:
+            self._skip_to(head - self._num_slots)
+        start = self.cursor
+        entries = self.begin_entries(start, max(0, min(max_n, head - start)))
+        atom.fence()  # the caller's payload reads come after these entry loads
+        return start, entries
+
+    def end_batch(self, start: int, entries: bytes, taken: int) -> tuple[int, int]:
+        """Vectorised batch read, step 3, after copying ``taken`` messages from ``start``.
+
+        Fences, loads the entries again and keeps the intact suffix (eviction goes in
+        sequence order). Returns ``(first, count)``: the valid copies are ``first ..
+        first + count - 1``; the earlier ones were overwritten during the copy and are
+        counted as dropped.
+        """
+        if taken <= 0:
+            return 0, 0
+        atom = self._atom
+        atom.fence()
+        again = self.begin_entries(start, taken)
+        first = 0
+        if again != entries[:8 * taken]:
+            first = taken
+            while first > 0 and again[8 * (first - 1):8 * first] == \
+                    entries[8 * (first - 1):8 * first]:
+                first -= 1
+            self._skip_to(start + first)
+        self.cursor = start + taken
+        if self._rec is not None:
+            atom.store(self._rec_cursor, self.cursor)
+        return first, taken - first
+
+    def begin_entries(self, start: int, n: int) -> bytes:
+        """The ring-entry words of messages ``start .. start + n - 1`` (atomic loads)."""
+        atom = self._atom
+        first_slot = start % self._num_slots
+        run = min(n, self._num_slots - first_slot)
+        entries = atom.load_many(self._entries_offset + 8 * first_slot, run)
+        if run < n:
+            entries += atom.load_many(self._entries_offset, n - run)
+        return entries
 
     def release_hold(self) -> None:
         """Let the writer reuse the buffer this reader holds (no-op without a hold)."""

@@ -78,6 +78,13 @@ class _SReceiver(Receiver):
     def try_recv(self) -> Any | None:
         return self.sub.recv_bytes(timeout=0)
 
+    def recv_many(self) -> list[Any]:
+        # The documented batch receive: everything waiting, copied and validated at once.
+        while True:
+            batch = self.sub.recv_bytes_batch(4096, timeout=1.0)
+            if batch:
+                return list(batch)
+
     def stats(self) -> dict[str, Any]:
         return dict(self.sub.stats())
 

@@ -84,6 +84,12 @@ def extract(res: TaskResult) -> dict[str, float]:
             scale = p["idle_seconds"] / max(1e-9, b["idle_wall_s"])
             m[f"idle.{mode}.cpu_ms"] = b["idle_cpu_s"] * 1000 * scale
             m[f"idle.{mode}.vcsw"] = float(b["idle_vcsw"])
+    elif wl == "bstream":
+        a, b = res.roles["a"], res.roles["b"]
+        span = max(1, b["t_last"] - a["t_start"])  # as for the stream row
+        m["bstream.rate"] = b["received"] / (span / 1e9)
+        m["bstream.send_rate"] = a["sent"] / (max(1, a["t_end"] - a["t_start"]) / 1e9)
+        m["bstream.delivered_frac"] = 100.0 * b["received"] / max(1, a["sent"])
     elif wl == "batch":
         b = res.roles["b"]
         m["batch.batch_us"] = pct(b["batch_ns"], 50) / 1000
@@ -347,6 +353,10 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
     )
     add("raw send_bytes 48 B, one-way p50 (blocking)", "lat.block.48.p50", "{:.1f} µs")
     add("typed / raw latency ratio", "typed.ratio", "{:.2f}x")
+    add("batched stream 64 B (send_bytes_batch of 1000 / recv_bytes_batch), delivered",
+        "bstream.rate", "{:,.0f} msg/s")
+    add("batched stream 64 B, delivered / sent (publisher waits for room)",
+        "bstream.delivered_frac", "{:.1f} %")
     add("recv_batch(1000) of 6-float messages", "batch.batch_us", "{:.0f} µs")
     add("1,000 x recv(copy=False) into a preallocated array", "batch.loop_us", "{:.0f} µs")
     add("1,000 recv calls / one recv_batch", "batch.ratio", "{:.1f}x")

@@ -496,6 +496,59 @@ def batch_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     return {"batch_ns": batch_ns, "loop_ns": loop_ns, "got_batch": got_batch, "got_loop": got_loop}
 
 
+def bstream_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One raw 64 B channel for the batched streaming run."""
+    return {"data": peer.make_channel(ctx, f"{p['tag']}_bstream", "bytes", p["size"])}
+
+
+def bstream_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Producer: ``send_bytes_batch`` of ``batch`` messages at a time, waiting for room."""
+    import shm_comm
+
+    name = str(specs["data"].data["channel"])
+    pub = shm_comm.Publisher(name, num_slots=p["slots"], slot_size=p["size"])
+    _wait(sync)
+    _wait(sync)  # subscriber attached
+    msgs = [bytes(p["size"])] * p["batch"]
+    sent = 0
+    t_start = now_ns()
+    while sent < p["count"]:
+        n = pub.send_bytes_batch(msgs, block=True, timeout=10.0)
+        if not n:
+            raise TimeoutError("batched stream consumer stalled")
+        sent += n
+    t_end = now_ns()
+    stats = pub.stats()
+    _wait(sync)
+    pub.close()
+    return {"sent": sent, "t_start": t_start, "t_end": t_end, "drops": stats["drop_count"]}
+
+
+def bstream_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Consumer: ``recv_bytes_batch`` until everything arrived."""
+    import shm_comm
+
+    name = str(specs["data"].data["channel"])
+    _wait(sync)
+    sub = shm_comm.Subscriber(name)
+    _wait(sync)
+    received = 0
+    t_first = t_last = 0
+    while received < p["count"]:
+        batch = sub.recv_bytes_batch(8192, timeout=10.0)
+        if not batch:
+            break
+        t_last = now_ns()
+        if not received:
+            t_first = t_last
+        received += len(batch)
+    stats = sub.stats()
+    _wait(sync)
+    sub.close()
+    return {"received": received, "t_first": t_first, "t_last": t_last,
+            "dropped": stats["dropped"]}
+
+
 def micro_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     """One array channel per size for the loan/send micro-benchmark."""
     return {
@@ -632,6 +685,7 @@ WORKLOADS: dict[str, Workload] = {
     "wake": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "idle": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "batch": Workload(batch_channels, {"a": batch_a, "b": batch_b}),
+    "bstream": Workload(bstream_channels, {"a": bstream_a, "b": bstream_b}),
     "micro": Workload(micro_channels, {"a": micro_a, "b": micro_b}),
 }
 WORKLOADS["combo"] = Workload(combo_channels, {"a": _combo_role("a"), "b": _combo_role("b")})
