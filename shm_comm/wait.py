@@ -8,6 +8,10 @@ Three strategies, chosen by ``poll_interval``:
   lost wake-up (there should be none, see docs/design.md) could never cost more than that,
   and a crashed publisher is noticed within that time (a clean close wakes sleepers at once).
   Platforms without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
+  Adaptive spinning: when the previous wait ended within ``QUICK_WAIT`` (messages are
+  coming back to back, as in request/response loops), the next wait first polls ``head``
+  for up to ``SPIN`` before sleeping, which saves the sleep/wake round trip. A slow or
+  silent channel never spins.
 * ``0``: busy-wait. Lowest latency; burns a whole core. Avoid on small machines.
 * ``> 0``: sleep that many seconds between polls (the tuning guide's 100 µs knob).
 """
@@ -20,12 +24,15 @@ from collections.abc import Callable
 from . import layout as L
 from ._atomic import AtomicBuffer, has_futex
 
-__all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "SUBSCRIBER_SLICE", "Waiter"]
+__all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "QUICK_WAIT", "SPIN", "SUBSCRIBER_SLICE",
+           "Waiter"]
 
 MAX_SLEEP = 0.05  # request/reply and push/pull waits, which also watch their peers
 SUBSCRIBER_SLICE = 1.0  # a silent channel costs a subscriber one wake-up per second
 FALLBACK_POLL = 100e-6
 OBSERVER_POLL = 0.002
+QUICK_WAIT = 200e-6  # a wait this short means messages come back to back...
+SPIN = 50e-6  # ...so the next wait polls this long before it sleeps
 
 
 class Waiter:
@@ -37,6 +44,7 @@ class Waiter:
         self.poll_interval = poll_interval
         self.observer = observer
         self.use_futex = poll_interval is None and bool(has_futex)
+        self._spin_next = False
 
     def wait(self, atom: AtomicBuffer, cursor: int, deadline: float | None,
              set_waiting: Callable[[bool], None]) -> bool:
@@ -61,6 +69,15 @@ class Waiter:
             if head <= cursor and not atom.load(L.CLOSED):
                 atom.wait(L.HEAD, head, min(remaining, OBSERVER_POLL))
             return True
+        started = time.perf_counter()
+        if self._spin_next:
+            load, clock = atom.load, time.perf_counter
+            until = started + min(SPIN, remaining)
+            while load(L.HEAD) <= cursor:
+                if clock() >= until:
+                    break
+            else:
+                return True  # arrived while spinning: keep spinning next time
         set_waiting(True)
         try:
             # Announce first, then look: a publisher that stored head before our
@@ -70,6 +87,7 @@ class Waiter:
                 atom.wait(L.HEAD, head, min(remaining, SUBSCRIBER_SLICE))
         finally:
             set_waiting(False)
+        self._spin_next = time.perf_counter() - started < QUICK_WAIT
         return True
 
     def _spin(self, atom: AtomicBuffer, cursor: int, deadline: float | None) -> bool:

@@ -185,3 +185,20 @@ def test_corrupted_array_header_in_shared_memory(channel: str) -> None:
 def test_long_fuzz_run(channel: str) -> None:
     long = settings(FUZZ, max_examples=EXAMPLES * 20)
     long(given(mutations)(test_corrupted_static_header_is_refused.hypothesis.inner_test))()
+
+
+def test_atheris_short_session(tmp_path: Path) -> None:
+    """A short coverage-guided session of tests/fuzz_atheris.py (longer: run it by hand)."""
+    pytest.importorskip("atheris")
+    import subprocess
+    import sys
+
+    runs = int(os.environ.get("ATHERIS_RUNS", "300000"))
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, str(root / "tests" / "fuzz_atheris.py"), f"-runs={runs}",
+         "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=600, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Done {runs} runs" in proc.stderr
+    print("\n" + [line for line in proc.stderr.splitlines() if "Done" in line][-1])
