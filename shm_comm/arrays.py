@@ -140,14 +140,21 @@ class ArrayPublisher(Publisher):
                 self._headers[shape] = cached
         return cached
 
-    def _target(self, index: int, shape: tuple[int, ...], seq: int
-                ) -> tuple[np.ndarray[Any, Any], int]:
-        """Write the array header into buffer ``index``; return the data view and length."""
+    def _write_header(self, index: int, shape: tuple[int, ...], seq: int, timestamp_ns: int
+                      ) -> tuple[int, int, int]:
+        """Write the array header into buffer ``index``: ``(start, data_offset, length)``."""
         header, data_offset, length = self._header_for(shape)
         start = self._writer.payload_offset(index)
         view = self._segment.view
         view[start:start + data_offset] = header
-        _SEQ_TIMESTAMP.pack_into(view, start + 8, seq, time.time_ns())
+        _SEQ_TIMESTAMP.pack_into(view, start + 8, seq, timestamp_ns)
+        return start, data_offset, length
+
+    def _target(self, index: int, shape: tuple[int, ...], seq: int
+                ) -> tuple[np.ndarray[Any, Any], int]:
+        """Write the array header into buffer ``index``; return the data view and length."""
+        start, data_offset, length = self._write_header(index, shape, seq, time.time_ns())
+        view = self._segment.view
         out = self._targets.get((index, shape))
         if out is None:
             out = np.frombuffer(view, dtype=self.dtype, count=math.prod(shape),
@@ -175,17 +182,19 @@ class ArrayPublisher(Publisher):
             return False
         writer = self._writer
         index = writer.reserve()
+        timestamp_ns = time.time_ns()
         try:
-            out, length = self._target(index, arr.shape, writer.head)
             if arr.nbytes <= _SMALL and arr.flags.c_contiguous:
-                end = writer.payload_offset(index) + length
-                self._segment.view[end - arr.nbytes:end] = arr.tobytes()
+                start, data_offset, length = self._write_header(index, arr.shape, writer.head,
+                                                                timestamp_ns)
+                self._segment.view[start + data_offset:start + length] = arr.tobytes()
             else:
+                out, length = self._target(index, arr.shape, writer.head)
                 np.copyto(out, arr, casting="no")
         except BaseException:
             writer.cancel(index)
             raise
-        writer.commit(index, length, L.ENCODING_ARRAY, time.time_ns())
+        writer.commit(index, length, L.ENCODING_ARRAY, timestamp_ns)
         return True
 
     def send_bytes(self, data: bytes | bytearray | memoryview, *, block: bool = False,
@@ -296,9 +305,9 @@ class ArraySubscriber(_ChannelReader):
                                        (stride, 1))
         self._all_data = np.ndarray((count, self._item_size), np.uint8, ro,
                                     payload + self._data_offset, (stride, 1))
-        head = np.frombuffer(self._template_head, np.uint8)
-        tail = np.frombuffer(self._template_tail, np.uint8)
-        self._header_check = (head, tail)
+        # The template as u64 words: word 0 is magic..data_offset, words 1-2 the per-message
+        # seq and timestamp (not compared), words 3+ the shape and dtype description.
+        self._template_words = np.frombuffer(bytes(scratch), np.uint64)
 
     @property
     def last_timestamp(self) -> float | None:
@@ -405,7 +414,7 @@ class ArraySubscriber(_ChannelReader):
                 pass
         reader = self._reader
         num_buffers = self._segment.layout.num_buffers
-        head_bytes, tail_bytes = self._header_check
+        template = self._template_words
         empty = np.empty((0, *self.shape), dtype=self.dtype)
         for _attempt in range(100):
             start, entries = reader.begin_batch(max_n)
@@ -418,10 +427,10 @@ class ArraySubscriber(_ChannelReader):
             ok = ((words >> np.uint64(L.ENTRY_INDEX_BITS)).astype(np.int64) - 1
                   == np.arange(start, start + n)) & (index < num_buffers)
             index = np.where(ok, index, 0)
-            headers = self._all_headers[index]
+            words_of_headers = self._all_headers[index].view(np.uint64)
             ok &= self._all_lengths[index] == self._fixed_length
-            ok &= (headers[:, :8] == head_bytes).all(axis=1)
-            ok &= (headers[:, 24:] == tail_bytes).all(axis=1)
+            ok &= words_of_headers[:, 0] == template[0]
+            ok &= (words_of_headers[:, 3:] == template[3:]).all(axis=1)
             taken = n if ok.all() else int(np.argmin(ok))
             data = self._all_data[index[:taken]]
             stamps = self._all_stamps[index[:taken]]
