@@ -321,7 +321,7 @@ class ArraySubscriber(_ChannelReader):
             reader.enable_holding()
             self._holding_enabled = True
         while True:
-            message = reader.poll(hold=hold)
+            message = reader.poll_held() if hold else reader.poll()
             if message is None:
                 return None
             if (self.fixed_shape and message.length == self._fixed_length

@@ -313,6 +313,7 @@ class RingReader:
         self.row = row
         self._rec = layout.record(row) if row is not None else None
         self._rec_cursor = (self._rec or 0) + L.REC_CURSOR
+        self._rec_held = (self._rec or 0) + L.REC_HELD
         self.cursor = cursor
         self.start = cursor
         self.dropped = 0
@@ -507,6 +508,37 @@ class RingReader:
                 atom.store(self._rec_cursor, self.cursor)
             return payloads[first:], encodings[first:]
         return [], []
+
+    def poll_held(self) -> Message | None:
+        """:meth:`poll` with ``hold=True``, with a fast path for the common case."""
+        atom = self._atom
+        load = atom.load
+        rec_held = self._rec_held
+        if self.held is not None:
+            atom.store(rec_held, 0)
+            self.held = None
+        num_slots = self._num_slots
+        head = load(_HEAD)
+        cursor = self.cursor
+        if cursor >= head:
+            return None
+        if cursor >= head - num_slots:
+            entry_offset = self._entries_offset + 8 * (cursor % num_slots)
+            entry = load(entry_offset)
+            index = entry & _INDEX_MASK
+            if (entry >> _INDEX_BITS) - 1 == cursor and index < self._num_buffers:
+                atom.store(rec_held, index + 1)
+                if load(entry_offset) == entry:
+                    self.held = index
+                    buf = self._buffers_offset + index * self._stride
+                    _seq, ts, length, encoding, _flags = _unpack_slot_header(self._view, buf)
+                    if length <= self._slot_size:
+                        return Message(cursor, index, buf + _BUFFER_HEADER_SIZE, length,
+                                       encoding, ts)
+                    self.release_hold()
+                else:
+                    atom.store(rec_held, 0)
+        return self.poll(hold=True)  # the careful way: eviction, corruption
 
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.
