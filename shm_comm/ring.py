@@ -74,6 +74,8 @@ class RingWriter:
         in_ring = {e & L.ENTRY_INDEX_MASK for e in self._entries if e}
         self._free = [i for i in range(layout.num_buffers) if i not in in_ring]
         self._held: list[int] = []  # evicted buffers still held by a zero-copy reader
+        self._holders_mask = 0
+        self._holder_words: list[int] = []
         self._loaned: int | None = None
 
     @property
@@ -83,7 +85,9 @@ class RingWriter:
 
     @property
     def free_buffers(self) -> int:
-        """Buffers ready to take a message right now."""
+        """Buffers ready to take a message right now (released holds included)."""
+        if self._held:
+            self._collect_released()
         return len(self._free)
 
     @property
@@ -151,12 +155,13 @@ class RingWriter:
         self._entries[slot] = new
         if old:
             evicted = old & _INDEX_MASK
-            if atom.load(L.HOLDERS) and self._is_held(evicted, atom.load(L.HOLDERS)):
+            holders = atom.load(L.HOLDERS)
+            if holders and self._is_held(evicted, holders):
                 self._held.append(evicted)
             else:
                 self._free.append(evicted)
-        if self._held:
-            self._collect_released()
+        if self._held and not seq & 15:
+            self._collect_released()  # every 16th message, and whenever reserve() runs dry
         self._bytes_total += length
         atom.store(L.BYTES_TOTAL, self._bytes_total)
         self._head = seq + 1
@@ -243,14 +248,13 @@ class RingWriter:
         return len(payloads)
 
     def _is_held(self, index: int, holders: int) -> bool:
+        if holders != self._holders_mask:
+            self._holders_mask = holders
+            self._holder_words = [self._layout.record(row) + L.REC_HELD
+                                  for row in range(L.MAX_SUBSCRIBERS) if holders >> row & 1]
         want = index + 1
-        row = 0
-        while holders:
-            if holders & 1 and self._atom.load(self._layout.record(row) + L.REC_HELD) == want:
-                return True
-            holders >>= 1
-            row += 1
-        return False
+        load = self._atom.load
+        return any(load(word) == want for word in self._holder_words)
 
     def _collect_released(self) -> None:
         holders = self._atom.load(L.HOLDERS)
