@@ -132,5 +132,6 @@ def test_soak_ci(channel: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_soak_five_minutes(channel: str) -> None:
     soak(channel, 300.0)
