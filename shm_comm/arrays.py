@@ -460,8 +460,5 @@ class ArraySubscriber(_ChannelReader):
     def __enter__(self) -> ArraySubscriber:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<ArraySubscriber {self.name!r} {self.dtype} shape={self.shape}>"

@@ -1,4 +1,5 @@
-"""What every channel end shares: letting go of its segment in a ``fork()``ed child.
+"""What every channel end shares: its segment name, closed state, ``with`` exit, and letting go
+of its segment in a ``fork()``ed child.
 
 A child shares the parent's open file descriptions: keeping them would keep the creator's
 liveness lock held after the parent died, and the child's exit handlers would close the
@@ -25,6 +26,23 @@ class ForkAware:
     _finalizer: weakref.finalize[..., Any]
     _segment: Segment
     _closed: bool = False
+
+    @property
+    def segment_name(self) -> str:
+        """The shared-memory object's name (in ``/dev/shm`` on Linux)."""
+        return self._segment.name
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or this is a ``fork()``ed copy)."""
+        return self._closed or not self._finalizer.alive
+
+    def close(self) -> None:
+        """Release this end of the channel. Idempotent."""
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _track(self) -> None:
         _LIVE.add(self)

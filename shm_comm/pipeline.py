@@ -125,16 +125,6 @@ class Pusher(ForkAware):
         """Largest item payload in bytes."""
         return self._layout.slot_size
 
-    @property
-    def segment_name(self) -> str:
-        """The shared-memory object's name (in ``/dev/shm`` on Linux)."""
-        return self._segment.name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
-
     def send(self, obj: Any, *, block: bool = True, timeout: float | None = None) -> bool:
         """Serialize ``obj`` and queue it for exactly one puller; returns True.
 
@@ -284,9 +274,6 @@ class Pusher(ForkAware):
     def __enter__(self) -> Pusher:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._head} sent"
         return f"<Pusher {self.name!r} {self.num_slots}x{self.slot_size} {state}>"
@@ -332,11 +319,6 @@ class Puller(ForkAware):
         self._next_check = time.monotonic() + LIVENESS_CHECK_INTERVAL
         self._finalizer = weakref.finalize(self, release_row, segment, row)
         self._track()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next item, deserialized; None if none came within ``timeout`` seconds.
@@ -550,9 +532,6 @@ class Puller(ForkAware):
 
     def __enter__(self) -> Puller:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._received} received"

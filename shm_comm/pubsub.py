@@ -91,16 +91,6 @@ class Publisher(ForkAware):
         """Largest payload in bytes."""
         return self._layout.slot_size
 
-    @property
-    def segment_name(self) -> str:
-        """The shared-memory object's name (in ``/dev/shm`` on Linux)."""
-        return self._segment.name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
     def send(self, obj: Any, *, block: bool = False, timeout: float | None = None) -> bool:
         """Serialize ``obj`` and publish it; returns True once published.
 
@@ -221,9 +211,6 @@ class Publisher(ForkAware):
 
     def __enter__(self) -> Publisher:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._writer.head} sent"
@@ -360,11 +347,6 @@ class _ChannelReader(ForkAware):
         self._check_publisher()
         return self._alive
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
     def stats(self) -> dict[str, Any]:
         """This subscriber's counters: ``received``, ``dropped``, ``cursor``, ``pending``...
 
@@ -498,9 +480,6 @@ class Subscriber(_ChannelReader):
 
     def __enter__(self) -> Subscriber:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         kind = "observer" if self.observer else "subscriber"

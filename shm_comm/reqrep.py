@@ -225,16 +225,6 @@ class Replier(ForkAware):
         """Largest request or reply payload in bytes."""
         return self._layout.slot_size
 
-    @property
-    def segment_name(self) -> str:
-        """The shared-memory object's name (in ``/dev/shm`` on Linux)."""
-        return self._segment.name
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
-
     def _ensure_open(self) -> None:
         if not self._finalizer.alive:
             raise ValueError(f"replier of channel {self.name!r} is closed")
@@ -413,9 +403,6 @@ class Replier(ForkAware):
     def __enter__(self) -> Replier:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._position} requests"
         return f"<Replier {self.name!r} {self.num_slots}x{self.slot_size} {state}>"
@@ -466,11 +453,6 @@ class Requester(ForkAware):
         self._gone = False
         self._finalizer = weakref.finalize(self, release_row, segment, row)
         self._track()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return not self._finalizer.alive
 
     def _ensure_open(self) -> None:
         if not self._finalizer.alive:
@@ -698,9 +680,6 @@ class Requester(ForkAware):
 
     def __enter__(self) -> Requester:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._sent} sent"
