@@ -16,9 +16,7 @@
  * observers) object such as an mmap for as long as it lives; release() drops it so the
  * mmap can be closed.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
+#include "_atomic.h"
 
 #if defined(__linux__)
 #include <errno.h>
@@ -31,53 +29,6 @@
 #else
 #define SHMC_HAVE_FUTEX 0
 #endif
-
-#if defined(_MSC_VER)
-#include <intrin.h>
-#include <windows.h>
-static inline uint64_t a_load(volatile uint64_t *p) {
-    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, 0, 0);
-}
-static inline void a_store(volatile uint64_t *p, uint64_t v) {
-    _InterlockedExchange64((volatile __int64 *)p, (__int64)v);
-}
-static inline uint64_t a_fetch_add(volatile uint64_t *p, uint64_t v) {
-    return (uint64_t)_InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
-}
-static inline uint64_t a_fetch_or(volatile uint64_t *p, uint64_t v) {
-    return (uint64_t)_InterlockedOr64((volatile __int64 *)p, (__int64)v);
-}
-static inline uint64_t a_fetch_and(volatile uint64_t *p, uint64_t v) {
-    return (uint64_t)_InterlockedAnd64((volatile __int64 *)p, (__int64)v);
-}
-static inline int a_cas(volatile uint64_t *p, uint64_t expected, uint64_t desired) {
-    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, (__int64)desired,
-                                                   (__int64)expected) == expected;
-}
-static inline void a_fence(void) { MemoryBarrier(); }
-#else
-static inline uint64_t a_load(volatile uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
-static inline void a_store(volatile uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
-static inline uint64_t a_fetch_add(volatile uint64_t *p, uint64_t v) {
-    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
-}
-static inline uint64_t a_fetch_or(volatile uint64_t *p, uint64_t v) {
-    return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);
-}
-static inline uint64_t a_fetch_and(volatile uint64_t *p, uint64_t v) {
-    return __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST);
-}
-static inline int a_cas(volatile uint64_t *p, uint64_t expected, uint64_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-}
-static inline void a_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-#endif
-
-typedef struct {
-    PyObject_HEAD
-    Py_buffer view;
-    int has_view;
-} AtomicBuffer;
 
 static int
 AtomicBuffer_init(AtomicBuffer *self, PyObject *args, PyObject *kwds)
@@ -309,6 +260,23 @@ AtomicBuffer_wait(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
 #endif
 }
 
+/* Wakes every process sleeping in wait() on the word at p; returns how many, or -1 (errno). */
+long
+shmc_wake_all(volatile uint64_t *p)
+{
+#if SHMC_HAVE_FUTEX
+    uint32_t *word = (uint32_t *)p;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word += 1;
+#endif
+    return syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#else
+    /* Without futexes readers poll, so there is nobody to wake. */
+    (void)p;
+    return 0;
+#endif
+}
+
 /* wake(offset) -> int: wakes every process sleeping in wait() on that word. */
 static PyObject *
 AtomicBuffer_wake(AtomicBuffer *self, PyObject *offset)
@@ -316,19 +284,10 @@ AtomicBuffer_wake(AtomicBuffer *self, PyObject *offset)
     volatile uint64_t *p = word_at(self, offset, 0);
     if (p == NULL)
         return NULL;
-#if SHMC_HAVE_FUTEX
-    uint32_t *word = (uint32_t *)p;
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    word += 1;
-#endif
-    long rc = syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    long rc = shmc_wake_all(p);
     if (rc < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromLong(rc);
-#else
-    /* Without futexes readers poll, so there is nobody to wake. */
-    return PyLong_FromLong(0);
-#endif
 }
 
 static PyObject *
@@ -383,7 +342,7 @@ static PyGetSetDef AtomicBuffer_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject AtomicBufferType = {
+PyTypeObject shmc_AtomicBufferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shm_comm._atomic.AtomicBuffer",
     .tp_basicsize = sizeof(AtomicBuffer),
@@ -404,18 +363,18 @@ static struct PyModuleDef atomic_module = {
 PyMODINIT_FUNC
 PyInit__atomic(void)
 {
-    if (PyType_Ready(&AtomicBufferType) < 0)
+    if (PyType_Ready(&shmc_AtomicBufferType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&atomic_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&AtomicBufferType);
-    if (PyModule_AddObject(m, "AtomicBuffer", (PyObject *)&AtomicBufferType) < 0) {
-        Py_DECREF(&AtomicBufferType);
+    Py_INCREF(&shmc_AtomicBufferType);
+    if (PyModule_AddObject(m, "AtomicBuffer", (PyObject *)&shmc_AtomicBufferType) < 0) {
+        Py_DECREF(&shmc_AtomicBufferType);
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddIntConstant(m, "has_futex", SHMC_HAVE_FUTEX) < 0) {
+    if (shmc_add_ring_type(m) < 0 || PyModule_AddIntConstant(m, "has_futex", SHMC_HAVE_FUTEX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import layout as L
-from ._atomic import AtomicBuffer
+from ._atomic import AtomicBuffer, Ring
 from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError
 
 __all__ = ["RingReader", "RingWriter", "claim_record", "reap_dead_records", "release_record"]
@@ -50,6 +50,13 @@ _unpack_slot_header = L.SLOT_HEADER.unpack_from
 
 def _entry_seq(entry: int) -> int:
     return (entry >> L.ENTRY_INDEX_BITS) - 1
+
+
+def fast_path(atom: AtomicBuffer, layout: L.SegmentLayout) -> Ring:
+    """The C version of the per-message steps (``_ring.c``) bound to this segment's geometry."""
+    return Ring(atom, L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, layout.entries_offset,
+                layout.num_slots, layout.num_buffers, layout.buffers_offset,
+                layout.buffer_stride, layout.slot_size)
 
 
 class RingWriter:
@@ -77,6 +84,7 @@ class RingWriter:
         self._holders_mask = 0
         self._holder_words: list[int] = []
         self._loaned: int | None = None
+        self._fast = fast_path(atom, layout)
 
     @property
     def head(self) -> int:
@@ -143,32 +151,30 @@ class RingWriter:
             raise RuntimeError(f"buffer {index} is not the reserved one")
         if not 0 <= length <= self._slot_size:
             raise ValueError(f"length {length} outside 0..{self._slot_size}")
-        self._loaned = None
-        atom = self._atom
         seq = self._head
-        _pack_slot_header(self._view, self._buffers_offset + index * self._stride, seq,
-                          timestamp_ns, length, encoding, 0)
+        holders = self._fast.commit(index, seq, timestamp_ns, length, encoding,
+                                    self._bytes_total + length)
+        self._loaned = None
+        self._published(seq, index, length, holders)
+        return seq
+
+    def _published(self, seq: int, index: int, length: int, holders: int) -> None:
+        # Bookkeeping after message ``seq`` went out in buffer ``index``: the entry it
+        # replaced frees that buffer, unless a zero-copy reader holds it. ``holders`` was
+        # loaded after the entry store (the hand-off with holders needs that order).
         slot = seq % self._num_slots
         old = self._entries[slot]
-        new = ((seq + 1) << _INDEX_BITS) | index
-        atom.store(self._entries_offset + 8 * slot, new)
-        self._entries[slot] = new
+        self._entries[slot] = ((seq + 1) << _INDEX_BITS) | index
+        self._head = seq + 1
+        self._bytes_total += length
         if old:
             evicted = old & _INDEX_MASK
-            holders = atom.load(L.HOLDERS)
             if holders and self._is_held(evicted, holders):
                 self._held.append(evicted)
             else:
                 self._free.append(evicted)
         if self._held and not seq & 15:
             self._collect_released()  # every 16th message, and whenever reserve() runs dry
-        self._bytes_total += length
-        atom.store(L.BYTES_TOTAL, self._bytes_total)
-        self._head = seq + 1
-        atom.store(L.HEAD, seq + 1)
-        if atom.load(L.WAITERS):
-            atom.wake(L.HEAD)
-        return seq
 
     def write(self, payload: bytes | bytearray | memoryview, encoding: int,
               timestamp_ns: int) -> int:
@@ -181,14 +187,19 @@ class RingWriter:
                 f"message of {length} bytes does not fit in a slot of {self._slot_size} "
                 f"bytes; create the channel with slot_size >= {length}"
             )
-        index = self.reserve()
-        start = self._buffers_offset + index * self._stride + L.BUFFER_HEADER_SIZE
+        free = self._free
+        if self._loaned is not None or not free:
+            self.cancel(self.reserve())  # raises the reason, or collects released buffers
+        index = free.pop()
+        seq = self._head
         try:
-            self._view[start:start + length] = payload
+            holders = self._fast.publish(payload, index, seq, timestamp_ns, encoding,
+                                         self._bytes_total + length, True)
         except BaseException:
-            self.cancel(index)
+            free.append(index)
             raise
-        return self.commit(index, length, encoding, timestamp_ns)
+        self._published(seq, index, length, holders)
+        return seq
 
     def write_many(self, payloads: list[bytes | memoryview], encoding: int,
                    timestamp_ns: int) -> int:
@@ -205,46 +216,29 @@ class RingWriter:
                     f"bytes; create the channel with slot_size >= {len(payload)}")
         if self._loaned is not None:
             raise RuntimeError("a buffer is reserved; commit or cancel it first")
-        atom, view = self._atom, self._view
-        store, load = atom.store, atom.load
-        free, held, entries = self._free, self._held, self._entries
-        num_slots, entries_offset = self._num_slots, self._entries_offset
-        buffers_offset, stride = self._buffers_offset, self._stride
+        free = self._free
+        publish = self._fast.publish
         seq = self._head
-        total = self._bytes_total
-        atom.fence()  # as in reserve(): order our payload writes after earlier evictions
-        for payload in payloads:
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
             if not free:
-                self._collect_released()
-                if not free:
-                    raise SHMBufferFullError("every data buffer is held by a zero-copy reader")
+                self.cancel(self.reserve())  # raises, or collects released buffers
             index = free.pop()
-            buf = buffers_offset + index * stride
             length = len(payload)
-            view[buf + _BUFFER_HEADER_SIZE:buf + _BUFFER_HEADER_SIZE + length] = payload
-            _pack_slot_header(view, buf, seq, timestamp_ns, length, encoding, 0)
-            slot = seq % num_slots
-            old = entries[slot]
-            new = ((seq + 1) << _INDEX_BITS) | index
-            store(entries_offset + 8 * slot, new)
-            entries[slot] = new
-            if old:
-                evicted = old & _INDEX_MASK
-                holders = load(L.HOLDERS)
-                if holders and self._is_held(evicted, holders):
-                    held.append(evicted)
-                else:
-                    free.append(evicted)
-            total += length
+            try:
+                # head (and the wake-up) only with the last one
+                holders = publish(payload, index, seq, timestamp_ns, encoding,
+                                  self._bytes_total + length, i == last)
+            except BaseException:
+                free.append(index)
+                if i:  # publish what went out so far
+                    self._atom.store(L.BYTES_TOTAL, self._bytes_total)
+                    self._atom.store(L.HEAD, seq)
+                    if self._atom.load(L.WAITERS):
+                        self._atom.wake(L.HEAD)
+                raise
+            self._published(seq, index, length, holders)
             seq += 1
-        if held:
-            self._collect_released()
-        self._bytes_total = total
-        store(L.BYTES_TOTAL, total)
-        self._head = seq
-        store(L.HEAD, seq)
-        if load(L.WAITERS):
-            atom.wake(L.HEAD)
         return len(payloads)
 
     def _is_held(self, index: int, holders: int) -> bool:
@@ -322,6 +316,8 @@ class RingReader:
         self.start = cursor
         self.dropped = 0
         self.held: int | None = None
+        self._fast = fast_path(atom, layout)
+        self._rec_cursor_or_none = -1 if row is None else self._rec_cursor
 
     @property
     def received(self) -> int:
@@ -409,6 +405,16 @@ class RingReader:
         """
         if self.held is not None:
             self.release_hold()
+        cursor = self.cursor
+        got = self._fast.take(cursor, self._rec_cursor_or_none)
+        if got.__class__ is tuple:
+            self.cursor = cursor + 1
+            return got
+        if got is None:
+            return None
+        return self._take_copy_careful()
+
+    def _take_copy_careful(self) -> tuple[bytes, int, int, int] | None:
         atom = self._atom
         load = atom.load
         view = self._view
@@ -459,8 +465,7 @@ class RingReader:
         atom, view = self._atom, self._view
         load = atom.load
         num_slots, entries_offset = self._num_slots, self._entries_offset
-        buffers_offset, stride, slot_size = self._buffers_offset, self._stride, self._slot_size
-        num_buffers = self._num_buffers
+        take = self._fast.take_many
         for _attempt in range(100):
             head = load(_HEAD)
             if self.cursor < head - num_slots:
@@ -469,33 +474,13 @@ class RingReader:
             n = min(max_n, head - start)
             if n <= 0:
                 return [], []
-            payloads: list[bytes] = []
-            encodings: list[int] = []
-            entries: list[int] = []
-            for seq in range(start, start + n):
-                entry = load(entries_offset + 8 * (seq % num_slots))
-                index = entry & _INDEX_MASK
-                if (entry >> _INDEX_BITS) - 1 != seq or index >= num_buffers:
-                    break
-                buf = buffers_offset + index * stride
-                _seq, _ts, length, encoding, _flags = _unpack_slot_header(view, buf)
-                if length > slot_size:
-                    break
-                payloads.append(bytes(view[buf + _BUFFER_HEADER_SIZE:
-                                           buf + _BUFFER_HEADER_SIZE + length]))
-                encodings.append(encoding)
-                entries.append(entry)
-            atom.fence()
-            count = len(entries)
-            first = count
-            while first > 0 and load(
-                    entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
-                first -= 1
+            first, payloads, encodings = take(start, n)
+            count = first + len(payloads)
             if first:
                 self._skip_to(start + first)
-            if count == first:
-                if count == 0 and n > 0 and (load(entries_offset + 8 * (start % num_slots))
-                                             >> _INDEX_BITS) - 1 == start:
+            if not payloads:
+                if count == 0 and (load(entries_offset + 8 * (start % num_slots))
+                                   >> _INDEX_BITS) - 1 == start:
                     # A corrupted message at the head of the queue: let poll() report it.
                     message = self.poll()
                     if message is None:
@@ -510,7 +495,7 @@ class RingReader:
             self.cursor = start + count
             if self._rec is not None:
                 atom.store(self._rec_cursor, self.cursor)
-            return payloads[first:], encodings[first:]
+            return payloads, encodings
         return [], []
 
     def poll_held(self) -> Message | None:

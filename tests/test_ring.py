@@ -26,7 +26,7 @@ from hypothesis.stateful import (
 
 from shm_comm import SHMBufferFullError, SHMConnectionError, SHMFormatError, ring
 from shm_comm import layout as L
-from shm_comm._atomic import AtomicBuffer
+from shm_comm._atomic import AtomicBuffer, Ring
 from shm_comm.ring import RingReader, RingWriter, claim_record, release_record
 
 SLOT_SIZE = 32
@@ -120,6 +120,7 @@ class RingMachine(RuleBasedStateMachine):
         self.n = num_slots
         self.head = 0
         self.sizes: list[int] = []
+        self.meta: list[tuple[int, int]] = []  # (encoding, timestamp_ns) of each seq
         self.readers: list[ModelReader] = []
         self.departed_dropped = 0
         self.departed_received = 0
@@ -138,7 +139,19 @@ class RingMachine(RuleBasedStateMachine):
             seq = self.ring.send(payload_of(self.head, size), self.head % 4, 10_000 + self.head)
             assert seq == self.head
             self.sizes.append(size)
+            self.meta.append((seq % 4, 10_000 + seq))
             self.head += 1
+        assert self.ring.writer.head == self.head
+
+    @rule(size=st.sampled_from(SIZES), count=st.integers(1, 8))
+    def send_batch(self, size: int, count: int) -> None:
+        """write_many: the same messages as ``count`` writes, head stored once."""
+        payloads = [payload_of(self.head + i, size) for i in range(count)]
+        encoding, stamp = self.head % 4, 20_000 + self.head
+        assert self.ring.writer.write_many(payloads, encoding, stamp) == count
+        self.sizes.extend([size] * count)
+        self.meta.extend([(encoding, stamp)] * count)
+        self.head += count
         assert self.ring.writer.head == self.head
 
     @rule()
@@ -208,8 +221,7 @@ class RingMachine(RuleBasedStateMachine):
     def _check_message(self, msg: ring.Message, seq: int) -> None:
         assert msg.seq == seq
         assert msg.length == self.sizes[seq]
-        assert msg.encoding == seq % 4
-        assert msg.timestamp_ns == 10_000 + seq
+        assert (msg.encoding, msg.timestamp_ns) == self.meta[seq]
         assert bytes(self.ring.view[msg.offset:msg.offset + msg.length]) == payload_of(
             seq, self.sizes[seq])
 
@@ -288,8 +300,38 @@ class RingMachine(RuleBasedStateMachine):
         assert (first, count) == (0, len(want))
         for i, seq in enumerate(want):
             assert bytes(out[i * ITEM:(i + 1) * ITEM]) == payload_of(seq, ITEM)
-        assert stamps == [10_000 + seq for seq in want]
+        assert stamps == [self.meta[seq][1] for seq in want]
         assert m.reader.held is None
+        m.cursor += len(want)
+        m.delivered.extend(want)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def take_copy(self, which: int) -> None:
+        """The C fast path (falling back to the careful one after evictions)."""
+        m = self.readers[which % len(self.readers)]
+        m.held = None
+        expected = self._expect_next(m)
+        got = m.reader.take_copy()
+        assert m.reader.held is None
+        if expected is None:
+            assert got is None
+            return
+        assert got == (payload_of(expected, self.sizes[expected]), *self.meta[expected],
+                       expected)
+        m.cursor = expected + 1
+        m.delivered.append(expected)
+
+    @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63), max_n=st.integers(1, 10))
+    def take_many(self, which: int, max_n: int) -> None:
+        m = self.readers[which % len(self.readers)]
+        m.held = None
+        self._expect_next(m)
+        want = list(range(m.cursor, min(self.head, m.cursor + max_n)))
+        payloads, encodings = m.reader.take_many(max_n)
+        assert payloads == [payload_of(seq, self.sizes[seq]) for seq in want]
+        assert encodings == [self.meta[seq][0] for seq in want]
         m.cursor += len(want)
         m.delivered.extend(want)
 
@@ -634,24 +676,24 @@ def test_write_gives_the_buffer_back_when_the_copy_fails(anon_ring) -> None:
     r = anon_ring()
 
     class FailingCopy:
-        def __init__(self, view: memoryview) -> None:
-            self.view = view
+        def __init__(self, fast: object) -> None:
+            self.fast = fast
 
-        def __getitem__(self, key: slice) -> memoryview:
-            return self.view[key]
-
-        def __setitem__(self, key: slice, value: object) -> None:
+        def publish(self, *args: object) -> int:
             raise MemoryError("copy failed")
 
     writer = r.writer
     free = writer.free_buffers
-    real = writer._view
-    writer._view = FailingCopy(real)
+    real = writer._fast
+    writer._fast = FailingCopy(real)
     try:
         with pytest.raises(MemoryError):
             r.send(b"abc")
+        with pytest.raises(MemoryError):
+            writer.write_many([b"abc", b"def"], 0, 0)
     finally:
-        writer._view = real
+        writer._fast = real
+    assert writer.head == 0
     assert writer.free_buffers == free
     assert writer.head == 0
     assert r.send(b"ok") == 0
@@ -723,3 +765,70 @@ def test_pending_and_waiting_bits(anon_ring) -> None:
     assert r.atom.load(L.WAITERS) == 0
     r.observer().set_waiting(True)  # observers never touch the segment
     assert r.atom.load(L.WAITERS) == 0
+
+
+def test_c_slot_header_matches_the_format(anon_ring) -> None:
+    r = anon_ring()
+    seq = r.send(b"hello", encoding=3, ts=123_456_789_012)
+    index = r.writer._entries[seq % r.layout.num_slots] & L.ENTRY_INDEX_MASK
+    assert L.SLOT_HEADER.unpack_from(r.view, r.layout.buffer(index)) == (
+        seq, 123_456_789_012, 5, 3, 0)
+    assert L.SLOT_HEADER.size <= L.BUFFER_HEADER_SIZE == 64  # _ring.c's constants
+
+
+def test_write_many_publishes_head_once_with_all(anon_ring) -> None:
+    r = anon_ring(num_slots=8)
+    reader = r.reader()
+    assert r.writer.write_many([b"a", b"bb", b"ccc"], L.ENCODING_RAW, 5) == 3
+    assert r.atom.load(L.HEAD) == 3
+    assert r.atom.load(L.BYTES_TOTAL) == 6
+    assert reader.take_many(10) == ([b"a", b"bb", b"ccc"], [L.ENCODING_RAW] * 3)
+
+
+def test_ring_fast_path_refuses_a_released_segment(anon_ring) -> None:
+    r = anon_ring()
+    reader = r.reader()
+    r.send(b"x")
+    fast = ring.fast_path(r.atom, r.layout)
+    r.atom.release()
+    with pytest.raises(ValueError, match="closed"):
+        fast.take(0, -1)
+    with pytest.raises(ValueError, match="closed"):
+        fast.publish(b"y", 0, 1, 0, 0, 2, True)
+    with pytest.raises(ValueError, match="closed"):
+        reader.take_copy()
+    r.atom = AtomicBuffer(r.mm)  # for the fixture's close()
+
+
+def test_ring_fast_path_checks_its_geometry(anon_ring) -> None:
+    r = anon_ring()
+    lay = r.layout
+    args = [L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, lay.entries_offset, lay.num_slots,
+            lay.num_buffers, lay.buffers_offset, lay.buffer_stride, lay.slot_size]
+    Ring(r.atom, *args)
+    for i, bad in [(0, lay.total_size), (0, 3), (5, 10**9), (6, 10**9), (8, 8)]:
+        wrong = list(args)
+        wrong[i] = bad
+        with pytest.raises(ValueError):
+            Ring(r.atom, *wrong)
+    with pytest.raises(TypeError):
+        Ring(bytearray(64), *args)
+    fast = Ring(r.atom, *args)
+    with pytest.raises(ValueError, match="does not fit"):
+        fast.publish(bytes(lay.slot_size + 1), 0, 0, 0, 0, 0, True)
+    with pytest.raises(ValueError, match="buffer"):
+        fast.publish(b"x", lay.num_buffers, 0, 0, 0, 0, True)
+    assert r.atom.load(L.HEAD) == 0  # nothing was published
+
+
+def test_observer_fast_path_on_a_read_only_mapping(anon_ring) -> None:
+    r = anon_ring()
+    r.send(b"abc", ts=9)
+    ro = AtomicBuffer(bytes(r.mm))  # a read-only copy of the segment
+    fast = ring.fast_path(ro, r.layout)
+    assert fast.take(0, -1) == (b"abc", L.ENCODING_RAW, 9, 0)
+    with pytest.raises(ValueError, match="cursor"):
+        fast.take(0, r.layout.record(0) + L.REC_CURSOR)
+    with pytest.raises(TypeError, match="read-only"):
+        fast.publish(b"x", 0, 1, 0, 0, 0, True)
+    ro.release()

@@ -1,0 +1,440 @@
+/*
+ * shm_comm._atomic.Ring: the ring's two hot paths in C, for speed only.
+ *
+ * ring.py is the reference for the ring algorithm (docs/design.md has the argument); this file
+ * repeats exactly two of its steps, the ones every message takes, because in Python they cost
+ * ~1 µs each in interpreter overhead:
+ *
+ *   publish/commit  RingWriter.write/commit without the free-list bookkeeping, which stays
+ *                   in Python: copy the payload, write the slot header, store the ring entry,
+ *                   then bytes_total and head, wake sleepers; return the holders word.
+ *   take/take_many  RingReader.take_copy/take_many for the common case only: the next
+ *                   messages are there and intact. Anything else (evicted, overwritten during
+ *                   the copy, a corrupted entry or length) returns False or stops the batch,
+ *                   and ring.py's careful path decides what happened.
+ *
+ * The memory orders are those of ring.py: every shared word goes through the seq_cst
+ * operations of _atomic.h; payload and slot header are plain memory published by the
+ * seq_cst store of the entry and validated by a full fence and a second load of it.
+ * The slot header is layout.SLOT_HEADER ("<QQIBB": seq, timestamp_ns, length, encoding,
+ * flags) at the start of a buffer of layout.BUFFER_HEADER_SIZE bytes; tests check the two
+ * agree.
+ */
+#include "_atomic.h"
+
+#include <string.h>
+
+#define BUFFER_HEADER_SIZE 64
+#define ENTRY_INDEX_BITS 16
+#define ENTRY_INDEX_MASK ((1u << ENTRY_INDEX_BITS) - 1u)
+
+typedef struct {
+    PyObject_HEAD
+    AtomicBuffer *atom;  /* strong reference; its export keeps the mapping alive */
+    char *base;          /* atom->view.buf when we were made, to notice a release */
+    Py_ssize_t head, waiters, bytes_total, holders, entries, buffers, stride, slot_size;
+    uint64_t num_slots, num_buffers;
+} Ring;
+
+static inline uint64_t rd_le64(const char *p)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | b[i];
+    return v;
+}
+
+static inline uint32_t rd_le32(const char *p)
+{
+    const unsigned char *b = (const unsigned char *)p;
+    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static inline void wr_le64(char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++, v >>= 8)
+        p[i] = (char)(v & 0xFF);
+}
+
+static inline void wr_le32(char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++, v >>= 8)
+        p[i] = (char)(v & 0xFF);
+}
+
+static inline volatile uint64_t *word(const Ring *self, Py_ssize_t offset)
+{
+    return (volatile uint64_t *)(self->base + offset);
+}
+
+/* The mapping's base address, or NULL with ValueError once the AtomicBuffer was released. */
+static char *
+ring_base(Ring *self, int need_write)
+{
+    AtomicBuffer *atom = self->atom;
+    if (!atom->has_view || atom->view.buf != self->base) {
+        PyErr_SetString(PyExc_ValueError, "the segment of this Ring was closed");
+        return NULL;
+    }
+    if (need_write && atom->view.readonly) {
+        PyErr_SetString(PyExc_TypeError, "buffer is read-only");
+        return NULL;
+    }
+    return self->base;
+}
+
+static int
+Ring_init(Ring *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"atom", "head", "waiters", "bytes_total", "holders", "entries",
+                             "num_slots", "num_buffers", "buffers", "stride", "slot_size", NULL};
+    PyObject *atom;
+    Py_ssize_t head, waiters, bytes_total, holders, entries, num_slots, num_buffers, buffers,
+        stride, slot_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nnnnnnnnnn", kwlist, &shmc_AtomicBufferType,
+                                     &atom, &head, &waiters, &bytes_total, &holders, &entries,
+                                     &num_slots, &num_buffers, &buffers, &stride, &slot_size))
+        return -1;
+    AtomicBuffer *ab = (AtomicBuffer *)atom;
+    if (!ab->has_view) {
+        PyErr_SetString(PyExc_ValueError, "AtomicBuffer was released");
+        return -1;
+    }
+    Py_ssize_t len = ab->view.len;
+    Py_ssize_t words[] = {head, waiters, bytes_total, holders, entries};
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (words[i] < 0 || words[i] > len - 8 || words[i] % 8 != 0) {
+            PyErr_Format(PyExc_ValueError, "word offset %zd invalid for %zd bytes", words[i], len);
+            return -1;
+        }
+    }
+    if (num_slots < 1 || num_buffers < 1 || num_buffers > (Py_ssize_t)ENTRY_INDEX_MASK + 1 ||
+        slot_size < 0 || stride < BUFFER_HEADER_SIZE + slot_size || buffers < 0 ||
+        entries + 8 * num_slots > len || (len - buffers) / stride < num_buffers ||
+        slot_size > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "ring geometry does not fit the buffer");
+        return -1;
+    }
+    Py_INCREF(atom);
+    Py_XSETREF(self->atom, ab);
+    self->base = (char *)ab->view.buf;
+    self->head = head;
+    self->waiters = waiters;
+    self->bytes_total = bytes_total;
+    self->holders = holders;
+    self->entries = entries;
+    self->buffers = buffers;
+    self->stride = stride;
+    self->slot_size = slot_size;
+    self->num_slots = (uint64_t)num_slots;
+    self->num_buffers = (uint64_t)num_buffers;
+    return 0;
+}
+
+static void
+Ring_dealloc(Ring *self)
+{
+    Py_XDECREF(self->atom);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+arg_u64(PyObject *obj, uint64_t *out)
+{
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+#define CHECK_NARGS(n, name)                                                              \
+    if (nargs != (n)) {                                                                   \
+        PyErr_Format(PyExc_TypeError, name "() takes exactly %d arguments", (int)(n));   \
+        return NULL;                                                                      \
+    }
+
+/* Writes the slot header and stores the entry, then (if publish_head) bytes_total and head,
+ * waking sleepers; returns the holders word, loaded after the entry store. */
+static PyObject *
+finish(Ring *self, char *base, uint64_t index, uint64_t seq, uint64_t timestamp,
+       uint64_t length, uint64_t encoding, uint64_t bytes_total, int publish_head)
+{
+    char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
+    wr_le64(buf, seq);
+    wr_le64(buf + 8, timestamp);
+    wr_le32(buf + 16, (uint32_t)length);
+    buf[20] = (char)encoding;
+    buf[21] = 0;
+    a_store(word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots)),
+            ((seq + 1) << ENTRY_INDEX_BITS) | index);
+    if (publish_head) {
+        a_store(word(self, self->bytes_total), bytes_total);
+        a_store(word(self, self->head), seq + 1);
+        /* The message is out; a failed wake-up (it cannot fail on a mapped word) would only
+         * cost sleepers their slice, so it is not reported as a failed publish. */
+        if (a_load(word(self, self->waiters)))
+            (void)shmc_wake_all(word(self, self->head));
+    }
+    return PyLong_FromUnsignedLongLong(a_load(word(self, self->holders)));
+}
+
+static int
+check_index(Ring *self, uint64_t index)
+{
+    if (index >= self->num_buffers) {
+        PyErr_Format(PyExc_ValueError, "buffer %llu of %llu", (unsigned long long)index,
+                     (unsigned long long)self->num_buffers);
+        return -1;
+    }
+    return 0;
+}
+
+/* publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head) -> holders */
+static PyObject *
+Ring_publish(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t index, seq, timestamp, encoding, bytes_total;
+    CHECK_NARGS(7, "publish");
+    char *base = ring_base(self, 1);
+    if (base == NULL || arg_u64(args[1], &index) < 0 || arg_u64(args[2], &seq) < 0 ||
+        arg_u64(args[3], &timestamp) < 0 || arg_u64(args[4], &encoding) < 0 ||
+        arg_u64(args[5], &bytes_total) < 0 || check_index(self, index) < 0)
+        return NULL;
+    int publish_head = PyObject_IsTrue(args[6]);
+    if (publish_head < 0)
+        return NULL;
+    Py_buffer payload;
+    const char *data;
+    Py_ssize_t length;
+    int have_buffer = 0;
+    if (PyBytes_CheckExact(args[0])) {
+        data = PyBytes_AS_STRING(args[0]);
+        length = PyBytes_GET_SIZE(args[0]);
+    } else {
+        if (PyObject_GetBuffer(args[0], &payload, PyBUF_C_CONTIGUOUS) < 0)
+            return NULL;
+        have_buffer = 1;
+        data = (const char *)payload.buf;
+        length = payload.len;
+    }
+    if (length > self->slot_size) {
+        if (have_buffer)
+            PyBuffer_Release(&payload);
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes does not fit in a slot of %zd bytes",
+                     length, self->slot_size);
+        return NULL;
+    }
+    /* As in RingWriter.reserve(): order the payload writes after the eviction that freed
+     * this buffer, so a stale reader's re-check of its entry sees the change. */
+    a_fence();
+    memcpy(base + self->buffers + (Py_ssize_t)index * self->stride + BUFFER_HEADER_SIZE, data,
+           (size_t)length);
+    if (have_buffer)
+        PyBuffer_Release(&payload);
+    return finish(self, base, index, seq, timestamp, (uint64_t)length, encoding, bytes_total,
+                  publish_head);
+}
+
+/* commit(index, seq, timestamp_ns, length, encoding, bytes_total) -> holders: publish a
+ * buffer whose payload the caller wrote already (after reserve()'s fence). */
+static PyObject *
+Ring_commit(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t index, seq, timestamp, length, encoding, bytes_total;
+    CHECK_NARGS(6, "commit");
+    char *base = ring_base(self, 1);
+    if (base == NULL || arg_u64(args[0], &index) < 0 || arg_u64(args[1], &seq) < 0 ||
+        arg_u64(args[2], &timestamp) < 0 || arg_u64(args[3], &length) < 0 ||
+        arg_u64(args[4], &encoding) < 0 || arg_u64(args[5], &bytes_total) < 0 ||
+        check_index(self, index) < 0)
+        return NULL;
+    if (length > (uint64_t)self->slot_size) {
+        PyErr_Format(PyExc_ValueError, "length %llu outside 0..%zd", (unsigned long long)length,
+                     self->slot_size);
+        return NULL;
+    }
+    return finish(self, base, index, seq, timestamp, length, encoding, bytes_total, 1);
+}
+
+/* Where message `seq` sits if its entry says it is intact so far: returns its buffer and
+ * fills *length, or NULL (no exception) if the entry or the length is not what we expect. */
+static const char *
+locate(Ring *self, char *base, uint64_t seq, uint64_t *entry_out, uint32_t *length)
+{
+    uint64_t entry = a_load(word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots)));
+    uint64_t index = entry & ENTRY_INDEX_MASK;
+    if ((entry >> ENTRY_INDEX_BITS) - 1 != seq || index >= self->num_buffers)
+        return NULL;
+    const char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
+    *length = rd_le32(buf + 16);
+    if (*length > (uint64_t)self->slot_size)
+        return NULL;
+    *entry_out = entry;
+    return buf;
+}
+
+/* take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False
+ * None: nothing new. False: not the common case; use ring.py's careful path. On success the
+ * new cursor is stored at offset rec_cursor (unless it is negative: an observer). */
+static PyObject *
+Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t cursor, entry;
+    uint32_t length;
+    CHECK_NARGS(2, "take");
+    char *base = ring_base(self, 0);
+    if (base == NULL || arg_u64(args[0], &cursor) < 0)
+        return NULL;
+    Py_ssize_t rec_cursor = PyLong_AsSsize_t(args[1]);
+    if (rec_cursor == -1 && PyErr_Occurred())
+        return NULL;
+    if (rec_cursor >= 0 && (rec_cursor > self->atom->view.len - 8 || rec_cursor % 8 != 0 ||
+                            self->atom->view.readonly)) {
+        PyErr_Format(PyExc_ValueError, "bad cursor word offset %zd", rec_cursor);
+        return NULL;
+    }
+    uint64_t head = a_load(word(self, self->head));
+    if (cursor >= head)
+        Py_RETURN_NONE;
+    if (head - cursor > self->num_slots)
+        Py_RETURN_FALSE;
+    const char *buf = locate(self, base, cursor, &entry, &length);
+    if (buf == NULL)
+        Py_RETURN_FALSE;
+    uint64_t timestamp = rd_le64(buf + 8);
+    long encoding = (unsigned char)buf[20];
+    PyObject *data = PyBytes_FromStringAndSize(buf + BUFFER_HEADER_SIZE, length);
+    if (data == NULL)
+        return NULL;
+    a_fence();
+    if (a_load(word(self, self->entries + 8 * (Py_ssize_t)(cursor % self->num_slots))) != entry) {
+        Py_DECREF(data);
+        Py_RETURN_FALSE;
+    }
+    if (rec_cursor >= 0)
+        a_store(word(self, rec_cursor), cursor + 1);
+    PyObject *result = PyTuple_New(4);
+    PyObject *enc = PyLong_FromLong(encoding);
+    PyObject *ts = PyLong_FromUnsignedLongLong(timestamp);
+    PyObject *seq = PyLong_FromUnsignedLongLong(cursor);
+    if (result == NULL || enc == NULL || ts == NULL || seq == NULL) {
+        Py_XDECREF(result);
+        Py_XDECREF(enc);
+        Py_XDECREF(ts);
+        Py_XDECREF(seq);
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, data);
+    PyTuple_SET_ITEM(result, 1, enc);
+    PyTuple_SET_ITEM(result, 2, ts);
+    PyTuple_SET_ITEM(result, 3, seq);
+    return result;
+}
+
+/* take_many(start, n) -> (first, payloads, encodings)
+ * Copies messages start, start + 1, ... (at most n, at most num_slots), stopping at the first
+ * that is not there intact; then one fence, and the copies whose entries did not change are
+ * kept. Eviction goes in sequence order, so those are a suffix: payloads/encodings are
+ * messages start + first onwards. Nothing copied gives (0, [], []). The caller stores the
+ * cursor and counts messages start .. start + first - 1 as dropped. */
+static PyObject *
+Ring_take_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t start, n, entry;
+    uint32_t length;
+    CHECK_NARGS(2, "take_many");
+    char *base = ring_base(self, 0);
+    if (base == NULL || arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0)
+        return NULL;
+    if (n > self->num_slots)
+        n = self->num_slots;
+    PyObject *payloads = PyList_New((Py_ssize_t)n);
+    PyObject *encodings = PyList_New((Py_ssize_t)n);
+    uint64_t *entries = PyMem_Malloc(sizeof(uint64_t) * (n ? n : 1));
+    if (payloads == NULL || encodings == NULL || entries == NULL)
+        goto fail;
+    uint64_t count = 0;
+    for (; count < n; count++) {
+        const char *buf = locate(self, base, start + count, &entry, &length);
+        if (buf == NULL)
+            break;
+        PyObject *data = PyBytes_FromStringAndSize(buf + BUFFER_HEADER_SIZE, length);
+        PyObject *enc = PyLong_FromLong((unsigned char)buf[20]);
+        if (data == NULL || enc == NULL) {
+            Py_XDECREF(data);
+            Py_XDECREF(enc);
+            goto fail;
+        }
+        PyList_SET_ITEM(payloads, (Py_ssize_t)count, data);
+        PyList_SET_ITEM(encodings, (Py_ssize_t)count, enc);
+        entries[count] = entry;
+    }
+    a_fence();
+    uint64_t first = count;
+    while (first > 0 &&
+           a_load(word(self, self->entries +
+                               8 * (Py_ssize_t)((start + first - 1) % self->num_slots))) ==
+               entries[first - 1])
+        first--;
+    PyMem_Free(entries);
+    entries = NULL;
+    /* Unfilled tail items are NULL, which list slicing handles (they are never exposed). */
+    if (PyList_SetSlice(payloads, (Py_ssize_t)count, (Py_ssize_t)n, NULL) < 0 ||
+        PyList_SetSlice(encodings, (Py_ssize_t)count, (Py_ssize_t)n, NULL) < 0 ||
+        PyList_SetSlice(payloads, 0, (Py_ssize_t)first, NULL) < 0 ||
+        PyList_SetSlice(encodings, 0, (Py_ssize_t)first, NULL) < 0)
+        goto fail;
+    PyObject *result = Py_BuildValue("(KNN)", (unsigned long long)first, payloads, encodings);
+    if (result == NULL) {
+        payloads = encodings = NULL;  /* "N" stole them even on failure */
+        goto fail;
+    }
+    return result;
+fail:
+    Py_XDECREF(payloads);
+    Py_XDECREF(encodings);
+    PyMem_Free(entries);
+    return NULL;
+}
+
+static PyMethodDef Ring_methods[] = {
+    {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL,
+     "publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head) -> "
+     "holders: copy and publish a message into buffer index."},
+    {"commit", (PyCFunction)(void (*)(void))Ring_commit, METH_FASTCALL,
+     "commit(index, seq, timestamp_ns, length, encoding, bytes_total) -> holders: publish a "
+     "buffer filled in place."},
+    {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
+     "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
+    {"take_many", (PyCFunction)(void (*)(void))Ring_take_many, METH_FASTCALL,
+     "take_many(start, n) -> (first, payloads, encodings)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "shm_comm._atomic.Ring",
+    .tp_basicsize = sizeof(Ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The ring's per-message hot paths over an AtomicBuffer (see ring.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+};
+
+int
+shmc_add_ring_type(PyObject *module)
+{
+    if (PyType_Ready(&RingType) < 0)
+        return -1;
+    Py_INCREF(&RingType);
+    if (PyModule_AddObject(module, "Ring", (PyObject *)&RingType) < 0) {
+        Py_DECREF(&RingType);
+        return -1;
+    }
+    return 0;
+}
