@@ -15,7 +15,7 @@ from . import ring
 from ._backend import backend
 from .errors import SHMFormatError
 from .naming import KIND_LETTERS, SEGMENT_PREFIX, segment_name
-from .segment import Segment
+from .segment import Segment, wake_sleepers
 
 __all__ = ["channel_info", "force_unlink", "list_segments", "remove_if_stale", "remove_stale"]
 
@@ -141,8 +141,11 @@ def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
             return False
         if dry_run:
             return True
-        return (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
-                and backend.unlink(segment))
+        if not (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
+                and backend.unlink(segment)):
+            return False
+        wake_sleepers(mapping)  # subscribers waiting on it go and look for a new one
+        return True
     finally:
         mapping.close()
         os.close(fd)

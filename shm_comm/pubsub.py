@@ -31,6 +31,9 @@ from .segment import Segment
 from .serialization import RAW, get_serializer
 from .wait import Waiter, sleep
 
+_time_ns = time.time_ns
+_RAW_ENCODING = RAW.encoding
+
 __all__ = ["Publisher", "Subscriber"]
 
 BytesLike = bytes | bytearray | memoryview
@@ -101,8 +104,11 @@ class Publisher(ForkAware):
         Raises ``ValueError`` if the serialized message does not fit in a slot and
         :class:`SHMSerializationError` if ``obj`` cannot be serialized; nothing is sent then.
         """
-        return self._publish(self._serializer.encode(obj), self._serializer.encoding,
-                             block, timeout)
+        serializer = self._serializer
+        if block or self._closed:
+            return self._publish(serializer.encode(obj), serializer.encoding, block, timeout)
+        self._writer.write(serializer.encode(obj), serializer.encoding, _time_ns())
+        return True
 
     def send_bytes(self, data: BytesLike, *, block: bool = False,
                    timeout: float | None = None) -> bool:
@@ -110,7 +116,10 @@ class Publisher(ForkAware):
 
         Same blocking rules and errors as :meth:`send`.
         """
-        return self._publish(data, RAW.encoding, block, timeout)
+        if block or self._closed:
+            return self._publish(data, _RAW_ENCODING, block, timeout)
+        self._writer.write(data, _RAW_ENCODING, _time_ns())  # the common case, inlined
+        return True
 
     def _publish(self, data: BytesLike, encoding: int, block: bool,
                  timeout: float | None) -> bool:
@@ -118,7 +127,7 @@ class Publisher(ForkAware):
             raise ValueError(f"publisher of channel {self.name!r} is closed")
         if block and not self._wait_for_room(timeout):
             return False
-        self._writer.write(data, encoding, time.time_ns())
+        self._writer.write(data, encoding, _time_ns())
         return True
 
     def send_batch(self, objs: Iterable[Any], *, block: bool = False,
@@ -333,8 +342,13 @@ class _ChannelReader(ForkAware):
                       else max(0.0, deadline - now)))
             self._next_check = 0.0
             return True
-        return self._waiter.wait(self._segment.atom, self._reader.cursor, deadline,
-                                 self._set_waiting)
+        atom, cursor = self._segment.atom, self._reader.cursor
+        woke = self._waiter.wait(atom, cursor, deadline, self._set_waiting)
+        if self._waiter.use_futex and atom.load(L.HEAD) <= cursor:
+            # Woken without a message: a slice ended, or the segment was closed or retired
+            # (a reclaiming publisher wakes us). Check the publisher on the next round.
+            self._next_check = 0.0
+        return woke
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -423,13 +437,20 @@ class Subscriber(_ChannelReader):
         ``0`` only checks. Raises :class:`SHMSerializationError` for a message that cannot be
         decoded (it is consumed; the channel stays usable).
         """
-        got = self._next(timeout)
+        got = self._take() if not self._closed else None
         if got is None:
-            return None
+            got = self._next(timeout)
+            if got is None:
+                return None
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The next message's payload bytes, whatever its encoding; None on timeout."""
+        if not self._closed:  # the common case first: a message is waiting
+            taken = self._reader.take_copy()
+            if taken is not None:
+                data, self.last_encoding, self.last_timestamp_ns, self.last_seq = taken
+                return data
         got = self._next(timeout)
         return None if got is None else got[0]
 

@@ -111,6 +111,7 @@ class Segment:
             # and only if the name still points at it.
             if backend.lock_for_reclaim(fd) and backend.same_file(fd, name):
                 backend.unlink(name)
+                wake_sleepers(mapping)  # so they look for the segment we are about to make
             else:
                 time.sleep(0.001)
         finally:
@@ -198,3 +199,12 @@ class Segment:
         """Remove the segment's name if it still refers to this segment."""
         if not self.closed and backend.same_file(self._fd, self.name):
             backend.unlink(self.name)
+
+
+def wake_sleepers(mapping: mmap.mmap) -> None:
+    """Wake every reader asleep on a segment's ``head`` (one that is being retired)."""
+    atom = AtomicBuffer(mapping)
+    try:
+        atom.wake(L.HEAD)
+    finally:
+        atom.release()

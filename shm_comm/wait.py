@@ -4,9 +4,10 @@ Three strategies, chosen by ``poll_interval``:
 
 * ``None`` (default): sleep in the kernel on the segment's ``head`` word (a futex on Linux)
   and be woken by the publisher's next send, typically within tens of microseconds, using no
-  CPU meanwhile. Sleeps are cut into slices of at most ``SUBSCRIBER_SLICE`` seconds, so a
-  lost wake-up (there should be none, see docs/design.md) could never cost more than that,
-  and a crashed publisher is noticed within that time (a clean close wakes sleepers at once).
+  CPU meanwhile. Whatever retires a segment wakes its sleepers: the publisher's ``close()``,
+  a new publisher reclaiming a dead one's segment, ``remove_stale``. Sleeps are also cut into
+  slices of at most ``SUBSCRIBER_SLICE`` seconds, a safety net only: a wake-up can be lost
+  only if the publisher dies between storing ``head`` and waking (see docs/design.md).
   Platforms without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
   Adaptive spinning: when the previous wait ended within ``QUICK_WAIT`` (messages are
   coming back to back, as in request/response loops), the next wait first polls ``head``
@@ -28,7 +29,7 @@ __all__ = ["FALLBACK_POLL", "MAX_SLEEP", "OBSERVER_POLL", "QUICK_WAIT", "SPIN", 
            "Waiter"]
 
 MAX_SLEEP = 0.05  # request/reply and push/pull waits, which also watch their peers
-SUBSCRIBER_SLICE = 1.0  # a silent channel costs a subscriber one wake-up per second
+SUBSCRIBER_SLICE = 10.0  # a silent channel costs a subscriber one wake-up per 10 s
 FALLBACK_POLL = 100e-6
 OBSERVER_POLL = 0.002
 QUICK_WAIT = 200e-6  # a wait this short means messages come back to back...

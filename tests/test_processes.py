@@ -30,10 +30,11 @@ from shm_comm import (
     channel_info,
     force_unlink,
     remove_stale,
+    wait,
 )
 from shm_comm._backend import backend
 from shm_comm.naming import segment_name
-from shm_comm.utils import poll_until
+from shm_comm.utils import poll_until, pub_segment_name
 
 SHM = Path("/dev/shm")
 
@@ -610,9 +611,12 @@ def test_publisher_death_is_seen_despite_a_forked_child(channel: str, spawn: Spa
             force_unlink(channel)
 
 
-def test_subscriber_waiting_forever_survives_publisher_kill(channel: str, spawn: Spawn) -> None:
+@pytest.mark.parametrize("clean_first", [False, True])
+def test_subscriber_waiting_forever_survives_publisher_kill(channel: str, spawn: Spawn,
+                                                            clean_first: bool) -> None:
     """A subscriber blocked in recv(timeout=None) in another process gets the new publisher's
-    message after the old publisher was killed."""
+    message promptly after the old publisher was killed (and its segment reclaimed by the new
+    one, or removed by ``remove_stale`` first)."""
     pub = spawn(CONTROLLED_PUBLISHER, channel, "{}", stdin=True)
     pub.wait_for("READY")
     sub = spawn(
@@ -629,10 +633,15 @@ def test_subscriber_waiting_forever_survives_publisher_kill(channel: str, spawn:
     pub.kill()
     pub.wait(timeout=10)
     try:
+        if clean_first:
+            assert pub_segment_name(channel) in remove_stale(pattern=channel)
         with Publisher(channel) as again:
             # The subscriber may attach before or after this send: it starts from the oldest.
             again.send("after restart")
-            assert sub.wait_for("GOT", timeout=20) == "GOT after restart 1"
+            # Well within the sleeper's 10 s safety slice: whoever retired the old segment
+            # (the reclaiming publisher, or remove_stale) woke it.
+            assert wait.SUBSCRIBER_SLICE >= 10
+            assert sub.wait_for("GOT", timeout=5) == "GOT after restart 1"
             sub.exit_ok()
     finally:
         if seg_path(channel).exists():
