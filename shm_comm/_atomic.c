@@ -260,6 +260,68 @@ AtomicBuffer_wait(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
 #endif
 }
 
+/* wait_past(head, cursor, waiters, bit, closed, timeout) -> bool
+ * The whole "announce, look, sleep, withdraw" of a reader in one call, so nothing runs in
+ * Python between the wake-up and the return: set `bit` in the word at `waiters` (0: an
+ * observer, which announces nothing), then sleep on the word at `head` unless it is past
+ * `cursor` or the word at `closed` is set, then clear the bit. Seq_cst on both sides: either
+ * we see the writer's new head, or the writer (store head, then load waiters) sees our bit
+ * and wakes us. Returns False on timeout, True otherwise (callers re-check). */
+static PyObject *
+AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t cursor, bit;
+    CHECK_NARGS(6, "wait_past");
+    volatile uint64_t *head = word_at(self, args[0], 0);
+    if (head == NULL || as_u64(args[1], &cursor) < 0 || as_u64(args[3], &bit) < 0)
+        return NULL;
+    volatile uint64_t *waiters = word_at(self, args[2], bit != 0);
+    volatile uint64_t *closed = word_at(self, args[4], 0);
+    if (waiters == NULL || closed == NULL)
+        return NULL;
+    double timeout = PyFloat_AsDouble(args[5]);
+    if (timeout == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (timeout < 0)
+        timeout = 0;
+#if SHMC_HAVE_FUTEX
+    if (bit)
+        a_fetch_or(waiters, bit);
+    uint64_t seen = a_load(head);
+    long rc = 0;
+    int err = 0;
+    if (seen <= cursor && !a_load(closed)) {
+        uint32_t *word = (uint32_t *)head;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        word += 1;
+#endif
+        struct timespec ts;
+        ts.tv_sec = (time_t)timeout;
+        ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
+        Py_BEGIN_ALLOW_THREADS
+        rc = syscall(SYS_futex, word, FUTEX_WAIT, (uint32_t)seen, &ts, NULL, 0);
+        err = errno;
+        Py_END_ALLOW_THREADS
+    }
+    if (bit)
+        a_fetch_and(waiters, ~bit);
+    if (rc == 0 || err == EAGAIN)
+        Py_RETURN_TRUE;
+    if (err == ETIMEDOUT)
+        Py_RETURN_FALSE;
+    if (err == EINTR) {
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    }
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#else
+    PyErr_SetString(PyExc_NotImplementedError, "futex wait is only available on Linux");
+    return NULL;
+#endif
+}
+
 /* Wakes every process sleeping in wait() on the word at p; returns how many, or -1 (errno). */
 long
 shmc_wake_all(volatile uint64_t *p)
@@ -329,6 +391,8 @@ static PyMethodDef AtomicBuffer_methods[] = {
     {"fence", (PyCFunction)AtomicBuffer_fence, METH_NOARGS, "fence(): a full memory barrier."},
     {"wait", (PyCFunction)(void (*)(void))AtomicBuffer_wait, METH_FASTCALL,
      "wait(offset, expected, timeout) -> bool: futex wait on the word's low 32 bits (Linux)."},
+    {"wait_past", (PyCFunction)(void (*)(void))AtomicBuffer_wait_past, METH_FASTCALL,
+     "wait_past(head, cursor, waiters, bit, closed, timeout) -> bool: a reader's sleep."},
     {"wake", (PyCFunction)AtomicBuffer_wake, METH_O,
      "wake(offset) -> int: wake all waiters on the word (Linux; elsewhere a no-op)."},
     {"release", (PyCFunction)AtomicBuffer_release, METH_NOARGS,

@@ -297,9 +297,6 @@ class _ChannelReader(ForkAware):
             raise
         return segment, reader
 
-    def _set_waiting(self, waiting: bool) -> None:
-        self._reader.set_waiting(waiting)
-
     def _check_publisher(self) -> None:
         """Note whether the publisher lives; switch to a restarted one if there is one."""
         self._alive = self._segment.owner_alive()
@@ -333,17 +330,23 @@ class _ChannelReader(ForkAware):
 
     def _wait(self, deadline: float | None) -> bool:
         """Wait for the next message; False when the deadline passed."""
-        now = self._idle_check()
-        if deadline is not None and now >= deadline:
-            return False
+        if self._waiter.use_futex and self._alive and self._next_check:
+            # About to sleep on the futex: whatever matters wakes us (see wait.py), and a
+            # wake without a message checks the publisher then, so no check is due now.
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        else:
+            now = self._idle_check()
+            if deadline is not None and now >= deadline:
+                return False
         if not self._alive:
             # Nothing will wake us: poll for a restarted publisher.
             sleep(min(0.01, LIVENESS_CHECK_INTERVAL if deadline is None
-                      else max(0.0, deadline - now)))
+                      else max(0.0, deadline - time.monotonic())))
             self._next_check = 0.0
             return True
         atom, cursor = self._segment.atom, self._reader.cursor
-        woke = self._waiter.wait(atom, cursor, deadline, self._set_waiting)
+        woke = self._waiter.wait(atom, cursor, deadline, self._reader.waiter_bit)
         if self._waiter.use_futex and atom.load(L.HEAD) <= cursor:
             # Woken without a message: a slice ended, or the segment was closed or retired
             # (a reclaiming publisher wakes us). Check the publisher on the next round.

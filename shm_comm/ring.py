@@ -679,6 +679,11 @@ class RingReader:
             raise TypeError("observers cannot hold zero-copy buffers")
         self._atom.fetch_or(L.HOLDERS, 1 << self.row)
 
+    @property
+    def waiter_bit(self) -> int:
+        """This reader's bit in the ``waiters`` word (0 for an observer, which has none)."""
+        return 0 if self.row is None else 1 << self.row
+
     def set_waiting(self, waiting: bool) -> None:
         """Announce (or withdraw) that this reader is about to sleep on ``head``."""
         if self.row is None:

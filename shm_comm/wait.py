@@ -20,7 +20,6 @@ Three strategies, chosen by ``poll_interval``:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from . import layout as L
 from ._atomic import AtomicBuffer, has_futex
@@ -48,11 +47,12 @@ class Waiter:
         self._spin_next = False
 
     def wait(self, atom: AtomicBuffer, cursor: int, deadline: float | None,
-             set_waiting: Callable[[bool], None]) -> bool:
+             waiter_bit: int) -> bool:
         """Block until a message past ``cursor`` may be there; False once ``deadline`` passed.
 
         Returns True early now and then (a slice ended, the channel closed): callers re-check
-        their own conditions and call again. ``deadline`` is a ``time.monotonic()`` value.
+        their own conditions and call again. ``deadline`` is a ``time.monotonic()`` value;
+        ``waiter_bit`` the reader's bit in the ``waiters`` word (0 for none).
         """
         if self.poll_interval == 0:
             return self._spin(atom, cursor, deadline)
@@ -66,9 +66,7 @@ class Waiter:
         if self.observer:
             # Observers never write to the segment, so nobody wakes them on purpose; they
             # still wake at once when a subscriber's wake-up is broadcast.
-            head = atom.load(L.HEAD)
-            if head <= cursor and not atom.load(L.CLOSED):
-                atom.wait(L.HEAD, head, min(remaining, OBSERVER_POLL))
+            atom.wait_past(L.HEAD, cursor, L.WAITERS, 0, L.CLOSED, min(remaining, OBSERVER_POLL))
             return True
         started = time.perf_counter()
         if self._spin_next:
@@ -79,15 +77,9 @@ class Waiter:
                     break
             else:
                 return True  # arrived while spinning: keep spinning next time
-        set_waiting(True)
-        try:
-            # Announce first, then look: a publisher that stored head before our
-            # announcement is seen here, one that stores it after sees our bit and wakes us.
-            head = atom.load(L.HEAD)
-            if head <= cursor and not atom.load(L.CLOSED):
-                atom.wait(L.HEAD, head, min(remaining, SUBSCRIBER_SLICE))
-        finally:
-            set_waiting(False)
+        # Announce, look, sleep, withdraw: one C call (see _atomic.c for the ordering).
+        atom.wait_past(L.HEAD, cursor, L.WAITERS, waiter_bit, L.CLOSED,
+                       min(remaining, SUBSCRIBER_SLICE))
         self._spin_next = time.perf_counter() - started < QUICK_WAIT
         return True
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import mmap
 import struct
+import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -26,8 +28,9 @@ from hypothesis.stateful import (
 
 from shm_comm import SHMBufferFullError, SHMConnectionError, SHMFormatError, ring
 from shm_comm import layout as L
-from shm_comm._atomic import AtomicBuffer, Ring
+from shm_comm._atomic import AtomicBuffer, Ring, has_futex
 from shm_comm.ring import RingReader, RingWriter, claim_record, release_record
+from shm_comm.utils import poll_until
 
 SLOT_SIZE = 32
 ITEM = 16  # the "fixed" message size that recv_batch reads
@@ -765,6 +768,37 @@ def test_pending_and_waiting_bits(anon_ring) -> None:
     assert r.atom.load(L.WAITERS) == 0
     r.observer().set_waiting(True)  # observers never touch the segment
     assert r.atom.load(L.WAITERS) == 0
+
+
+@pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
+def test_wait_past_announces_sleeps_and_withdraws(anon_ring) -> None:
+    r = anon_ring()
+    reader = r.reader()
+    bit = reader.waiter_bit
+    assert bit
+    assert r.observer().waiter_bit == 0
+    # Timeout: False, and the bit is withdrawn.
+    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, 0.01) is False
+    assert r.atom.load(L.WAITERS) == 0
+    # A message already there: no sleep at all.
+    r.send(b"x")
+    started = time.monotonic()
+    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, 5.0) is True
+    assert time.monotonic() - started < 1.0
+    # Asleep: the bit is set while it sleeps, and the writer's next message wakes it.
+    results: list[bool] = []
+    sleeper = threading.Thread(target=lambda: results.append(
+        r.atom.wait_past(L.HEAD, 1, L.WAITERS, bit, L.CLOSED, 30.0)))
+    sleeper.start()
+    poll_until(lambda: r.atom.load(L.WAITERS) == bit, timeout=5.0)
+    r.send(b"y")
+    sleeper.join(10.0)
+    assert results == [True]
+    assert not sleeper.is_alive()
+    assert r.atom.load(L.WAITERS) == 0
+    # A closed channel: no sleep.
+    r.writer.close()
+    assert r.atom.wait_past(L.HEAD, 2, L.WAITERS, bit, L.CLOSED, 5.0) is True
 
 
 def test_c_slot_header_matches_the_format(anon_ring) -> None:
