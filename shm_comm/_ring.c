@@ -334,6 +334,65 @@ Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* hold(cursor, rec_held, rec_cursor) -> (buffer, length, encoding, timestamp_ns) | None | False
+ * A zero-copy reader's step: pin message `cursor` by storing its buffer + 1 at offset
+ * rec_held, then re-check the entry (the writer, having stored a new entry, checks the held
+ * words: seq_cst on both sides means one of us sees the other). The pin replaces this
+ * reader's previous one; None (nothing new) and False (not the common case: use ring.py's
+ * careful path) leave it unpinned. On success the message counts as taken: cursor + 1 is
+ * stored at rec_cursor. The payload is at the buffer's offset + 64. */
+static PyObject *
+Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t cursor, entry;
+    uint32_t length;
+    CHECK_NARGS(3, "hold");
+    char *base = ring_base(self, 1);
+    if (base == NULL || arg_u64(args[0], &cursor) < 0)
+        return NULL;
+    Py_ssize_t rec_held = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t rec_cursor = PyLong_AsSsize_t(args[2]);
+    if ((rec_held == -1 || rec_cursor == -1) && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t words[] = {rec_held, rec_cursor};
+    for (int i = 0; i < 2; i++) {
+        if (words[i] < 0 || words[i] > self->atom->view.len - 8 || words[i] % 8 != 0) {
+            PyErr_Format(PyExc_ValueError, "bad record word offset %zd", words[i]);
+            return NULL;
+        }
+    }
+    volatile uint64_t *held = word(self, rec_held);
+    uint64_t head = a_load(word(self, self->head));
+    if (cursor >= head || head - cursor > self->num_slots) {
+        a_store(held, 0);
+        if (cursor >= head)
+            Py_RETURN_NONE;
+        Py_RETURN_FALSE;
+    }
+    volatile uint64_t *entry_word = word(self, self->entries +
+                                             8 * (Py_ssize_t)(cursor % self->num_slots));
+    entry = a_load(entry_word);
+    uint64_t index = entry & ENTRY_INDEX_MASK;
+    if ((entry >> ENTRY_INDEX_BITS) - 1 != cursor || index >= self->num_buffers) {
+        a_store(held, 0);
+        Py_RETURN_FALSE;
+    }
+    a_store(held, index + 1);
+    if (a_load(entry_word) != entry) {
+        a_store(held, 0);
+        Py_RETURN_FALSE;
+    }
+    const char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
+    length = rd_le32(buf + 16);
+    if (length > (uint64_t)self->slot_size) {
+        a_store(held, 0);
+        Py_RETURN_FALSE;
+    }
+    a_store(word(self, rec_cursor), cursor + 1);
+    return Py_BuildValue("(KkBK)", (unsigned long long)index, (unsigned long)length,
+                         (unsigned char)buf[20], (unsigned long long)rd_le64(buf + 8));
+}
+
 /* take_many(start, n) -> (first, payloads, encodings)
  * Copies messages start, start + 1, ... (at most n, at most num_slots), stopping at the first
  * that is not there intact; then one fence, and the copies whose entries did not change are
@@ -409,6 +468,8 @@ static PyMethodDef Ring_methods[] = {
      "buffer filled in place."},
     {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
      "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
+    {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,
+     "hold(cursor, rec_held, rec_cursor) -> (buffer, length, encoding, timestamp_ns) | None | False."},
     {"take_many", (PyCFunction)(void (*)(void))Ring_take_many, METH_FASTCALL,
      "take_many(start, n) -> (first, payloads, encodings)."},
     {NULL, NULL, 0, NULL},

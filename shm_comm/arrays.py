@@ -315,13 +315,11 @@ class ArraySubscriber(_ChannelReader):
         return self.last_timestamp_ns / 1e9 if self.last_seq >= 0 else None
 
     def _take(self, copy: bool) -> np.ndarray[Any, Any] | None:
-        reader = self._reader
-        hold = not copy and not self.observer
-        if hold and not self._holding_enabled:
-            reader.enable_holding()
-            self._holding_enabled = True
+        if not copy and not self.observer:
+            return self._take_view()
+        reader = self._reader  # copies: read, then validate (observers never pin buffers)
         while True:
-            message = reader.poll_held() if hold else reader.poll()
+            message = reader.poll()
             if message is None:
                 return None
             if (self.fixed_shape and message.length == self._fixed_length
@@ -334,8 +332,7 @@ class ArraySubscriber(_ChannelReader):
                         arr = np.frombuffer(ro, dtype=self.dtype, count=math.prod(self.shape),
                                             offset=off + self._data_offset).reshape(self.shape)
                         self._views[message.buffer] = arr
-                    if not hold:
-                        arr = arr.copy()
+                    arr = arr.copy()
                     if reader.validate(message):
                         self.last_timestamp_ns = message.timestamp_ns
                         self.last_seq = message.seq
@@ -352,19 +349,49 @@ class ArraySubscriber(_ChannelReader):
                 if header.data_offset + count * dt.itemsize > message.length:
                     raise SHMFormatError("typed-array header declares more data than sent")
             except SHMFormatError:
-                if not hold and not reader.validate(message):
+                if not reader.validate(message):
                     continue  # overwritten while we read it: not a format problem
-                if hold:
-                    reader.validate(message)
                 raise
             arr = np.frombuffer(self._ro_view, dtype=dt, count=count,
                                 offset=message.offset + header.data_offset).reshape(header.shape)
-            if not hold:
-                arr = arr.copy()
+            arr = arr.copy()
             if reader.validate(message):
                 self.last_timestamp_ns = message.timestamp_ns
                 self.last_seq = message.seq
                 return arr
+
+    def _take_view(self) -> np.ndarray[Any, Any] | None:
+        """The next array as a read-only view of its pinned buffer (the zero-copy path)."""
+        if not self._holding_enabled:
+            self._reader.enable_holding()
+            self._holding_enabled = True
+        got = self._reader.take_held()
+        if got is None:
+            return None
+        seq, index, off, length, encoding, timestamp_ns = got
+        ro = self._ro_view
+        if (length == self._fixed_length and encoding == L.ENCODING_ARRAY and self.fixed_shape
+                and ro[off:off + 8] == self._template_head
+                and ro[off + 24:off + self._data_offset] == self._template_tail):
+            arr = self._views.get(index)
+            if arr is None:
+                arr = np.frombuffer(ro, dtype=self.dtype, count=math.prod(self.shape),
+                                    offset=off + self._data_offset).reshape(self.shape)
+                self._views[index] = arr
+        else:
+            # Consumed either way: a bad message raises and the next receive goes on.
+            if encoding != L.ENCODING_ARRAY:
+                raise SHMSerializationError(f"message {seq} on {self.name!r} is not a typed array")
+            header = L.unpack_array_header(ro, off, length)
+            dt = _dtype_from_descr(header.descr)
+            count = math.prod(header.shape)
+            if header.data_offset + count * dt.itemsize > length:
+                raise SHMFormatError("typed-array header declares more data than sent")
+            arr = np.frombuffer(ro, dtype=dt, count=count,
+                                offset=off + header.data_offset).reshape(header.shape)
+        self.last_timestamp_ns = timestamp_ns
+        self.last_seq = seq
+        return arr
 
     def recv(self, timeout: float | None = None, copy: bool = False
              ) -> np.ndarray[Any, Any] | None:

@@ -498,36 +498,30 @@ class RingReader:
             return payloads, encodings
         return [], []
 
-    def poll_held(self) -> Message | None:
-        """:meth:`poll` with ``hold=True``, with a fast path for the common case."""
-        atom = self._atom
-        load = atom.load
-        rec_held = self._rec_held
-        if self.held is not None:
-            atom.store(rec_held, 0)
-            self.held = None
-        num_slots = self._num_slots
-        head = load(_HEAD)
+    def take_held(self) -> tuple[int, int, int, int, int, int] | None:
+        """Take the next message and pin its buffer (subscribers that enabled holding).
+
+        Returns ``(seq, buffer, offset, length, encoding, timestamp_ns)`` or None. The
+        message counts as received at once; its buffer stays unchanged until the next
+        receive or :meth:`release_hold`.
+        """
         cursor = self.cursor
-        if cursor >= head:
+        got = self._fast.hold(cursor, self._rec_held, self._rec_cursor)
+        if got.__class__ is tuple:
+            index, length, encoding, timestamp_ns = got
+            self.held = index
+            self.cursor = cursor + 1
+            return (cursor, index, self._buffers_offset + index * self._stride
+                    + _BUFFER_HEADER_SIZE, length, encoding, timestamp_ns)
+        self.held = None  # hold() dropped the previous pin
+        if got is None:
             return None
-        if cursor >= head - num_slots:
-            entry_offset = self._entries_offset + 8 * (cursor % num_slots)
-            entry = load(entry_offset)
-            index = entry & _INDEX_MASK
-            if (entry >> _INDEX_BITS) - 1 == cursor and index < self._num_buffers:
-                atom.store(rec_held, index + 1)
-                if load(entry_offset) == entry:
-                    self.held = index
-                    buf = self._buffers_offset + index * self._stride
-                    _seq, ts, length, encoding, _flags = _unpack_slot_header(self._view, buf)
-                    if length <= self._slot_size:
-                        return Message(cursor, index, buf + _BUFFER_HEADER_SIZE, length,
-                                       encoding, ts)
-                    self.release_hold()
-                else:
-                    atom.store(rec_held, 0)
-        return self.poll(hold=True)  # the careful way: eviction, corruption
+        message = self.poll(hold=True)  # the careful way: eviction, corruption
+        if message is None:
+            return None
+        self.validate(message)
+        return (message.seq, message.buffer, message.offset, message.length, message.encoding,
+                message.timestamp_ns)
 
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.

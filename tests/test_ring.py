@@ -326,6 +326,34 @@ class RingMachine(RuleBasedStateMachine):
         m.delivered.append(expected)
 
     @precondition(lambda self: self.readers)
+    @rule(which=st.integers(0, 63))
+    def take_held(self, which: int) -> None:
+        """The C zero-copy step: pin, count as received, keep the buffer unchanged."""
+        m = self.readers[which % len(self.readers)]
+        if not m.holding_enabled:
+            m.reader.enable_holding()
+            m.holding_enabled = True
+        m.held = None  # any receive releases the previous pin
+        expected = self._expect_next(m)
+        got = m.reader.take_held()
+        if expected is None:
+            assert got is None
+            assert m.reader.held is None
+            assert self.ring.record(m.reader, L.REC_HELD) == 0
+            return
+        assert got is not None
+        seq, index, offset, length, encoding, stamp = got
+        assert seq == expected
+        assert (encoding, stamp) == self.meta[seq]
+        assert bytes(self.ring.view[offset:offset + length]) == payload_of(seq, self.sizes[seq])
+        assert m.reader.held == index
+        assert self.ring.record(m.reader, L.REC_HELD) == index + 1
+        assert self.ring.record(m.reader, L.REC_CURSOR) == expected + 1
+        m.cursor = expected + 1
+        m.delivered.append(expected)
+        m.held = (index, self._snapshot(index))
+
+    @precondition(lambda self: self.readers)
     @rule(which=st.integers(0, 63), max_n=st.integers(1, 10))
     def take_many(self, which: int, max_n: int) -> None:
         m = self.readers[which % len(self.readers)]

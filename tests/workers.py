@@ -51,8 +51,8 @@ def publish_forever(channel: str, seed: int) -> None:
 
 
 def kill_loop(channel: str, kills: int, seed: int) -> None:
-    """Fork publishers and SIGKILL each at a random moment, ``kills`` times; then publish
-    FINAL messages until told to stop on stdin."""
+    """Fork publishers and SIGKILL each at a random moment, ``kills`` times (after every
+    tenth, nobody publishes for 0.2 s); then publish FINAL messages until told to stop."""
     rng = random.Random(seed)
     for i in range(kills):
         pid = os.fork()
@@ -65,6 +65,8 @@ def kill_loop(channel: str, kills: int, seed: int) -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         print(f"killed {i + 1}", flush=True)
+        if i % 10 == 9:
+            time.sleep(0.2)  # a while with no publisher at all: subscribers must notice
     with Publisher(channel, num_slots=16, slot_size=256) as pub:
         print("final", flush=True)
         rng2 = random.Random(seed)
