@@ -7,7 +7,8 @@
  *
  *   publish/commit  RingWriter.write/commit without the free-list bookkeeping, which stays
  *                   in Python: copy the payload, write the slot header, store the ring entry,
- *                   then bytes_total and head, wake sleepers; return the holders word.
+ *                   then bytes_total and head, wake sleepers; say whether the evicted buffer
+ *                   is held by a zero-copy reader.
  *   take/take_many  RingReader.take_copy/take_many for the common case only: the next
  *                   messages are there and intact. Anything else (evicted, overwritten during
  *                   the copy, a corrupted entry or length) returns False or stops the batch,
@@ -33,7 +34,8 @@ typedef struct {
     AtomicBuffer *atom;  /* strong reference; its export keeps the mapping alive */
     char *base;          /* atom->view.buf when we were made, to notice a release */
     Py_ssize_t head, waiters, bytes_total, holders, entries, buffers, stride, slot_size;
-    uint64_t num_slots, num_buffers;
+    Py_ssize_t held_words, record_size;  /* row r's held word: held_words + r * record_size */
+    uint64_t num_slots, num_buffers, num_rows;
 } Ring;
 
 static inline uint64_t rd_le64(const char *p)
@@ -88,13 +90,16 @@ static int
 Ring_init(Ring *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"atom", "head", "waiters", "bytes_total", "holders", "entries",
-                             "num_slots", "num_buffers", "buffers", "stride", "slot_size", NULL};
+                             "num_slots", "num_buffers", "buffers", "stride", "slot_size",
+                             "held_words", "record_size", "num_rows", NULL};
     PyObject *atom;
     Py_ssize_t head, waiters, bytes_total, holders, entries, num_slots, num_buffers, buffers,
-        stride, slot_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nnnnnnnnnn", kwlist, &shmc_AtomicBufferType,
-                                     &atom, &head, &waiters, &bytes_total, &holders, &entries,
-                                     &num_slots, &num_buffers, &buffers, &stride, &slot_size))
+        stride, slot_size, held_words, record_size, num_rows;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nnnnnnnnnnnnn", kwlist,
+                                     &shmc_AtomicBufferType, &atom, &head, &waiters,
+                                     &bytes_total, &holders, &entries, &num_slots, &num_buffers,
+                                     &buffers, &stride, &slot_size, &held_words, &record_size,
+                                     &num_rows))
         return -1;
     AtomicBuffer *ab = (AtomicBuffer *)atom;
     if (!ab->has_view) {
@@ -112,7 +117,9 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
     if (num_slots < 1 || num_buffers < 1 || num_buffers > (Py_ssize_t)ENTRY_INDEX_MASK + 1 ||
         slot_size < 0 || stride < BUFFER_HEADER_SIZE + slot_size || buffers < 0 ||
         entries + 8 * num_slots > len || (len - buffers) / stride < num_buffers ||
-        slot_size > UINT32_MAX) {
+        slot_size > UINT32_MAX || num_rows < 0 || num_rows > 64 || record_size < 8 ||
+        record_size % 8 != 0 || held_words < 0 || held_words % 8 != 0 ||
+        (num_rows > 0 && held_words + record_size * (num_rows - 1) > len - 8)) {
         PyErr_SetString(PyExc_ValueError, "ring geometry does not fit the buffer");
         return -1;
     }
@@ -129,6 +136,9 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
     self->slot_size = slot_size;
     self->num_slots = (uint64_t)num_slots;
     self->num_buffers = (uint64_t)num_buffers;
+    self->held_words = held_words;
+    self->record_size = record_size;
+    self->num_rows = (uint64_t)num_rows;
     return 0;
 }
 
@@ -155,11 +165,29 @@ arg_u64(PyObject *obj, uint64_t *out)
         return NULL;                                                                      \
     }
 
+/* Whether a zero-copy reader holds buffer `index`: some row named in the holders word has
+ * index + 1 in its held word. */
+static int
+is_held(Ring *self, uint64_t index)
+{
+    uint64_t holders = a_load(word(self, self->holders));
+    for (uint64_t row = 0; holders && row < self->num_rows; row++, holders >>= 1) {
+        if ((holders & 1) &&
+            a_load(word(self, self->held_words + (Py_ssize_t)row * self->record_size)) ==
+                index + 1)
+            return 1;
+    }
+    return 0;
+}
+
 /* Writes the slot header and stores the entry, then (if publish_head) bytes_total and head,
- * waking sleepers; returns the holders word, loaded after the entry store. */
+ * waking sleepers. Returns whether buffer `evicted` (the one the new entry replaced; negative
+ * for none) is held by a zero-copy reader, checked after the entry store: the hand-off with
+ * holders (they pin, then re-check the entry) needs that order. */
 static PyObject *
 finish(Ring *self, char *base, uint64_t index, uint64_t seq, uint64_t timestamp,
-       uint64_t length, uint64_t encoding, uint64_t bytes_total, int publish_head)
+       uint64_t length, uint64_t encoding, uint64_t bytes_total, int publish_head,
+       long long evicted)
 {
     char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
     wr_le64(buf, seq);
@@ -177,7 +205,7 @@ finish(Ring *self, char *base, uint64_t index, uint64_t seq, uint64_t timestamp,
         if (a_load(word(self, self->waiters)))
             (void)shmc_wake_all(word(self, self->head));
     }
-    return PyLong_FromUnsignedLongLong(a_load(word(self, self->holders)));
+    return PyBool_FromLong(evicted >= 0 && is_held(self, (uint64_t)evicted));
 }
 
 static int
@@ -191,16 +219,26 @@ check_index(Ring *self, uint64_t index)
     return 0;
 }
 
-/* publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head) -> holders */
+static int
+arg_evicted(PyObject *obj, long long *out)
+{
+    *out = PyLong_AsLongLong(obj);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head, evicted)
+ * -> evicted_is_held */
 static PyObject *
 Ring_publish(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t index, seq, timestamp, encoding, bytes_total;
-    CHECK_NARGS(7, "publish");
+    long long evicted;
+    CHECK_NARGS(8, "publish");
     char *base = ring_base(self, 1);
     if (base == NULL || arg_u64(args[1], &index) < 0 || arg_u64(args[2], &seq) < 0 ||
         arg_u64(args[3], &timestamp) < 0 || arg_u64(args[4], &encoding) < 0 ||
-        arg_u64(args[5], &bytes_total) < 0 || check_index(self, index) < 0)
+        arg_u64(args[5], &bytes_total) < 0 || arg_evicted(args[7], &evicted) < 0 ||
+        check_index(self, index) < 0)
         return NULL;
     int publish_head = PyObject_IsTrue(args[6]);
     if (publish_head < 0)
@@ -234,28 +272,39 @@ Ring_publish(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     if (have_buffer)
         PyBuffer_Release(&payload);
     return finish(self, base, index, seq, timestamp, (uint64_t)length, encoding, bytes_total,
-                  publish_head);
+                  publish_head, evicted);
 }
 
-/* commit(index, seq, timestamp_ns, length, encoding, bytes_total) -> holders: publish a
- * buffer whose payload the caller wrote already (after reserve()'s fence). */
+/* commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> evicted_is_held:
+ * publish a buffer whose payload the caller wrote already (after reserve()'s fence). */
 static PyObject *
 Ring_commit(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t index, seq, timestamp, length, encoding, bytes_total;
-    CHECK_NARGS(6, "commit");
+    long long evicted;
+    CHECK_NARGS(7, "commit");
     char *base = ring_base(self, 1);
     if (base == NULL || arg_u64(args[0], &index) < 0 || arg_u64(args[1], &seq) < 0 ||
         arg_u64(args[2], &timestamp) < 0 || arg_u64(args[3], &length) < 0 ||
         arg_u64(args[4], &encoding) < 0 || arg_u64(args[5], &bytes_total) < 0 ||
-        check_index(self, index) < 0)
+        arg_evicted(args[6], &evicted) < 0 || check_index(self, index) < 0)
         return NULL;
     if (length > (uint64_t)self->slot_size) {
         PyErr_Format(PyExc_ValueError, "length %llu outside 0..%zd", (unsigned long long)length,
                      self->slot_size);
         return NULL;
     }
-    return finish(self, base, index, seq, timestamp, length, encoding, bytes_total, 1);
+    return finish(self, base, index, seq, timestamp, length, encoding, bytes_total, 1, evicted);
+}
+
+/* held(index) -> bool: whether a zero-copy reader holds buffer index. */
+static PyObject *
+Ring_held(Ring *self, PyObject *arg)
+{
+    uint64_t index;
+    if (ring_base(self, 0) == NULL || arg_u64(arg, &index) < 0)
+        return NULL;
+    return PyBool_FromLong(is_held(self, index));
 }
 
 /* Where message `seq` sits if its entry says it is intact so far: returns its buffer and
@@ -461,11 +510,13 @@ fail:
 
 static PyMethodDef Ring_methods[] = {
     {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL,
-     "publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head) -> "
-     "holders: copy and publish a message into buffer index."},
+     "publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head, evicted)"
+     " -> evicted_is_held: copy and publish a message into buffer index."},
     {"commit", (PyCFunction)(void (*)(void))Ring_commit, METH_FASTCALL,
-     "commit(index, seq, timestamp_ns, length, encoding, bytes_total) -> holders: publish a "
-     "buffer filled in place."},
+     "commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> "
+     "evicted_is_held: publish a buffer filled in place."},
+    {"held", (PyCFunction)Ring_held, METH_O,
+     "held(index) -> bool: whether a zero-copy reader holds buffer index."},
     {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
      "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
     {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,

@@ -56,7 +56,8 @@ def fast_path(atom: AtomicBuffer, layout: L.SegmentLayout) -> Ring:
     """The C version of the per-message steps (``_ring.c``) bound to this segment's geometry."""
     return Ring(atom, L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, layout.entries_offset,
                 layout.num_slots, layout.num_buffers, layout.buffers_offset,
-                layout.buffer_stride, layout.slot_size)
+                layout.buffer_stride, layout.slot_size, L.RECORDS_OFFSET + L.REC_HELD,
+                L.RECORD_SIZE, layout.max_subscribers)
 
 
 class RingWriter:
@@ -81,8 +82,6 @@ class RingWriter:
         in_ring = {e & L.ENTRY_INDEX_MASK for e in self._entries if e}
         self._free = [i for i in range(layout.num_buffers) if i not in in_ring]
         self._held: list[int] = []  # evicted buffers still held by a zero-copy reader
-        self._holders_mask = 0
-        self._holder_words: list[int] = []
         self._loaned: int | None = None
         self._fast = fast_path(atom, layout)
 
@@ -152,24 +151,27 @@ class RingWriter:
         if not 0 <= length <= self._slot_size:
             raise ValueError(f"length {length} outside 0..{self._slot_size}")
         seq = self._head
-        holders = self._fast.commit(index, seq, timestamp_ns, length, encoding,
-                                    self._bytes_total + length)
+        evicted = self._evicted(seq)
+        held = self._fast.commit(index, seq, timestamp_ns, length, encoding,
+                                 self._bytes_total + length, evicted)
         self._loaned = None
-        self._published(seq, index, length, holders)
+        self._published(seq, index, length, evicted, held)
         return seq
 
-    def _published(self, seq: int, index: int, length: int, holders: int) -> None:
-        # Bookkeeping after message ``seq`` went out in buffer ``index``: the entry it
-        # replaced frees that buffer, unless a zero-copy reader holds it. ``holders`` was
-        # loaded after the entry store (the hand-off with holders needs that order).
-        slot = seq % self._num_slots
-        old = self._entries[slot]
-        self._entries[slot] = ((seq + 1) << _INDEX_BITS) | index
+    def _evicted(self, seq: int) -> int:
+        # The buffer that message ``seq``'s entry will evict, or -1.
+        old = self._entries[seq % self._num_slots]
+        return old & _INDEX_MASK if old else -1
+
+    def _published(self, seq: int, index: int, length: int, evicted: int, held: bool) -> None:
+        # Bookkeeping after message ``seq`` went out in buffer ``index``: the buffer its entry
+        # evicted is free again, unless a zero-copy reader holds it (``held``, which the C
+        # side checked after storing the entry, as the hand-off with holders needs).
+        self._entries[seq % self._num_slots] = ((seq + 1) << _INDEX_BITS) | index
         self._head = seq + 1
         self._bytes_total += length
-        if old:
-            evicted = old & _INDEX_MASK
-            if holders and self._is_held(evicted, holders):
+        if evicted >= 0:
+            if held:
                 self._held.append(evicted)
             else:
                 self._free.append(evicted)
@@ -192,13 +194,14 @@ class RingWriter:
             self.cancel(self.reserve())  # raises the reason, or collects released buffers
         index = free.pop()
         seq = self._head
+        evicted = self._evicted(seq)
         try:
-            holders = self._fast.publish(payload, index, seq, timestamp_ns, encoding,
-                                         self._bytes_total + length, True)
+            held = self._fast.publish(payload, index, seq, timestamp_ns, encoding,
+                                      self._bytes_total + length, True, evicted)
         except BaseException:
             free.append(index)
             raise
-        self._published(seq, index, length, holders)
+        self._published(seq, index, length, evicted, held)
         return seq
 
     def write_many(self, payloads: list[bytes | memoryview], encoding: int,
@@ -225,10 +228,11 @@ class RingWriter:
                 self.cancel(self.reserve())  # raises, or collects released buffers
             index = free.pop()
             length = len(payload)
+            evicted = self._evicted(seq)
             try:
                 # head (and the wake-up) only with the last one
-                holders = publish(payload, index, seq, timestamp_ns, encoding,
-                                  self._bytes_total + length, i == last)
+                held = publish(payload, index, seq, timestamp_ns, encoding,
+                               self._bytes_total + length, i == last, evicted)
             except BaseException:
                 free.append(index)
                 if i:  # publish what went out so far
@@ -237,22 +241,13 @@ class RingWriter:
                     if self._atom.load(L.WAITERS):
                         self._atom.wake(L.HEAD)
                 raise
-            self._published(seq, index, length, holders)
+            self._published(seq, index, length, evicted, held)
             seq += 1
         return len(payloads)
 
-    def _is_held(self, index: int, holders: int) -> bool:
-        if holders != self._holders_mask:
-            self._holders_mask = holders
-            self._holder_words = [self._layout.record(row) + L.REC_HELD
-                                  for row in range(L.MAX_SUBSCRIBERS) if holders >> row & 1]
-        want = index + 1
-        load = self._atom.load
-        return any(load(word) == want for word in self._holder_words)
-
     def _collect_released(self) -> None:
-        holders = self._atom.load(L.HOLDERS)
-        still = [i for i in self._held if holders and self._is_held(i, holders)]
+        held = self._fast.held
+        still = [i for i in self._held if held(i)]
         if len(still) != len(self._held):
             self._free.extend(i for i in self._held if i not in still)
             self._held = still

@@ -856,7 +856,7 @@ def test_ring_fast_path_refuses_a_released_segment(anon_ring) -> None:
     with pytest.raises(ValueError, match="closed"):
         fast.take(0, -1)
     with pytest.raises(ValueError, match="closed"):
-        fast.publish(b"y", 0, 1, 0, 0, 2, True)
+        fast.publish(b"y", 0, 1, 0, 0, 2, True, -1)
     with pytest.raises(ValueError, match="closed"):
         reader.take_copy()
     r.atom = AtomicBuffer(r.mm)  # for the fixture's close()
@@ -866,9 +866,11 @@ def test_ring_fast_path_checks_its_geometry(anon_ring) -> None:
     r = anon_ring()
     lay = r.layout
     args = [L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, lay.entries_offset, lay.num_slots,
-            lay.num_buffers, lay.buffers_offset, lay.buffer_stride, lay.slot_size]
+            lay.num_buffers, lay.buffers_offset, lay.buffer_stride, lay.slot_size,
+            L.RECORDS_OFFSET + L.REC_HELD, L.RECORD_SIZE, lay.max_subscribers]
     Ring(r.atom, *args)
-    for i, bad in [(0, lay.total_size), (0, 3), (5, 10**9), (6, 10**9), (8, 8)]:
+    for i, bad in [(0, lay.total_size), (0, 3), (5, 10**9), (6, 10**9), (8, 8), (10, 4),
+                   (11, 4), (12, 65), (10, lay.total_size)]:
         wrong = list(args)
         wrong[i] = bad
         with pytest.raises(ValueError):
@@ -877,9 +879,9 @@ def test_ring_fast_path_checks_its_geometry(anon_ring) -> None:
         Ring(bytearray(64), *args)
     fast = Ring(r.atom, *args)
     with pytest.raises(ValueError, match="does not fit"):
-        fast.publish(bytes(lay.slot_size + 1), 0, 0, 0, 0, 0, True)
+        fast.publish(bytes(lay.slot_size + 1), 0, 0, 0, 0, 0, True, -1)
     with pytest.raises(ValueError, match="buffer"):
-        fast.publish(b"x", lay.num_buffers, 0, 0, 0, 0, True)
+        fast.publish(b"x", lay.num_buffers, 0, 0, 0, 0, True, -1)
     assert r.atom.load(L.HEAD) == 0  # nothing was published
 
 
@@ -892,5 +894,5 @@ def test_observer_fast_path_on_a_read_only_mapping(anon_ring) -> None:
     with pytest.raises(ValueError, match="cursor"):
         fast.take(0, r.layout.record(0) + L.REC_CURSOR)
     with pytest.raises(TypeError, match="read-only"):
-        fast.publish(b"x", 0, 1, 0, 0, 0, True)
+        fast.publish(b"x", 0, 1, 0, 0, 0, True, -1)
     ro.release()
