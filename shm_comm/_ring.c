@@ -275,6 +275,53 @@ Ring_publish(Ring *self, PyObject *const *args, Py_ssize_t nargs)
                   publish_head, evicted);
 }
 
+/* publish_stamped(prefix, data, stamp_offset, index, seq, timestamp_ns, encoding, bytes_total,
+ *                 evicted) -> evicted_is_held
+ * publish() of the payload prefix + data (two buffers gathered into the slot), with the
+ * message's seq and timestamp_ns stored as little-endian u64s at stamp_offset of the payload
+ * (inside prefix). The typed path's send: the array header template, then the array. */
+static PyObject *
+Ring_publish_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t index, seq, timestamp, encoding, bytes_total, stamp_offset;
+    long long evicted;
+    CHECK_NARGS(9, "publish_stamped");
+    char *base = ring_base(self, 1);
+    if (base == NULL || arg_u64(args[2], &stamp_offset) < 0 || arg_u64(args[3], &index) < 0 ||
+        arg_u64(args[4], &seq) < 0 || arg_u64(args[5], &timestamp) < 0 ||
+        arg_u64(args[6], &encoding) < 0 || arg_u64(args[7], &bytes_total) < 0 ||
+        arg_evicted(args[8], &evicted) < 0 || check_index(self, index) < 0)
+        return NULL;
+    Py_buffer prefix, data;
+    if (PyObject_GetBuffer(args[0], &prefix, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&prefix);
+        return NULL;
+    }
+    Py_ssize_t length = prefix.len + data.len;
+    PyObject *result = NULL;
+    if (length > self->slot_size) {
+        PyErr_Format(PyExc_ValueError, "message of %zd bytes does not fit in a slot of %zd bytes",
+                     length, self->slot_size);
+    } else if (stamp_offset + 16 > (uint64_t)prefix.len) {
+        PyErr_Format(PyExc_ValueError, "stamp offset %llu outside a prefix of %zd bytes",
+                     (unsigned long long)stamp_offset, prefix.len);
+    } else {
+        char *dst = base + self->buffers + (Py_ssize_t)index * self->stride + BUFFER_HEADER_SIZE;
+        a_fence();  /* as in publish() */
+        memcpy(dst, prefix.buf, (size_t)prefix.len);
+        wr_le64(dst + stamp_offset, seq);
+        wr_le64(dst + stamp_offset + 8, timestamp);
+        memcpy(dst + prefix.len, data.buf, (size_t)data.len);
+        result = finish(self, base, index, seq, timestamp, (uint64_t)length, encoding,
+                        bytes_total, 1, evicted);
+    }
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 /* commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> evicted_is_held:
  * publish a buffer whose payload the caller wrote already (after reserve()'s fence). */
 static PyObject *
@@ -383,22 +430,37 @@ Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
-/* hold(cursor, rec_held, rec_cursor) -> (buffer, length, encoding, timestamp_ns) | None | False
+/* hold(cursor, rec_held, rec_cursor, expect, stamp_offset, expect_length)
+ *     -> (seq, buffer, payload_offset, length, encoding, timestamp_ns, matches) | None | False
  * A zero-copy reader's step: pin message `cursor` by storing its buffer + 1 at offset
  * rec_held, then re-check the entry (the writer, having stored a new entry, checks the held
  * words: seq_cst on both sides means one of us sees the other). The pin replaces this
  * reader's previous one; None (nothing new) and False (not the common case: use ring.py's
  * careful path) leave it unpinned. On success the message counts as taken: cursor + 1 is
- * stored at rec_cursor. The payload is at the buffer's offset + 64. */
+ * stored at rec_cursor. `matches`: the payload is expect_length bytes long and begins with
+ * `expect` except for the 16 bytes at stamp_offset (a message of publish_stamped(expect, ...)):
+ * how a typed channel checks a fixed-shape array header in one step. */
 static PyObject *
 Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t cursor, entry;
     uint32_t length;
-    CHECK_NARGS(3, "hold");
+    CHECK_NARGS(6, "hold");
     char *base = ring_base(self, 1);
     if (base == NULL || arg_u64(args[0], &cursor) < 0)
         return NULL;
+    if (!PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "expect must be bytes");
+        return NULL;
+    }
+    const char *expect = PyBytes_AS_STRING(args[3]);
+    Py_ssize_t expect_size = PyBytes_GET_SIZE(args[3]);
+    Py_ssize_t stamp_offset = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t expect_length = PyLong_AsSsize_t(args[5]);
+    if ((stamp_offset == -1 || expect_length == -1) && PyErr_Occurred())
+        return NULL;
+    if (stamp_offset < 0 || stamp_offset + 16 > expect_size || expect_length < expect_size)
+        expect_length = -1;  /* nothing can match */
     Py_ssize_t rec_held = PyLong_AsSsize_t(args[1]);
     Py_ssize_t rec_cursor = PyLong_AsSsize_t(args[2]);
     if ((rec_held == -1 || rec_cursor == -1) && PyErr_Occurred())
@@ -438,8 +500,15 @@ Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     }
     a_store(word(self, rec_cursor), cursor + 1);
-    return Py_BuildValue("(KkBK)", (unsigned long long)index, (unsigned long)length,
-                         (unsigned char)buf[20], (unsigned long long)rd_le64(buf + 8));
+    const char *payload = buf + BUFFER_HEADER_SIZE;
+    int matches = (Py_ssize_t)length == expect_length &&
+                  memcmp(payload, expect, (size_t)stamp_offset) == 0 &&
+                  memcmp(payload + stamp_offset + 16, expect + stamp_offset + 16,
+                         (size_t)(expect_size - stamp_offset - 16)) == 0;
+    return Py_BuildValue("(KKnkBKN)", (unsigned long long)cursor, (unsigned long long)index,
+                         (Py_ssize_t)(payload - base), (unsigned long)length,
+                         (unsigned char)buf[20], (unsigned long long)rd_le64(buf + 8),
+                         PyBool_FromLong(matches));
 }
 
 /* take_many(start, n) -> (first, payloads, encodings)
@@ -512,6 +581,9 @@ static PyMethodDef Ring_methods[] = {
     {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL,
      "publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head, evicted)"
      " -> evicted_is_held: copy and publish a message into buffer index."},
+    {"publish_stamped", (PyCFunction)(void (*)(void))Ring_publish_stamped, METH_FASTCALL,
+     "publish_stamped(prefix, data, stamp_offset, index, seq, timestamp_ns, encoding, "
+     "bytes_total, evicted) -> evicted_is_held: publish prefix + data, seq and time stamped."},
     {"commit", (PyCFunction)(void (*)(void))Ring_commit, METH_FASTCALL,
      "commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> "
      "evicted_is_held: publish a buffer filled in place."},
@@ -520,7 +592,8 @@ static PyMethodDef Ring_methods[] = {
     {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
      "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
     {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,
-     "hold(cursor, rec_held, rec_cursor) -> (buffer, length, encoding, timestamp_ns) | None | False."},
+     "hold(cursor, rec_held, rec_cursor, expect, stamp_offset, expect_length) -> (seq, buffer, "
+     "payload_offset, length, encoding, timestamp_ns, matches) | None | False."},
     {"take_many", (PyCFunction)(void (*)(void))Ring_take_many, METH_FASTCALL,
      "take_many(start, n) -> (first, payloads, encodings)."},
     {NULL, NULL, 0, NULL},

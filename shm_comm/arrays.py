@@ -36,6 +36,7 @@ __all__ = ["ArrayPublisher", "ArraySubscriber", "decode_array"]
 
 ShapeLike = int | Sequence[int]
 _SEQ_TIMESTAMP = struct.Struct("<QQ")  # seq and timestamp_ns at offset 8 of an array header
+_SEQ_TIMESTAMP_AT = 8
 _SMALL = 4096  # below this, bytes copies beat np.copyto's per-call overhead
 
 
@@ -113,11 +114,10 @@ class ArrayPublisher(Publisher):
                                "shape": list(self.shape), "fixed": self.fixed_shape}).encode()
         self._serializer = RAW
         self._headers: dict[tuple[int, ...], tuple[bytes, int, int]] = {}
-        # The header around its seq and timestamp words (bytes 8-24), per shape
-        self._header_parts: dict[tuple[int, ...], tuple[bytes, bytes]] = {}
         self._targets: dict[tuple[int, tuple[int, ...]], np.ndarray[Any, Any]] = {}
         self._create_channel(name, num_slots, max(1, header + capacity), max_subscribers,
                              L.ENCODING_ARRAY, metadata, permissions)
+        self._full_header = self._header_for(self.shape)[0]
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if self.fixed_shape:
@@ -149,7 +149,7 @@ class ArrayPublisher(Publisher):
         start = self._writer.payload_offset(index)
         view = self._segment.view
         view[start:start + data_offset] = header
-        _SEQ_TIMESTAMP.pack_into(view, start + 8, seq, timestamp_ns)
+        _SEQ_TIMESTAMP.pack_into(view, start + _SEQ_TIMESTAMP_AT, seq, timestamp_ns)
         return start, data_offset, length
 
     def _target(self, index: int, shape: tuple[int, ...], seq: int
@@ -184,16 +184,13 @@ class ArrayPublisher(Publisher):
             return False
         writer = self._writer
         timestamp_ns = time.time_ns()
-        if arr.nbytes <= _SMALL and arr.flags.c_contiguous:
-            # Small arrays: header and data as one payload through the C publish path.
-            parts = self._header_parts.get(arr.shape)
-            if parts is None:
-                header = self._header_for(arr.shape)[0]
-                parts = (header[:8], header[24:])
-                if len(self._header_parts) < 64:
-                    self._header_parts[arr.shape] = parts
-            writer.write(b"".join((parts[0], _SEQ_TIMESTAMP.pack(writer.head, timestamp_ns),
-                                   parts[1], arr.data)), L.ENCODING_ARRAY, timestamp_ns)
+        if arr.nbytes <= _SMALL:
+            # Small arrays: header and data (tobytes gathers any layout in C order) as one
+            # payload through the C publish path.
+            header = self._full_header if arr.shape == self.shape else self._header_for(
+                arr.shape)[0]
+            writer.write_stamped(header, arr.tobytes(), _SEQ_TIMESTAMP_AT, L.ENCODING_ARRAY,
+                                 timestamp_ns)
             return True
         index = writer.reserve()
         try:
@@ -297,9 +294,10 @@ class ArraySubscriber(_ChannelReader):
         # and each buffer's data always sits at the same place, so its view can be reused.
         scratch = memoryview(bytearray(self._data_offset))
         L.pack_array_header(scratch, 0, str(spec["dtype"]), self.shape, 0, 0)
+        self._template = bytes(scratch)
         self._template_head = bytes(scratch[:8])
         self._template_tail = bytes(scratch[24:])
-        self._fixed_length = self._data_offset + self._item_size
+        self._fixed_length = self._data_offset + self._item_size if self.fixed_shape else -1
         self._views: dict[int, np.ndarray[Any, Any]] = {}
         # Every buffer's length, timestamp, array header and data as strided read-only
         # arrays, so recv_batch gathers a whole batch with a few vectorised operations.
@@ -373,14 +371,12 @@ class ArraySubscriber(_ChannelReader):
         if not self._holding_enabled:
             self._reader.enable_holding()
             self._holding_enabled = True
-        got = self._reader.take_held()
+        got = self._reader.take_held(self._template, _SEQ_TIMESTAMP_AT, self._fixed_length)
         if got is None:
             return None
-        seq, index, off, length, encoding, timestamp_ns = got
+        seq, index, off, length, encoding, timestamp_ns, matches = got
         ro = self._ro_view
-        if (length == self._fixed_length and encoding == L.ENCODING_ARRAY and self.fixed_shape
-                and ro[off:off + 8] == self._template_head
-                and ro[off + 24:off + self._data_offset] == self._template_tail):
+        if matches and encoding == L.ENCODING_ARRAY:  # the channel's fixed-shape array
             arr = self._views.get(index)
             if arr is None:
                 arr = np.frombuffer(ro, dtype=self.dtype, count=math.prod(self.shape),
@@ -409,6 +405,10 @@ class ArraySubscriber(_ChannelReader):
         ``copy=True``: a private, writable copy. Raises :class:`SHMFormatError` for a
         malformed header (the message is consumed; the channel stays usable).
         """
+        if not copy and self._holding_enabled and not self._closed:
+            arr = self._take_view()  # the common case first: a view of a waiting message
+            if arr is not None:
+                return arr
         self._ensure_open()
         got = self._take(copy)
         if got is not None:

@@ -189,20 +189,39 @@ class RingWriter:
                 f"message of {length} bytes does not fit in a slot of {self._slot_size} "
                 f"bytes; create the channel with slot_size >= {length}"
             )
-        free = self._free
-        if self._loaned is not None or not free:
-            self.cancel(self.reserve())  # raises the reason, or collects released buffers
-        index = free.pop()
-        seq = self._head
-        evicted = self._evicted(seq)
+        index, seq, evicted = self._next_buffer()
         try:
             held = self._fast.publish(payload, index, seq, timestamp_ns, encoding,
                                       self._bytes_total + length, True, evicted)
         except BaseException:
-            free.append(index)
+            self._free.append(index)
             raise
         self._published(seq, index, length, evicted, held)
         return seq
+
+    def write_stamped(self, prefix: bytes, data: bytes, stamp_offset: int, encoding: int,
+                      timestamp_ns: int) -> int:
+        """Publish ``prefix + data`` with the message's seq and timestamp stored as u64s at
+        ``stamp_offset`` of the payload (inside ``prefix``); returns the sequence number."""
+        index, seq, evicted = self._next_buffer()
+        length = len(prefix) + len(data)
+        try:
+            held = self._fast.publish_stamped(prefix, data, stamp_offset, index, seq,
+                                              timestamp_ns, encoding,
+                                              self._bytes_total + length, evicted)
+        except BaseException:
+            self._free.append(index)
+            raise
+        self._published(seq, index, length, evicted, held)
+        return seq
+
+    def _next_buffer(self) -> tuple[int, int, int]:
+        # (free buffer, its message's seq, the buffer that message will evict or -1)
+        free = self._free
+        if self._loaned is not None or not free:
+            self.cancel(self.reserve())  # raises the reason, or collects released buffers
+        seq = self._head
+        return free.pop(), seq, self._evicted(seq)
 
     def write_many(self, payloads: list[bytes | memoryview], encoding: int,
                    timestamp_ns: int) -> int:
@@ -493,21 +512,23 @@ class RingReader:
             return payloads, encodings
         return [], []
 
-    def take_held(self) -> tuple[int, int, int, int, int, int] | None:
+    def take_held(self, expect: bytes = b"", stamp_offset: int = 0, expect_length: int = -1
+                  ) -> tuple[int, int, int, int, int, int, bool] | None:
         """Take the next message and pin its buffer (subscribers that enabled holding).
 
-        Returns ``(seq, buffer, offset, length, encoding, timestamp_ns)`` or None. The
-        message counts as received at once; its buffer stays unchanged until the next
-        receive or :meth:`release_hold`.
+        Returns ``(seq, buffer, offset, length, encoding, timestamp_ns, matches)`` or None.
+        The message counts as received at once; its buffer stays unchanged until the next
+        receive or :meth:`release_hold`. ``matches``: the payload is ``expect_length`` bytes
+        and starts with ``expect`` except for the 16 bytes at ``stamp_offset`` (a message
+        written by :meth:`RingWriter.write_stamped` with that prefix).
         """
         cursor = self.cursor
-        got = self._fast.hold(cursor, self._rec_held, self._rec_cursor)
+        got = self._fast.hold(cursor, self._rec_held, self._rec_cursor, expect, stamp_offset,
+                              expect_length)
         if got.__class__ is tuple:
-            index, length, encoding, timestamp_ns = got
-            self.held = index
+            self.held = got[1]
             self.cursor = cursor + 1
-            return (cursor, index, self._buffers_offset + index * self._stride
-                    + _BUFFER_HEADER_SIZE, length, encoding, timestamp_ns)
+            return got
         self.held = None  # hold() dropped the previous pin
         if got is None:
             return None
@@ -516,7 +537,7 @@ class RingReader:
             return None
         self.validate(message)
         return (message.seq, message.buffer, message.offset, message.length, message.encoding,
-                message.timestamp_ns)
+                message.timestamp_ns, False)
 
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.

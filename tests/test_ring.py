@@ -342,7 +342,8 @@ class RingMachine(RuleBasedStateMachine):
             assert self.ring.record(m.reader, L.REC_HELD) == 0
             return
         assert got is not None
-        seq, index, offset, length, encoding, stamp = got
+        seq, index, offset, length, encoding, stamp, matches = got
+        assert not matches  # nothing was expected
         assert seq == expected
         assert (encoding, stamp) == self.meta[seq]
         assert bytes(self.ring.view[offset:offset + length]) == payload_of(seq, self.sizes[seq])
@@ -896,3 +897,30 @@ def test_observer_fast_path_on_a_read_only_mapping(anon_ring) -> None:
     with pytest.raises(TypeError, match="read-only"):
         fast.publish(b"x", 0, 1, 0, 0, 0, True, -1)
     ro.release()
+
+
+def test_write_stamped_and_matching_holds(anon_ring) -> None:
+    r = anon_ring(slot_size=64)
+    reader = r.reader()
+    reader.enable_holding()
+    prefix = bytes(range(32))
+    r.writer.write_stamped(prefix, b"DATA", 8, L.ENCODING_ARRAY, 777)
+    seq, index, offset, length, encoding, stamp, matches = reader.take_held(prefix, 8, 36)
+    assert (seq, length, encoding, stamp, matches) == (0, 36, L.ENCODING_ARRAY, 777, True)
+    payload = bytes(r.view[offset:offset + length])
+    assert payload[:8] == prefix[:8]
+    assert struct.unpack_from("<QQ", payload, 8) == (0, 777)  # seq and timestamp stamped
+    assert payload[24:] == prefix[24:] + b"DATA"
+    # Anything else does not match: another prefix, another length, a bad stamp offset.
+    for expect, at, want in [(prefix[:-1] + b"x", 8, 36), (prefix, 8, 35), (prefix, 20, 36),
+                             (prefix, -1, 36), (b"", 0, 36)]:
+        r.writer.write_stamped(prefix, b"DATA", 8, L.ENCODING_ARRAY, 1)
+        got = reader.take_held(expect, at, want)
+        assert got is not None
+        assert got[-1] is False
+    assert reader.held is not None
+    with pytest.raises(ValueError, match="stamp offset"):
+        r.writer.write_stamped(prefix, b"", 20, L.ENCODING_ARRAY, 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        r.writer.write_stamped(prefix, bytes(33), 8, L.ENCODING_ARRAY, 1)
+    assert r.writer.head == 6  # the refused ones published nothing
