@@ -1,4 +1,4 @@
-from _typeshed import ReadableBuffer
+from _typeshed import ReadableBuffer, WriteableBuffer
 
 has_futex: int
 
@@ -41,4 +41,7 @@ class Ring:
              /) -> tuple[bytes, int, int, int] | bool | None: ...
     def hold(self, cursor: int, rec_held: int, rec_cursor: int, expect: bytes, stamp_offset: int,
              expect_length: int, /) -> tuple[int, int, int, int, int, int, bool] | bool | None: ...
+    def gather(self, start: int, n: int, out: WriteableBuffer, stamps: WriteableBuffer,
+               data_offset: int, item_size: int, encoding: int, expect: bytes,
+               stamp_offset: int, /) -> tuple[int, int]: ...
     def take_many(self, start: int, n: int, /) -> tuple[int, list[bytes], list[int]]: ...

@@ -371,6 +371,29 @@ locate(Ring *self, char *base, uint64_t seq, uint64_t *entry_out, uint32_t *leng
     return buf;
 }
 
+/* Batch reads ask the CPU for message seq + PREFETCH_AHEAD's lines while they copy seq: its
+ * slot header and the first `payload` bytes of its payload (the buffer named by its entry as
+ * it is now; a stale guess only wastes the prefetch). The lines come from the writer's core,
+ * so overlapping their transfers is most of a batch's speed. */
+#define PREFETCH_AHEAD 8
+
+static inline void
+prefetch_message(Ring *self, const char *base, uint64_t seq, size_t payload)
+{
+#if defined(__GNUC__)
+    uint64_t entry = a_load(word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots)));
+    uint64_t index = entry & ENTRY_INDEX_MASK;
+    if (index >= self->num_buffers)
+        return;
+    const char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
+    size_t end = BUFFER_HEADER_SIZE + (payload < 192 ? payload : 192);
+    for (size_t line = 0; line < end; line += 64)
+        __builtin_prefetch(buf + line, 0, 3);
+#else
+    (void)self; (void)base; (void)seq; (void)payload;
+#endif
+}
+
 /* take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False
  * None: nothing new. False: not the common case; use ring.py's careful path. On success the
  * new cursor is stored at offset rec_cursor (unless it is negative: an observer). */
@@ -430,6 +453,20 @@ Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* Whether payload starts with expect[0:size] apart from the 16 bytes at stamp_offset (the
+ * seq and timestamp that publish_stamped writes there). An empty expect matches anything. */
+static int
+prefix_matches(const char *payload, const char *expect, Py_ssize_t size, Py_ssize_t stamp_offset)
+{
+    if (size == 0)
+        return 1;
+    if (stamp_offset < 0 || stamp_offset + 16 > size)
+        return 0;
+    return memcmp(payload, expect, (size_t)stamp_offset) == 0 &&
+           memcmp(payload + stamp_offset + 16, expect + stamp_offset + 16,
+                  (size_t)(size - stamp_offset - 16)) == 0;
+}
+
 /* hold(cursor, rec_held, rec_cursor, expect, stamp_offset, expect_length)
  *     -> (seq, buffer, payload_offset, length, encoding, timestamp_ns, matches) | None | False
  * A zero-copy reader's step: pin message `cursor` by storing its buffer + 1 at offset
@@ -459,8 +496,6 @@ Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t expect_length = PyLong_AsSsize_t(args[5]);
     if ((stamp_offset == -1 || expect_length == -1) && PyErr_Occurred())
         return NULL;
-    if (stamp_offset < 0 || stamp_offset + 16 > expect_size || expect_length < expect_size)
-        expect_length = -1;  /* nothing can match */
     Py_ssize_t rec_held = PyLong_AsSsize_t(args[1]);
     Py_ssize_t rec_cursor = PyLong_AsSsize_t(args[2]);
     if ((rec_held == -1 || rec_cursor == -1) && PyErr_Occurred())
@@ -501,14 +536,97 @@ Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     }
     a_store(word(self, rec_cursor), cursor + 1);
     const char *payload = buf + BUFFER_HEADER_SIZE;
-    int matches = (Py_ssize_t)length == expect_length &&
-                  memcmp(payload, expect, (size_t)stamp_offset) == 0 &&
-                  memcmp(payload + stamp_offset + 16, expect + stamp_offset + 16,
-                         (size_t)(expect_size - stamp_offset - 16)) == 0;
+    int matches = (Py_ssize_t)length == expect_length && expect_length >= expect_size &&
+                  prefix_matches(payload, expect, expect_size, stamp_offset);
     return Py_BuildValue("(KKnkBKN)", (unsigned long long)cursor, (unsigned long long)index,
                          (Py_ssize_t)(payload - base), (unsigned long)length,
                          (unsigned char)buf[20], (unsigned long long)rd_le64(buf + 8),
                          PyBool_FromLong(matches));
+}
+
+/* gather(start, n, out, stamps, data_offset, item_size, encoding, expect, stamp_offset)
+ *     -> (first, count)
+ * The batch read of a fixed-size stream into caller-owned arrays: message start + i goes to
+ * out[i * item_size:] (its payload bytes data_offset .. data_offset + item_size) and its
+ * timestamp to stamps[i] (native u64), for as long as messages are there intact, have
+ * exactly data_offset + item_size bytes and encoding `encoding`, and start with `expect`
+ * (as for hold; an empty expect matches anything). At most n and num_slots messages. Then
+ * one fence and the suffix rule of take_many: the valid copies are first .. count - 1 (the
+ * caller counts the earlier ones as dropped and stores the cursor). */
+static PyObject *
+Ring_gather(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t start, n, encoding;
+    CHECK_NARGS(9, "gather");
+    char *base = ring_base(self, 0);
+    if (base == NULL || arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0 ||
+        arg_u64(args[6], &encoding) < 0)
+        return NULL;
+    Py_ssize_t data_offset = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t item_size = PyLong_AsSsize_t(args[5]);
+    Py_ssize_t stamp_offset = PyLong_AsSsize_t(args[8]);
+    if ((data_offset == -1 || item_size == -1 || stamp_offset == -1) && PyErr_Occurred())
+        return NULL;
+    if (!PyBytes_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError, "expect must be bytes");
+        return NULL;
+    }
+    const char *expect = PyBytes_AS_STRING(args[7]);
+    Py_ssize_t expect_size = PyBytes_GET_SIZE(args[7]);
+    if (data_offset < 0 || item_size < 0 || expect_size > data_offset + item_size) {
+        PyErr_SetString(PyExc_ValueError, "bad data_offset/item_size/expect");
+        return NULL;
+    }
+    if (n > self->num_slots)
+        n = self->num_slots;
+    Py_buffer out, stamps;
+    if (PyObject_GetBuffer(args[2], &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[3], &stamps, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    uint64_t *entries = NULL;
+    if (item_size > 0 && (uint64_t)(out.len / item_size) < n)
+        n = (uint64_t)(out.len / item_size);
+    if ((uint64_t)(stamps.len / 8) < n)
+        n = (uint64_t)(stamps.len / 8);
+    entries = PyMem_Malloc(sizeof(uint64_t) * (n ? n : 1));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t want = (uint64_t)(data_offset + item_size), count = 0, entry;
+    uint32_t length;
+    char *dst = (char *)out.buf;
+    for (; count < n; count++) {
+        if (count + PREFETCH_AHEAD < n)
+            prefetch_message(self, base, start + count + PREFETCH_AHEAD, (size_t)want);
+        const char *buf = locate(self, base, start + count, &entry, &length);
+        if (buf == NULL || length != want || (unsigned char)buf[20] != encoding)
+            break;
+        const char *payload = buf + BUFFER_HEADER_SIZE;
+        if (!prefix_matches(payload, expect, expect_size, stamp_offset))
+            break;
+        memcpy(dst + count * (uint64_t)item_size, payload + data_offset, (size_t)item_size);
+        uint64_t stamp = rd_le64(buf + 8);
+        memcpy((char *)stamps.buf + 8 * count, &stamp, 8);
+        entries[count] = entry;
+    }
+    a_fence();
+    uint64_t first = count;
+    while (first > 0 &&
+           a_load(word(self, self->entries +
+                               8 * (Py_ssize_t)((start + first - 1) % self->num_slots))) ==
+               entries[first - 1])
+        first--;
+    result = Py_BuildValue("(KK)", (unsigned long long)first, (unsigned long long)count);
+done:
+    PyMem_Free(entries);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&stamps);
+    return result;
 }
 
 /* take_many(start, n) -> (first, payloads, encodings)
@@ -535,6 +653,8 @@ Ring_take_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         goto fail;
     uint64_t count = 0;
     for (; count < n; count++) {
+        if (count + PREFETCH_AHEAD < n)
+            prefetch_message(self, base, start + count + PREFETCH_AHEAD, 64);
         const char *buf = locate(self, base, start + count, &entry, &length);
         if (buf == NULL)
             break;
@@ -594,6 +714,9 @@ static PyMethodDef Ring_methods[] = {
     {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,
      "hold(cursor, rec_held, rec_cursor, expect, stamp_offset, expect_length) -> (seq, buffer, "
      "payload_offset, length, encoding, timestamp_ns, matches) | None | False."},
+    {"gather", (PyCFunction)(void (*)(void))Ring_gather, METH_FASTCALL,
+     "gather(start, n, out, stamps, data_offset, item_size, encoding, expect, stamp_offset) -> "
+     "(first, count): batch read of fixed-size messages into caller-owned arrays."},
     {"take_many", (PyCFunction)(void (*)(void))Ring_take_many, METH_FASTCALL,
      "take_many(start, n) -> (first, payloads, encodings)."},
     {NULL, NULL, 0, NULL},

@@ -299,21 +299,6 @@ class ArraySubscriber(_ChannelReader):
         self._template_tail = bytes(scratch[24:])
         self._fixed_length = self._data_offset + self._item_size if self.fixed_shape else -1
         self._views: dict[int, np.ndarray[Any, Any]] = {}
-        # Every buffer's length, timestamp, array header and data as strided read-only
-        # arrays, so recv_batch gathers a whole batch with a few vectorised operations.
-        lay = self._segment.layout
-        ro, count, stride = self._ro_view, lay.num_buffers, lay.buffer_stride
-        base = lay.buffers_offset
-        self._all_lengths = np.ndarray((count,), "<u4", ro, base + 16, (stride,))
-        self._all_stamps = np.ndarray((count,), "<u8", ro, base + 8, (stride,))
-        payload = base + L.BUFFER_HEADER_SIZE
-        self._all_headers = np.ndarray((count, self._data_offset), np.uint8, ro, payload,
-                                       (stride, 1))
-        self._all_data = np.ndarray((count, self._item_size), np.uint8, ro,
-                                    payload + self._data_offset, (stride, 1))
-        # The template as u64 words: word 0 is magic..data_offset, words 1-2 the per-message
-        # seq and timestamp (not compared), words 3+ the shape and dtype description.
-        self._template_words = np.frombuffer(bytes(scratch), np.uint64)
 
     @property
     def last_timestamp(self) -> float | None:
@@ -448,48 +433,31 @@ class ArraySubscriber(_ChannelReader):
             while not self._reader.pending() and self._wait(deadline):
                 pass
         reader = self._reader
-        num_buffers = self._segment.layout.num_buffers
-        template = self._template_words
-        empty = np.empty((0, *self.shape), dtype=self.dtype)
-        for _attempt in range(100):
-            start, entries = reader.begin_batch(max_n)
-            n = len(entries) // 8
-            if not n:
-                self._idle_check()
-                return empty
-            words = np.frombuffer(entries, dtype=np.uint64)
-            index = (words & np.uint64(L.ENTRY_INDEX_MASK)).astype(np.intp)
-            ok = ((words >> np.uint64(L.ENTRY_INDEX_BITS)).astype(np.int64) - 1
-                  == np.arange(start, start + n)) & (index < num_buffers)
-            index = np.where(ok, index, 0)
-            words_of_headers = self._all_headers[index].view(np.uint64)
-            ok &= self._all_lengths[index] == self._fixed_length
-            ok &= words_of_headers[:, 0] == template[0]
-            ok &= (words_of_headers[:, 3:] == template[3:]).all(axis=1)
-            taken = n if ok.all() else int(np.argmin(ok))
-            data = self._all_data[index[:taken]]
-            stamps = self._all_stamps[index[:taken]]
-            first, count = reader.end_batch(start, entries, taken)
-            if count:
-                result = data[first:].view(self.dtype).reshape(count, *self.shape)
-                self.last_batch_timestamps = stamps[first:].astype(np.float64) / 1e9
-                self.last_timestamp_ns = int(stamps[-1])
-                self.last_seq = reader.cursor - 1
-                return result
-            if taken == 0 and reader.pending():
-                # The next message is not a well-formed array of this channel (or was just
-                # overwritten): receive it the careful way, which says what is wrong.
-                single = self._take(copy=True)
-                if single is not None and single.shape == self.shape:
-                    self.last_batch_timestamps = np.array([self.last_timestamp_ns / 1e9])
-                    return single.reshape(1, *self.shape)
-        return empty
+        rows = max(1, min(max_n, reader.pending(), self._segment.layout.num_slots))
+        out = np.empty((rows, *self.shape), dtype=self.dtype)
+        stamps = np.empty(rows, dtype=np.uint64)
+        first, count = reader.read_batch(rows, out.data, stamps.data, self._data_offset,
+                                         self._item_size, L.ENCODING_ARRAY, self._template,
+                                         _SEQ_TIMESTAMP_AT)
+        if count:
+            self.last_batch_timestamps = stamps[first:first + count].astype(np.float64) / 1e9
+            self.last_timestamp_ns = int(stamps[first + count - 1])
+            self.last_seq = reader.cursor - 1
+            return out[first:first + count]
+        if reader.pending():
+            # The next message is not a well-formed array of this channel: receive it the
+            # careful way, which says what is wrong with it (or returns it, if it is fine).
+            single = self._take(copy=True)
+            if single is not None and single.shape == self.shape:
+                self.last_batch_timestamps = np.array([self.last_timestamp_ns / 1e9])
+                return single.reshape(1, *self.shape)
+        else:
+            self._idle_check()
+        return np.empty((0, *self.shape), dtype=self.dtype)
 
     def close(self) -> None:
         """Leave the channel (views received earlier stay memory-safe). Idempotent."""
         self._views = {}
-        for name in ("_all_lengths", "_all_stamps", "_all_headers", "_all_data"):
-            self.__dict__.pop(name, None)
         super().close()
 
     def __enter__(self) -> ArraySubscriber:

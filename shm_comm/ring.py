@@ -29,10 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import layout as L
 from ._atomic import AtomicBuffer, Ring
 from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["RingReader", "RingWriter", "claim_record", "reap_dead_records", "release_record"]
 
@@ -557,124 +561,44 @@ class RingReader:
             atom.store(self._rec + L.REC_CURSOR, self.cursor)
         return True
 
-    def read_batch(self, max_n: int, out: memoryview, item_size: int, data_offset: int,
-                   timestamps: list[int]) -> tuple[int, int]:
+    def read_batch(self, max_n: int, out: WriteableBuffer, stamps: WriteableBuffer,
+                   data_offset: int, item_size: int, encoding: int, expect: bytes = b"",
+                   stamp_offset: int = 0) -> tuple[int, int]:
         """Copy up to ``max_n`` waiting fixed-size messages into ``out``, back to back.
 
-        Each message's payload must be ``data_offset + item_size`` bytes; bytes
-        ``[data_offset, data_offset + item_size)`` of it go to ``out[i * item_size:]``. Copies
-        first, then validates every message with one fence: returns ``(first, count)``, the
-        valid messages being ``first .. first + count - 1`` of ``out`` (earlier ones were
-        overwritten during the copy and are counted as dropped). A writer that overwrites
-        everything we copy is raced again, a bounded number of times. Stops at a message of
-        another size, leaving it for :meth:`poll`. Timestamps are appended to ``timestamps``.
+        Bytes ``[data_offset, data_offset + item_size)`` of each payload go to
+        ``out[i * item_size:]`` and its timestamp to ``stamps[i]`` (native u64), for as long
+        as the messages have exactly ``data_offset + item_size`` bytes, this ``encoding`` and
+        start with ``expect`` (see :meth:`take_held`). Copies first, then validates all with
+        one fence: returns ``(first, count)``, the valid rows being ``first .. first +
+        count - 1`` (earlier ones were overwritten during the copy and are counted as
+        dropped). ``(0, 0)`` when nothing is waiting or the next message is not one of
+        these (left for :meth:`poll`, which says what is wrong with it).
         """
         if self.held is not None:
             self.release_hold()
-        atom, view = self._atom, self._view
-        entries_offset, num_slots = self._entries_offset, self._num_slots
-        length_wanted = data_offset + item_size
+        load, num_slots = self._atom.load, self._num_slots
         for _attempt in range(100):
-            head = atom.load(_HEAD)
+            head = load(_HEAD)
             if self.cursor < head - num_slots:
                 self._skip_to(head - num_slots)
             start = self.cursor
             n = min(max_n, head - start)
             if n <= 0:
                 return 0, 0
-            entries = []
-            stamps = []
-            for i in range(n):
-                seq = start + i
-                entry = atom.load(entries_offset + 8 * (seq % num_slots))
-                index = entry & _INDEX_MASK
-                if (entry >> _INDEX_BITS) - 1 != seq or index >= self._num_buffers:
-                    break
-                buf = self._buffers_offset + index * self._stride
-                _seq, ts, length, _enc, _flags = _unpack_slot_header(view, buf)
-                if length != length_wanted:
-                    if i == 0:
-                        return 0, 0  # leave it for poll(), which says what is wrong with it
-                    break
-                src = buf + _BUFFER_HEADER_SIZE + data_offset
-                out[i * item_size:(i + 1) * item_size] = view[src:src + item_size]
-                stamps.append(ts)
-                entries.append(entry)
-            atom.fence()
-            count = len(entries)
-            first = count
-            # Eviction goes in sequence order, so the intact messages are a suffix.
-            while first > 0 and atom.load(
-                    entries_offset + 8 * ((start + first - 1) % num_slots)) == entries[first - 1]:
-                first -= 1
+            first, count = self._fast.gather(start, n, out, stamps, data_offset, item_size,
+                                             encoding, expect, stamp_offset)
             if first:
                 self._skip_to(start + first)
+            if count == 0:
+                return 0, 0
             if count == first:
-                # Nothing intact: everything we looked at was overwritten meanwhile.
-                if self.cursor == start:
-                    self._skip_to(start + 1)
-                continue
-            timestamps.extend(stamps[first:])
+                continue  # everything we copied was overwritten meanwhile
             self.cursor = start + count
             if self._rec is not None:
-                atom.store(self._rec_cursor, self.cursor)
+                self._atom.store(self._rec_cursor, self.cursor)
             return first, count - first
         return 0, 0
-
-    def begin_batch(self, max_n: int) -> tuple[int, bytes]:
-        """Vectorised batch read, step 1: ``(start, entries)`` of up to ``max_n`` waiting
-        messages, ``entries`` being their ring-entry words (native u64, each loaded
-        atomically), oldest first. Messages already evicted are skipped (counted as dropped).
-
-        Step 2 is the caller's: check each entry's sequence number and buffer index, copy the
-        payloads out, and count how many leading messages it took. Step 3 is
-        :meth:`end_batch`.
-        """
-        if self.held is not None:
-            self.release_hold()
-        atom = self._atom
-        head = atom.load(_HEAD)
-        if self.cursor < head - self._num_slots:
-            self._skip_to(head - self._num_slots)
-        start = self.cursor
-        entries = self.begin_entries(start, max(0, min(max_n, head - start)))
-        atom.fence()  # the caller's payload reads come after these entry loads
-        return start, entries
-
-    def end_batch(self, start: int, entries: bytes, taken: int) -> tuple[int, int]:
-        """Vectorised batch read, step 3, after copying ``taken`` messages from ``start``.
-
-        Fences, loads the entries again and keeps the intact suffix (eviction goes in
-        sequence order). Returns ``(first, count)``: the valid copies are ``first ..
-        first + count - 1``; the earlier ones were overwritten during the copy and are
-        counted as dropped.
-        """
-        if taken <= 0:
-            return 0, 0
-        atom = self._atom
-        atom.fence()
-        again = self.begin_entries(start, taken)
-        first = 0
-        if again != entries[:8 * taken]:
-            first = taken
-            while first > 0 and again[8 * (first - 1):8 * first] == \
-                    entries[8 * (first - 1):8 * first]:
-                first -= 1
-            self._skip_to(start + first)
-        self.cursor = start + taken
-        if self._rec is not None:
-            atom.store(self._rec_cursor, self.cursor)
-        return first, taken - first
-
-    def begin_entries(self, start: int, n: int) -> bytes:
-        """The ring-entry words of messages ``start .. start + n - 1`` (atomic loads)."""
-        atom = self._atom
-        first_slot = start % self._num_slots
-        run = min(n, self._num_slots - first_slot)
-        entries = atom.load_many(self._entries_offset + 8 * first_slot, run)
-        if run < n:
-            entries += atom.load_many(self._entries_offset, n - run)
-        return entries
 
     def release_hold(self) -> None:
         """Let the writer reuse the buffer this reader holds (no-op without a hold)."""

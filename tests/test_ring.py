@@ -8,6 +8,7 @@ messages that were not evicted, ``received + dropped == cursor - start``, an exa
 
 from __future__ import annotations
 
+import array
 import hashlib
 import mmap
 import struct
@@ -291,19 +292,19 @@ class RingMachine(RuleBasedStateMachine):
         if m.cursor < self.head - self.n:
             m.dropped += self.head - self.n - m.cursor
             m.cursor = self.head - self.n
+        encoding = self.meta[m.cursor][0] if m.cursor < self.head else 0
         want = []
         for seq in range(m.cursor, min(self.head, m.cursor + max_n)):
-            if self.sizes[seq] != ITEM:
+            if self.sizes[seq] != ITEM or self.meta[seq][0] != encoding:
                 break
             want.append(seq)
         out = bytearray(max_n * ITEM)
-        stamps: list[int] = []
-        with memoryview(out) as view:
-            first, count = m.reader.read_batch(max_n, view, ITEM, 0, stamps)
+        stamps = array.array("Q", bytes(8 * max_n))
+        first, count = m.reader.read_batch(max_n, out, stamps, 0, ITEM, encoding)
         assert (first, count) == (0, len(want))
         for i, seq in enumerate(want):
             assert bytes(out[i * ITEM:(i + 1) * ITEM]) == payload_of(seq, ITEM)
-        assert stamps == [self.meta[seq][1] for seq in want]
+        assert list(stamps[:count]) == [self.meta[seq][1] for seq in want]
         assert m.reader.held is None
         m.cursor += len(want)
         m.delivered.extend(want)
@@ -589,17 +590,26 @@ def test_read_batch_with_data_offset(anon_ring) -> None:
     for i in range(5):
         r.send(struct.pack("<QQ", 111, i), ts=i)
     out = bytearray(8 * 3)
-    stamps: list[int] = []
-    with memoryview(out) as view:
-        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 3)
+    stamps = array.array("Q", bytes(8 * 3))
+    raw = L.ENCODING_RAW
+    assert reader.read_batch(3, out, stamps, 8, 8, raw) == (0, 3)
     assert struct.unpack("<3Q", out) == (0, 1, 2)
-    assert stamps == [0, 1, 2]
+    assert list(stamps) == [0, 1, 2]
     # A message of another size stops the batch and is left for poll().
     r.send(b"odd")
-    with memoryview(out) as view:
-        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 2)
-        assert reader.read_batch(3, view, 8, 8, stamps) == (0, 0)
+    assert reader.read_batch(3, out, stamps, 8, 8, raw) == (0, 2)
+    assert reader.read_batch(3, out, stamps, 8, 8, raw) == (0, 0)
     assert r.take(reader) == (5, b"odd")
+    # So do another encoding and a payload that does not start with what is expected.
+    r.send(struct.pack("<QQ", 111, 9), encoding=L.ENCODING_PICKLE)
+    assert reader.read_batch(3, out, stamps, 8, 8, raw) == (0, 0)
+    assert r.take(reader) == (6, struct.pack("<QQ", 111, 9))
+    r.send(struct.pack("<QQQQ", 5, 77, 77, 42))  # 8 bytes to compare, 16 stamped, then data
+    assert reader.read_batch(3, out, stamps, 24, 8, raw, struct.pack("<QQQ", 4, 0, 0), 8) == (
+        0, 0)
+    assert reader.read_batch(3, out, stamps, 24, 8, raw, struct.pack("<QQQ", 5, 0, 0), 8) == (
+        0, 1)
+    assert struct.unpack_from("<Q", out) == (42,)
 
 
 def test_read_batch_skips_evicted(anon_ring) -> None:
@@ -608,8 +618,8 @@ def test_read_batch_skips_evicted(anon_ring) -> None:
     for i in range(10):
         r.send(struct.pack("<Q", i))
     out = bytearray(8 * 10)
-    with memoryview(out) as view:
-        first, count = reader.read_batch(10, view, 8, 0, [])
+    stamps = array.array("Q", bytes(8 * 10))
+    first, count = reader.read_batch(10, out, stamps, 0, 8, L.ENCODING_RAW)
     assert (first, count) == (0, 4)
     assert struct.unpack("<4Q", out[:32]) == (6, 7, 8, 9)
     assert (reader.dropped, reader.received) == (6, 4)
@@ -905,7 +915,7 @@ def test_write_stamped_and_matching_holds(anon_ring) -> None:
     reader.enable_holding()
     prefix = bytes(range(32))
     r.writer.write_stamped(prefix, b"DATA", 8, L.ENCODING_ARRAY, 777)
-    seq, index, offset, length, encoding, stamp, matches = reader.take_held(prefix, 8, 36)
+    seq, _index, offset, length, encoding, stamp, matches = reader.take_held(prefix, 8, 36)
     assert (seq, length, encoding, stamp, matches) == (0, 36, L.ENCODING_ARRAY, 777, True)
     payload = bytes(r.view[offset:offset + length])
     assert payload[:8] == prefix[:8]
@@ -913,7 +923,7 @@ def test_write_stamped_and_matching_holds(anon_ring) -> None:
     assert payload[24:] == prefix[24:] + b"DATA"
     # Anything else does not match: another prefix, another length, a bad stamp offset.
     for expect, at, want in [(prefix[:-1] + b"x", 8, 36), (prefix, 8, 35), (prefix, 20, 36),
-                             (prefix, -1, 36), (b"", 0, 36)]:
+                             (prefix, -1, 36), (prefix, 8, -1)]:
         r.writer.write_stamped(prefix, b"DATA", 8, L.ENCODING_ARRAY, 1)
         got = reader.take_held(expect, at, want)
         assert got is not None
