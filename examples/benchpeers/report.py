@@ -104,6 +104,8 @@ def extract(res: TaskResult) -> dict[str, float]:
             m[f"micro.{n}.memcpy_gbps"] = n / v["memcpy_ns"]
             m[f"micro.{n}.send_us"] = v["send_ns"] / 1000
             m[f"micro.{n}.loan_us"] = v["loan_ns"] / 1000
+            if "loan_cold_ns" in v:
+                m[f"micro.{n}.loan_cold_us"] = v["loan_cold_ns"] / 1000
             m[f"micro.{n}.loan_fill_us"] = v["loan_fill_ns"] / 1000
     return m
 
@@ -368,6 +370,8 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
             frac = m[f"micro.{n}.send_frac"]
             lines.append(f"| send {lab}: fraction of memcpy speed | {100 * frac:.0f} % |")
         add(f"loan() enter+exit {lab} (no fill)", f"micro.{n}.loan_us", "{:.1f} µs")
+        add(f"loan() enter+exit {lab}, right after a send and a memcpy of {lab} (cold caches)",
+            f"micro.{n}.loan_cold_us", "{:.1f} µs")
         add(f"loan() + np.copyto fill {lab}", f"micro.{n}.loan_fill_us", "{:.1f} µs")
     for n in arr_sizes:
         lab = size_label(n)

@@ -565,9 +565,11 @@ def micro_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
 def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     """Single process: np.copyto (memcpy reference), ArrayPublisher.send, loan() cost.
 
-    The four operations are interleaved rep by rep, so that noise from other processes hits
-    all of them alike; the memcpy reference cycles through as many destination buffers as
-    the publisher has slots, so that cache effects are comparable.
+    memcpy, send and the two loans are interleaved rep by rep, so that noise from other
+    processes hits all of them alike; the memcpy reference cycles through as many destination
+    buffers as the publisher has slots, so that cache effects are comparable. Then the empty
+    loan again, back to back: its own cost, without the cache misses that the big copies
+    before it cause (reported separately as the cold-cache figure).
     """
     import shm_comm
 
@@ -584,7 +586,8 @@ def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         for d in dsts:  # touch every buffer once
             np.copyto(d, src)
             pub.send(src)
-        times: dict[str, list[int]] = {"memcpy": [], "send": [], "loan": [], "loan_fill": []}
+        times: dict[str, list[int]] = {"memcpy": [], "send": [], "loan": [], "loan_cold": [],
+                                       "loan_fill": []}
         for i in range(reps):
             t0 = now_ns()
             np.copyto(dsts[i % slots], src)
@@ -599,8 +602,15 @@ def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
             t4 = now_ns()
             times["memcpy"].append(t1 - t0)
             times["send"].append(t2 - t1)
-            times["loan"].append(t3 - t2)
+            times["loan_cold"].append(t3 - t2)
             times["loan_fill"].append(t4 - t3)
+        # The loan's own cost, back to back: above, at 16 MiB, it follows 32 MiB of copies
+        # that flushed the caches, which slows any Python code down (see performance.md).
+        for _ in range(reps):
+            t0 = now_ns()
+            with pub.loan() as o:
+                o.flat[0] = 1.0
+            times["loan"].append(now_ns() - t0)
         pub.close()
         out[key] = {"nbytes": nbytes, "reps": reps}
         out[key].update({f"{k}_ns": float(np.median(v)) for k, v in times.items()})
