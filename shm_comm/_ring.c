@@ -36,6 +36,14 @@ typedef struct {
     Py_ssize_t head, waiters, bytes_total, holders, entries, buffers, stride, slot_size;
     Py_ssize_t held_words, record_size;  /* row r's held word: held_words + r * record_size */
     uint64_t num_slots, num_buffers, num_rows;
+    /* The writer's private state, after writer_init() (only the one publishing process): */
+    uint64_t *mirror;       /* what we last stored in each ring entry, so evicting needs no load */
+    uint16_t *free_list;    /* buffers ready for a message (a stack) */
+    uint16_t *held_list;    /* evicted buffers still pinned by a zero-copy reader */
+    Py_ssize_t nfree, nheld;
+    uint64_t w_head, w_bytes;
+    long long loaned;       /* the reserved buffer, or -1 */
+    PyObject *full_error;   /* raised when every buffer is pinned (a corrupted segment) */
 } Ring;
 
 static inline uint64_t rd_le64(const char *p)
@@ -145,6 +153,10 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
 static void
 Ring_dealloc(Ring *self)
 {
+    PyMem_Free(self->mirror);
+    PyMem_Free(self->free_list);
+    PyMem_Free(self->held_list);
+    Py_XDECREF(self->full_error);
     Py_XDECREF(self->atom);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -165,6 +177,69 @@ arg_u64(PyObject *obj, uint64_t *out)
         return NULL;                                                                      \
     }
 
+/* Stores bytes_total and head (the message is out), then wakes sleepers if any announced. */
+static void
+publish_head_word(Ring *self)
+{
+    a_store(word(self, self->bytes_total), self->w_bytes);
+    a_store(word(self, self->head), self->w_head);
+    /* A failed wake-up (it cannot fail on a mapped word) would only cost sleepers their
+     * slice, so it is not reported as a failed publish. */
+    if (a_load(word(self, self->waiters)))
+        (void)shmc_wake_all(word(self, self->head));
+}
+
+/* ---- the writer: RingWriter's steps (ring.py keeps the API and the error texts) ---- */
+
+/* writer_init(full_error): become the segment's writer; the free list is every buffer that
+ * no ring entry names (the segment may be a fresh one or one we reclaimed). */
+static PyObject *
+Ring_writer_init(Ring *self, PyObject *full_error)
+{
+    char *base = ring_base(self, 1);
+    if (base == NULL)
+        return NULL;
+    if (self->mirror != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "writer_init() was called already");
+        return NULL;
+    }
+    self->mirror = PyMem_Calloc(self->num_slots, sizeof(uint64_t));
+    self->free_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
+    self->held_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
+    char *in_ring = PyMem_Calloc(self->num_buffers, 1);
+    if (!self->mirror || !self->free_list || !self->held_list || !in_ring) {
+        PyMem_Free(in_ring);
+        return PyErr_NoMemory();
+    }
+    for (uint64_t i = 0; i < self->num_slots; i++) {
+        uint64_t entry = a_load(word(self, self->entries + 8 * (Py_ssize_t)i));
+        self->mirror[i] = entry;
+        if (entry && (entry & ENTRY_INDEX_MASK) < self->num_buffers)
+            in_ring[entry & ENTRY_INDEX_MASK] = 1;
+    }
+    self->nfree = self->nheld = 0;
+    for (uint64_t i = 0; i < self->num_buffers; i++)
+        if (!in_ring[i])
+            self->free_list[self->nfree++] = (uint16_t)i;
+    PyMem_Free(in_ring);
+    self->w_head = a_load(word(self, self->head));
+    self->w_bytes = a_load(word(self, self->bytes_total));
+    self->loaned = -1;
+    Py_INCREF(full_error);
+    Py_XSETREF(self->full_error, full_error);
+    Py_RETURN_NONE;
+}
+
+static char *
+writer_base(Ring *self)
+{
+    if (self->mirror == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not the writer (call writer_init first)");
+        return NULL;
+    }
+    return ring_base(self, 1);
+}
+
 /* Whether a zero-copy reader holds buffer `index`: some row named in the holders word has
  * index + 1 in its held word. */
 static int
@@ -180,117 +255,129 @@ is_held(Ring *self, uint64_t index)
     return 0;
 }
 
-/* Writes the slot header and stores the entry, then (if publish_head) bytes_total and head,
- * waking sleepers. Returns whether buffer `evicted` (the one the new entry replaced; negative
- * for none) is held by a zero-copy reader, checked after the entry store: the hand-off with
- * holders (they pin, then re-check the entry) needs that order. */
-static PyObject *
-finish(Ring *self, char *base, uint64_t index, uint64_t seq, uint64_t timestamp,
-       uint64_t length, uint64_t encoding, uint64_t bytes_total, int publish_head,
-       long long evicted)
+/* Gives back the held buffers whose readers let go of them. */
+static void
+collect_released(Ring *self)
 {
-    char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
-    wr_le64(buf, seq);
-    wr_le64(buf + 8, timestamp);
-    wr_le32(buf + 16, (uint32_t)length);
-    buf[20] = (char)encoding;
-    buf[21] = 0;
-    a_store(word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots)),
-            ((seq + 1) << ENTRY_INDEX_BITS) | index);
-    if (publish_head) {
-        a_store(word(self, self->bytes_total), bytes_total);
-        a_store(word(self, self->head), seq + 1);
-        /* The message is out; a failed wake-up (it cannot fail on a mapped word) would only
-         * cost sleepers their slice, so it is not reported as a failed publish. */
-        if (a_load(word(self, self->waiters)))
-            (void)shmc_wake_all(word(self, self->head));
+    Py_ssize_t keep = 0;
+    for (Py_ssize_t i = 0; i < self->nheld; i++) {
+        uint16_t index = self->held_list[i];
+        if (is_held(self, index))
+            self->held_list[keep++] = index;
+        else
+            self->free_list[self->nfree++] = index;
     }
-    return PyBool_FromLong(evicted >= 0 && is_held(self, (uint64_t)evicted));
+    self->nheld = keep;
+}
+
+/* A free buffer, fenced (as in RingWriter.reserve: our payload writes into it come after the
+ * eviction that freed it, so a stale reader's re-check sees that); -1 with an exception. */
+static long long
+take_free(Ring *self)
+{
+    if (self->loaned >= 0) {
+        PyErr_SetString(PyExc_RuntimeError, "a buffer is reserved; commit or cancel it first");
+        return -1;
+    }
+    if (self->nfree == 0)
+        collect_released(self);
+    if (self->nfree == 0) {
+        PyErr_SetString(self->full_error,
+                        "every data buffer is held by a zero-copy reader; this cannot happen "
+                        "with well-behaved readers (is the segment corrupted?)");
+        return -1;
+    }
+    a_fence();
+    return self->free_list[--self->nfree];
 }
 
 static int
-check_index(Ring *self, uint64_t index)
+check_fits(Ring *self, Py_ssize_t length)
 {
-    if (index >= self->num_buffers) {
-        PyErr_Format(PyExc_ValueError, "buffer %llu of %llu", (unsigned long long)index,
-                     (unsigned long long)self->num_buffers);
+    if (length > self->slot_size) {
+        PyErr_Format(PyExc_ValueError,
+                     "message of %zd bytes does not fit in a slot of %zd bytes; create the "
+                     "channel with slot_size >= %zd", length, self->slot_size, length);
         return -1;
     }
     return 0;
 }
 
-static int
-arg_evicted(PyObject *obj, long long *out)
+static inline char *
+payload_at(Ring *self, char *base, uint64_t index)
 {
-    *out = PyLong_AsLongLong(obj);
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+    return base + self->buffers + (Py_ssize_t)index * self->stride + BUFFER_HEADER_SIZE;
 }
 
-/* publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head, evicted)
- * -> evicted_is_held */
-static PyObject *
-Ring_publish(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+/* Publishes buffer `index` (payload written) as the next message: slot header, entry; then
+ * (if publish_head) bytes_total and head, waking sleepers. The buffer the entry evicted goes
+ * back to the free list unless a zero-copy reader holds it, which is checked after the entry
+ * store: the hand-off with holders (they pin, then re-check the entry) needs that order.
+ * Returns the message's sequence number. */
+static uint64_t
+publish(Ring *self, char *base, uint64_t index, uint64_t length, uint64_t encoding,
+        uint64_t timestamp, int publish_head)
 {
-    uint64_t index, seq, timestamp, encoding, bytes_total;
-    long long evicted;
-    CHECK_NARGS(8, "publish");
-    char *base = ring_base(self, 1);
-    if (base == NULL || arg_u64(args[1], &index) < 0 || arg_u64(args[2], &seq) < 0 ||
-        arg_u64(args[3], &timestamp) < 0 || arg_u64(args[4], &encoding) < 0 ||
-        arg_u64(args[5], &bytes_total) < 0 || arg_evicted(args[7], &evicted) < 0 ||
-        check_index(self, index) < 0)
-        return NULL;
-    int publish_head = PyObject_IsTrue(args[6]);
-    if (publish_head < 0)
+    uint64_t seq = self->w_head, slot = seq % self->num_slots;
+    char *buf = payload_at(self, base, index) - BUFFER_HEADER_SIZE;
+    wr_le64(buf, seq);
+    wr_le64(buf + 8, timestamp);
+    wr_le32(buf + 16, (uint32_t)length);
+    buf[20] = (char)encoding;
+    buf[21] = 0;
+    uint64_t old = self->mirror[slot];
+    uint64_t entry = ((seq + 1) << ENTRY_INDEX_BITS) | index;
+    a_store(word(self, self->entries + 8 * (Py_ssize_t)slot), entry);
+    self->mirror[slot] = entry;
+    self->w_head = seq + 1;
+    self->w_bytes += length;
+    if (publish_head)
+        publish_head_word(self);
+    if (old) {
+        uint16_t evicted = (uint16_t)(old & ENTRY_INDEX_MASK);
+        if (is_held(self, evicted))
+            self->held_list[self->nheld++] = evicted;
+        else
+            self->free_list[self->nfree++] = evicted;
+    }
+    if (self->nheld && !(seq & 15))
+        collect_released(self);  /* every 16th message, and whenever the free list runs dry */
+    return seq;
+}
+
+static PyObject *
+Ring_write(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t encoding, timestamp;
+    CHECK_NARGS(3, "write");
+    char *base = writer_base(self);
+    if (base == NULL || arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
         return NULL;
     Py_buffer payload;
-    const char *data;
-    Py_ssize_t length;
-    int have_buffer = 0;
-    if (PyBytes_CheckExact(args[0])) {
-        data = PyBytes_AS_STRING(args[0]);
-        length = PyBytes_GET_SIZE(args[0]);
-    } else {
-        if (PyObject_GetBuffer(args[0], &payload, PyBUF_C_CONTIGUOUS) < 0)
-            return NULL;
-        have_buffer = 1;
-        data = (const char *)payload.buf;
-        length = payload.len;
-    }
-    if (length > self->slot_size) {
-        if (have_buffer)
-            PyBuffer_Release(&payload);
-        PyErr_Format(PyExc_ValueError, "message of %zd bytes does not fit in a slot of %zd bytes",
-                     length, self->slot_size);
+    if (PyObject_GetBuffer(args[0], &payload, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    long long index = -1;
+    if (check_fits(self, payload.len) == 0)
+        index = take_free(self);
+    if (index < 0) {
+        PyBuffer_Release(&payload);
         return NULL;
     }
-    /* As in RingWriter.reserve(): order the payload writes after the eviction that freed
-     * this buffer, so a stale reader's re-check of its entry sees the change. */
-    a_fence();
-    memcpy(base + self->buffers + (Py_ssize_t)index * self->stride + BUFFER_HEADER_SIZE, data,
-           (size_t)length);
-    if (have_buffer)
-        PyBuffer_Release(&payload);
-    return finish(self, base, index, seq, timestamp, (uint64_t)length, encoding, bytes_total,
-                  publish_head, evicted);
+    memcpy(payload_at(self, base, (uint64_t)index), payload.buf, (size_t)payload.len);
+    uint64_t length = (uint64_t)payload.len;
+    PyBuffer_Release(&payload);
+    return PyLong_FromUnsignedLongLong(
+        publish(self, base, (uint64_t)index, length, encoding, timestamp, 1));
 }
 
-/* publish_stamped(prefix, data, stamp_offset, index, seq, timestamp_ns, encoding, bytes_total,
- *                 evicted) -> evicted_is_held
- * publish() of the payload prefix + data (two buffers gathered into the slot), with the
- * message's seq and timestamp_ns stored as little-endian u64s at stamp_offset of the payload
- * (inside prefix). The typed path's send: the array header template, then the array. */
 static PyObject *
-Ring_publish_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_write_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t index, seq, timestamp, encoding, bytes_total, stamp_offset;
-    long long evicted;
-    CHECK_NARGS(9, "publish_stamped");
-    char *base = ring_base(self, 1);
-    if (base == NULL || arg_u64(args[2], &stamp_offset) < 0 || arg_u64(args[3], &index) < 0 ||
-        arg_u64(args[4], &seq) < 0 || arg_u64(args[5], &timestamp) < 0 ||
-        arg_u64(args[6], &encoding) < 0 || arg_u64(args[7], &bytes_total) < 0 ||
-        arg_evicted(args[8], &evicted) < 0 || check_index(self, index) < 0)
+    uint64_t stamp_offset, encoding, timestamp;
+    CHECK_NARGS(5, "write_stamped");
+    char *base = writer_base(self);
+    if (base == NULL || arg_u64(args[2], &stamp_offset) < 0 || arg_u64(args[3], &encoding) < 0 ||
+        arg_u64(args[4], &timestamp) < 0)
         return NULL;
     Py_buffer prefix, data;
     if (PyObject_GetBuffer(args[0], &prefix, PyBUF_C_CONTIGUOUS) < 0)
@@ -299,59 +386,168 @@ Ring_publish_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&prefix);
         return NULL;
     }
-    Py_ssize_t length = prefix.len + data.len;
     PyObject *result = NULL;
-    if (length > self->slot_size) {
-        PyErr_Format(PyExc_ValueError, "message of %zd bytes does not fit in a slot of %zd bytes",
-                     length, self->slot_size);
-    } else if (stamp_offset + 16 > (uint64_t)prefix.len) {
+    long long index = -1;
+    if (stamp_offset + 16 > (uint64_t)prefix.len)
         PyErr_Format(PyExc_ValueError, "stamp offset %llu outside a prefix of %zd bytes",
                      (unsigned long long)stamp_offset, prefix.len);
-    } else {
-        char *dst = base + self->buffers + (Py_ssize_t)index * self->stride + BUFFER_HEADER_SIZE;
-        a_fence();  /* as in publish() */
+    else if (check_fits(self, prefix.len + data.len) == 0)
+        index = take_free(self);
+    if (index >= 0) {
+        char *dst = payload_at(self, base, (uint64_t)index);
+        uint64_t seq = self->w_head;
         memcpy(dst, prefix.buf, (size_t)prefix.len);
         wr_le64(dst + stamp_offset, seq);
         wr_le64(dst + stamp_offset + 8, timestamp);
         memcpy(dst + prefix.len, data.buf, (size_t)data.len);
-        result = finish(self, base, index, seq, timestamp, (uint64_t)length, encoding,
-                        bytes_total, 1, evicted);
+        result = PyLong_FromUnsignedLongLong(publish(
+            self, base, (uint64_t)index, (uint64_t)(prefix.len + data.len), encoding, timestamp,
+            1));
     }
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&data);
     return result;
 }
 
-/* commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> evicted_is_held:
- * publish a buffer whose payload the caller wrote already (after reserve()'s fence). */
+/* write_many(payloads, encoding, timestamp_ns) -> count: all sizes are checked first (one
+ * that does not fit: ValueError, nothing published); head is stored once, at the end. */
+static PyObject *
+Ring_write_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t encoding, timestamp;
+    CHECK_NARGS(3, "write_many");
+    char *base = writer_base(self);
+    if (base == NULL || arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
+        return NULL;
+    PyObject *seq_obj = PySequence_Fast(args[0], "payloads must be a sequence");
+    if (seq_obj == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq_obj);
+    PyObject **items = PySequence_Fast_ITEMS(seq_obj);
+    Py_buffer *views = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));
+    Py_ssize_t got = 0, done = 0;
+    int failed = views == NULL;
+    if (failed)
+        PyErr_NoMemory();
+    for (; !failed && got < n; got++) {
+        if (PyObject_GetBuffer(items[got], &views[got], PyBUF_C_CONTIGUOUS) < 0) {
+            failed = 1;
+            break;
+        }
+        if (check_fits(self, views[got].len) < 0) {
+            got++;  /* taken: released below */
+            failed = 1;
+            break;
+        }
+    }
+    for (; !failed && done < n; done++) {
+        long long index = take_free(self);
+        if (index < 0) {
+            failed = 1;
+            break;
+        }
+        memcpy(payload_at(self, base, (uint64_t)index), views[done].buf, (size_t)views[done].len);
+        publish(self, base, (uint64_t)index, (uint64_t)views[done].len, encoding, timestamp, 0);
+    }
+    if (done)
+        publish_head_word(self);  /* what went out (all of it, unless we failed) */
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    Py_DECREF(seq_obj);
+    return failed ? NULL : PyLong_FromSsize_t(done);
+}
+
+/* reserve() -> index: a free buffer for the caller to fill in place (loan). */
+static PyObject *
+Ring_reserve(Ring *self, PyObject *unused)
+{
+    if (writer_base(self) == NULL)
+        return NULL;
+    if (self->loaned >= 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a buffer is already reserved; commit or cancel it first");
+        return NULL;
+    }
+    long long index = take_free(self);
+    if (index < 0)
+        return NULL;
+    self->loaned = index;
+    return PyLong_FromLongLong(index);
+}
+
+static int
+check_loaned(Ring *self, PyObject *arg, uint64_t *index)
+{
+    if (arg_u64(arg, index) < 0)
+        return -1;
+    if (self->loaned < 0 || (uint64_t)self->loaned != *index) {
+        PyErr_Format(PyExc_RuntimeError, "buffer %llu is not the reserved one",
+                     (unsigned long long)*index);
+        return -1;
+    }
+    return 0;
+}
+
+/* cancel(index): give the reserved buffer back unpublished. */
+static PyObject *
+Ring_cancel(Ring *self, PyObject *arg)
+{
+    uint64_t index;
+    if (writer_base(self) == NULL || check_loaned(self, arg, &index) < 0)
+        return NULL;
+    self->loaned = -1;
+    self->free_list[self->nfree++] = (uint16_t)index;
+    Py_RETURN_NONE;
+}
+
+/* commit(index, length, encoding, timestamp_ns) -> seq: publish the reserved buffer. */
 static PyObject *
 Ring_commit(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t index, seq, timestamp, length, encoding, bytes_total;
-    long long evicted;
-    CHECK_NARGS(7, "commit");
-    char *base = ring_base(self, 1);
-    if (base == NULL || arg_u64(args[0], &index) < 0 || arg_u64(args[1], &seq) < 0 ||
-        arg_u64(args[2], &timestamp) < 0 || arg_u64(args[3], &length) < 0 ||
-        arg_u64(args[4], &encoding) < 0 || arg_u64(args[5], &bytes_total) < 0 ||
-        arg_evicted(args[6], &evicted) < 0 || check_index(self, index) < 0)
+    uint64_t index, length, encoding, timestamp;
+    CHECK_NARGS(4, "commit");
+    char *base = writer_base(self);
+    if (base == NULL || check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
+        arg_u64(args[2], &encoding) < 0 || arg_u64(args[3], &timestamp) < 0)
         return NULL;
     if (length > (uint64_t)self->slot_size) {
         PyErr_Format(PyExc_ValueError, "length %llu outside 0..%zd", (unsigned long long)length,
                      self->slot_size);
         return NULL;
     }
-    return finish(self, base, index, seq, timestamp, length, encoding, bytes_total, 1, evicted);
+    self->loaned = -1;
+    return PyLong_FromUnsignedLongLong(publish(self, base, index, length, encoding, timestamp, 1));
 }
 
-/* held(index) -> bool: whether a zero-copy reader holds buffer index. */
 static PyObject *
-Ring_held(Ring *self, PyObject *arg)
+Ring_get_head(Ring *self, void *closure)
 {
-    uint64_t index;
-    if (ring_base(self, 0) == NULL || arg_u64(arg, &index) < 0)
+    return PyLong_FromUnsignedLongLong(self->mirror ? self->w_head : a_load(word(self, self->head)));
+}
+
+static PyObject *
+Ring_get_bytes_total(Ring *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->w_bytes);
+}
+
+static PyObject *
+Ring_get_free_buffers(Ring *self, void *closure)
+{
+    if (writer_base(self) == NULL)
         return NULL;
-    return PyBool_FromLong(is_held(self, index));
+    collect_released(self);
+    return PyLong_FromSsize_t(self->nfree);
+}
+
+static PyObject *
+Ring_get_held_buffers(Ring *self, void *closure)
+{
+    PyObject *out = PyList_New(self->mirror ? self->nheld : 0);
+    for (Py_ssize_t i = 0; out != NULL && self->mirror && i < self->nheld; i++)
+        PyList_SET_ITEM(out, i, PyLong_FromLong(self->held_list[i]));
+    return out;
 }
 
 /* Where message `seq` sits if its entry says it is intact so far: returns its buffer and
@@ -698,17 +894,19 @@ fail:
 }
 
 static PyMethodDef Ring_methods[] = {
-    {"publish", (PyCFunction)(void (*)(void))Ring_publish, METH_FASTCALL,
-     "publish(payload, index, seq, timestamp_ns, encoding, bytes_total, publish_head, evicted)"
-     " -> evicted_is_held: copy and publish a message into buffer index."},
-    {"publish_stamped", (PyCFunction)(void (*)(void))Ring_publish_stamped, METH_FASTCALL,
-     "publish_stamped(prefix, data, stamp_offset, index, seq, timestamp_ns, encoding, "
-     "bytes_total, evicted) -> evicted_is_held: publish prefix + data, seq and time stamped."},
+    {"writer_init", (PyCFunction)Ring_writer_init, METH_O,
+     "writer_init(full_error): become the writer (free list from the ring entries)."},
+    {"write", (PyCFunction)(void (*)(void))Ring_write, METH_FASTCALL,
+     "write(payload, encoding, timestamp_ns) -> seq: copy and publish one message."},
+    {"write_stamped", (PyCFunction)(void (*)(void))Ring_write_stamped, METH_FASTCALL,
+     "write_stamped(prefix, data, stamp_offset, encoding, timestamp_ns) -> seq: publish "
+     "prefix + data with seq and timestamp stored at stamp_offset."},
+    {"write_many", (PyCFunction)(void (*)(void))Ring_write_many, METH_FASTCALL,
+     "write_many(payloads, encoding, timestamp_ns) -> count: head stored once."},
+    {"reserve", (PyCFunction)Ring_reserve, METH_NOARGS, "reserve() -> index (for a loan)."},
+    {"cancel", (PyCFunction)Ring_cancel, METH_O, "cancel(index): unreserve, publish nothing."},
     {"commit", (PyCFunction)(void (*)(void))Ring_commit, METH_FASTCALL,
-     "commit(index, seq, timestamp_ns, length, encoding, bytes_total, evicted) -> "
-     "evicted_is_held: publish a buffer filled in place."},
-    {"held", (PyCFunction)Ring_held, METH_O,
-     "held(index) -> bool: whether a zero-copy reader holds buffer index."},
+     "commit(index, length, encoding, timestamp_ns) -> seq: publish the reserved buffer."},
     {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
      "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
     {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,
@@ -722,6 +920,14 @@ static PyMethodDef Ring_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyGetSetDef Ring_getset[] = {
+    {"head", (getter)Ring_get_head, NULL, "messages published (the writer's count)", NULL},
+    {"bytes_total", (getter)Ring_get_bytes_total, NULL, "payload bytes published", NULL},
+    {"free_buffers", (getter)Ring_get_free_buffers, NULL, "buffers ready for a message", NULL},
+    {"held_buffers", (getter)Ring_get_held_buffers, NULL, "evicted buffers still pinned", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyTypeObject RingType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "shm_comm._atomic.Ring",
@@ -732,6 +938,7 @@ static PyTypeObject RingType = {
     .tp_init = (initproc)Ring_init,
     .tp_dealloc = (destructor)Ring_dealloc,
     .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
 };
 
 int

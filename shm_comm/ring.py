@@ -67,44 +67,41 @@ def fast_path(atom: AtomicBuffer, layout: L.SegmentLayout) -> Ring:
 class RingWriter:
     """The single writer of a segment: publishes messages and keeps the buffer free list.
 
-    Not thread-safe: one thread of one process writes a channel at a time.
+    The per-message steps run in C (``Ring.write`` and friends in ``_ring.c``), in this order:
+    take a free buffer (collecting buffers that zero-copy readers released), fence, copy the
+    payload, write the slot header, store the ring entry, then ``bytes_total`` and ``head``
+    and wake sleepers; then the buffer that the entry evicted goes back to the free list
+    unless a zero-copy reader holds it (checked after the entry store). Not thread-safe: one
+    thread of one process writes a channel at a time.
     """
 
     def __init__(self, atom: AtomicBuffer, view: memoryview, layout: L.SegmentLayout) -> None:
         self._atom = atom
         self._view = view
         self._layout = layout
-        self._num_slots = layout.num_slots
         self._slot_size = layout.slot_size
-        self._entries_offset = layout.entries_offset
-        self._buffers_offset = layout.buffers_offset
-        self._stride = layout.buffer_stride
-        self._head = atom.load(L.HEAD)
-        self._bytes_total = atom.load(L.BYTES_TOTAL)
-        # What we last stored in each entry, so evicting needs no load.
-        self._entries = [atom.load(layout.entries_offset + 8 * i) for i in range(layout.num_slots)]
-        in_ring = {e & L.ENTRY_INDEX_MASK for e in self._entries if e}
-        self._free = [i for i in range(layout.num_buffers) if i not in in_ring]
-        self._held: list[int] = []  # evicted buffers still held by a zero-copy reader
-        self._loaned: int | None = None
         self._fast = fast_path(atom, layout)
+        self._fast.writer_init(SHMBufferFullError)
 
     @property
     def head(self) -> int:
         """Messages published so far (the sequence number the next message gets)."""
-        return self._head
+        return self._fast.head
 
     @property
     def free_buffers(self) -> int:
         """Buffers ready to take a message right now (released holds included)."""
-        if self._held:
-            self._collect_released()
-        return len(self._free)
+        return self._fast.free_buffers
+
+    @property
+    def held_buffers(self) -> list[int]:
+        """Evicted buffers that a zero-copy reader still holds (kept out of the free list)."""
+        return self._fast.held_buffers
 
     @property
     def bytes_total(self) -> int:
         """Payload bytes published so far."""
-        return self._bytes_total
+        return self._fast.bytes_total
 
     def reserve(self) -> int:
         """Take a free buffer for the next message and return its index.
@@ -112,25 +109,11 @@ class RingWriter:
         The caller fills ``payload_view(index)`` and then calls :meth:`commit` or
         :meth:`cancel`. Only one buffer can be reserved at a time.
         """
-        if self._loaned is not None:
-            raise RuntimeError("a buffer is already reserved; commit or cancel it first")
-        if not self._free:
-            self._collect_released()
-            if not self._free:
-                raise SHMBufferFullError(
-                    "every data buffer is held by a zero-copy reader; "
-                    "this cannot happen with well-behaved readers (is the segment corrupted?)"
-                )
-        index = self._free.pop()
-        # The buffer may have been read by a (now stale) reader: order our coming payload
-        # writes after the eviction that freed it, so a stale reader's re-check sees it.
-        self._atom.fence()
-        self._loaned = index
-        return index
+        return self._fast.reserve()
 
     def payload_offset(self, index: int) -> int:
         """Offset of buffer ``index``'s payload in the segment."""
-        return self._buffers_offset + index * self._stride + _BUFFER_HEADER_SIZE
+        return self._layout.payload(index)
 
     def payload_view(self, index: int, length: int | None = None) -> memoryview:
         """A writable view of the payload area of buffer ``index``."""
@@ -140,92 +123,30 @@ class RingWriter:
 
     def cancel(self, index: int) -> None:
         """Give back a reserved buffer without publishing anything."""
-        if self._loaned != index:
-            raise RuntimeError(f"buffer {index} is not the reserved one")
-        self._loaned = None
-        self._free.append(index)
+        self._fast.cancel(index)
 
     def commit(self, index: int, length: int, encoding: int, timestamp_ns: int) -> int:
         """Publish the reserved buffer ``index`` holding ``length`` payload bytes.
 
         Returns the message's sequence number.
         """
-        if self._loaned != index:
-            raise RuntimeError(f"buffer {index} is not the reserved one")
-        if not 0 <= length <= self._slot_size:
-            raise ValueError(f"length {length} outside 0..{self._slot_size}")
-        seq = self._head
-        evicted = self._evicted(seq)
-        held = self._fast.commit(index, seq, timestamp_ns, length, encoding,
-                                 self._bytes_total + length, evicted)
-        self._loaned = None
-        self._published(seq, index, length, evicted, held)
-        return seq
-
-    def _evicted(self, seq: int) -> int:
-        # The buffer that message ``seq``'s entry will evict, or -1.
-        old = self._entries[seq % self._num_slots]
-        return old & _INDEX_MASK if old else -1
-
-    def _published(self, seq: int, index: int, length: int, evicted: int, held: bool) -> None:
-        # Bookkeeping after message ``seq`` went out in buffer ``index``: the buffer its entry
-        # evicted is free again, unless a zero-copy reader holds it (``held``, which the C
-        # side checked after storing the entry, as the hand-off with holders needs).
-        self._entries[seq % self._num_slots] = ((seq + 1) << _INDEX_BITS) | index
-        self._head = seq + 1
-        self._bytes_total += length
-        if evicted >= 0:
-            if held:
-                self._held.append(evicted)
-            else:
-                self._free.append(evicted)
-        if self._held and not seq & 15:
-            self._collect_released()  # every 16th message, and whenever reserve() runs dry
+        return self._fast.commit(index, length, encoding, timestamp_ns)
 
     def write(self, payload: bytes | bytearray | memoryview, encoding: int,
               timestamp_ns: int) -> int:
-        """Copy ``payload`` into a free buffer and publish it; returns its sequence number."""
+        """Copy ``payload`` into a free buffer and publish it; returns its sequence number.
+
+        ``ValueError`` if it does not fit in a slot; nothing is published then.
+        """
         if type(payload) is not bytes:
             payload = memoryview(payload).cast("B")  # any C-contiguous buffer, as bytes
-        length = len(payload)
-        if length > self._slot_size:
-            raise ValueError(
-                f"message of {length} bytes does not fit in a slot of {self._slot_size} "
-                f"bytes; create the channel with slot_size >= {length}"
-            )
-        index, seq, evicted = self._next_buffer()
-        try:
-            held = self._fast.publish(payload, index, seq, timestamp_ns, encoding,
-                                      self._bytes_total + length, True, evicted)
-        except BaseException:
-            self._free.append(index)
-            raise
-        self._published(seq, index, length, evicted, held)
-        return seq
+        return self._fast.write(payload, encoding, timestamp_ns)
 
     def write_stamped(self, prefix: bytes, data: bytes, stamp_offset: int, encoding: int,
                       timestamp_ns: int) -> int:
         """Publish ``prefix + data`` with the message's seq and timestamp stored as u64s at
         ``stamp_offset`` of the payload (inside ``prefix``); returns the sequence number."""
-        index, seq, evicted = self._next_buffer()
-        length = len(prefix) + len(data)
-        try:
-            held = self._fast.publish_stamped(prefix, data, stamp_offset, index, seq,
-                                              timestamp_ns, encoding,
-                                              self._bytes_total + length, evicted)
-        except BaseException:
-            self._free.append(index)
-            raise
-        self._published(seq, index, length, evicted, held)
-        return seq
-
-    def _next_buffer(self) -> tuple[int, int, int]:
-        # (free buffer, its message's seq, the buffer that message will evict or -1)
-        free = self._free
-        if self._loaned is not None or not free:
-            self.cancel(self.reserve())  # raises the reason, or collects released buffers
-        seq = self._head
-        return free.pop(), seq, self._evicted(seq)
+        return self._fast.write_stamped(prefix, data, stamp_offset, encoding, timestamp_ns)
 
     def write_many(self, payloads: list[bytes | memoryview], encoding: int,
                    timestamp_ns: int) -> int:
@@ -234,46 +155,7 @@ class RingWriter:
         All sizes are checked first: one that does not fit raises ``ValueError`` and nothing
         is published. Returns how many were published.
         """
-        slot_size = self._slot_size
-        for payload in payloads:
-            if len(payload) > slot_size:
-                raise ValueError(
-                    f"message of {len(payload)} bytes does not fit in a slot of {slot_size} "
-                    f"bytes; create the channel with slot_size >= {len(payload)}")
-        if self._loaned is not None:
-            raise RuntimeError("a buffer is reserved; commit or cancel it first")
-        free = self._free
-        publish = self._fast.publish
-        seq = self._head
-        last = len(payloads) - 1
-        for i, payload in enumerate(payloads):
-            if not free:
-                self.cancel(self.reserve())  # raises, or collects released buffers
-            index = free.pop()
-            length = len(payload)
-            evicted = self._evicted(seq)
-            try:
-                # head (and the wake-up) only with the last one
-                held = publish(payload, index, seq, timestamp_ns, encoding,
-                               self._bytes_total + length, i == last, evicted)
-            except BaseException:
-                free.append(index)
-                if i:  # publish what went out so far
-                    self._atom.store(L.BYTES_TOTAL, self._bytes_total)
-                    self._atom.store(L.HEAD, seq)
-                    if self._atom.load(L.WAITERS):
-                        self._atom.wake(L.HEAD)
-                raise
-            self._published(seq, index, length, evicted, held)
-            seq += 1
-        return len(payloads)
-
-    def _collect_released(self) -> None:
-        held = self._fast.held
-        still = [i for i in self._held if held(i)]
-        if len(still) != len(self._held):
-            self._free.extend(i for i in self._held if i not in still)
-            self._held = still
+        return self._fast.write_many(payloads, encoding, timestamp_ns)
 
     def min_cursor(self) -> int | None:
         """The smallest cursor of the active subscribers, or None when there are none."""
@@ -288,7 +170,7 @@ class RingWriter:
     def has_room(self) -> bool:
         """Whether the next message evicts nothing that an active subscriber has not read."""
         lowest = self.min_cursor()
-        return lowest is None or self._head - lowest < self._num_slots
+        return lowest is None or self.head - lowest < self._layout.num_slots
 
     def close(self) -> None:
         """Mark the channel closed and wake every sleeping reader."""

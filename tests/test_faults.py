@@ -132,7 +132,7 @@ def test_subscribers_killed_while_holding_views(channel: str) -> None:
                 pub.send(np.full(64, float(i)))
                 assert survivor.recv(timeout=5) is not None
             writer = pub._writer
-            assert len(writer._held) <= 1, "buffers of dead holders were not reclaimed"
+            assert len(writer.held_buffers) <= 1, "buffers of dead holders were not reclaimed"
             assert writer.free_buffers >= writer._layout.num_buffers - pub.num_slots - 2
             sub_stats = survivor.stats()
             assert sub_stats["dropped"] == 0
