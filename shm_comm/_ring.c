@@ -1,18 +1,17 @@
 /*
- * shm_comm._atomic.Ring: the ring's two hot paths in C, for speed only.
+ * shm_comm._atomic.Ring: the ring's per-message steps in C, for speed.
  *
- * ring.py is the reference for the ring algorithm (docs/design.md has the argument); this file
- * repeats exactly two of its steps, the ones every message takes, because in Python they cost
- * ~1 µs each in interpreter overhead:
+ * In Python each step costs ~1 µs of interpreter overhead, more than everything else on the
+ * hot path (docs/design.md has the protocol and its ordering argument):
  *
- *   publish/commit  RingWriter.write/commit without the free-list bookkeeping, which stays
- *                   in Python: copy the payload, write the slot header, store the ring entry,
- *                   then bytes_total and head, wake sleepers; say whether the evicted buffer
- *                   is held by a zero-copy reader.
- *   take/take_many  RingReader.take_copy/take_many for the common case only: the next
- *                   messages are there and intact. Anything else (evicted, overwritten during
- *                   the copy, a corrupted entry or length) returns False or stops the batch,
- *                   and ring.py's careful path decides what happened.
+ *   writer          all of RingWriter's work: the free list, the buffers held by zero-copy
+ *                   readers and a mirror of the entries live here; write/commit take a free
+ *                   buffer, copy, write the slot header, store the entry, bytes_total and
+ *                   head, wake sleepers, and file the evicted buffer (free, or held).
+ *   take/hold/      the readers' common case only: the next messages are there and intact.
+ *   take_many/      Anything else (evicted, overwritten during the copy, a corrupted entry or
+ *   gather          length) returns False or stops the batch, and ring.py's careful path
+ *                   decides what happened.
  *
  * The memory orders are those of ring.py: every shared word goes through the seq_cst
  * operations of _atomic.h; payload and slot header are plain memory published by the
@@ -571,7 +570,7 @@ locate(Ring *self, char *base, uint64_t seq, uint64_t *entry_out, uint32_t *leng
  * slot header and the first `payload` bytes of its payload (the buffer named by its entry as
  * it is now; a stale guess only wastes the prefetch). The lines come from the writer's core,
  * so overlapping their transfers is most of a batch's speed. */
-#define PREFETCH_AHEAD 8
+#define PREFETCH_AHEAD 16
 
 static inline void
 prefetch_message(Ring *self, const char *base, uint64_t seq, size_t payload)
