@@ -260,26 +260,29 @@ AtomicBuffer_wait(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
 #endif
 }
 
-/* wait_past(head, cursor, waiters, bit, closed, timeout) -> bool
+/* wait_past(head, cursor, waiters, bit, closed, doorbell, timeout) -> bool
  * The whole "announce, look, sleep, withdraw" of a reader in one call, so nothing runs in
  * Python between the wake-up and the return: set `bit` in the word at `waiters` (0: an
- * observer, which announces nothing), then sleep on the word at `head` unless it is past
- * `cursor` or the word at `closed` is set, then clear the bit. Seq_cst on both sides: either
- * we see the writer's new head, or the writer (store head, then load waiters) sees our bit
- * and wakes us. Returns False on timeout, True otherwise (callers re-check). */
+ * observer, which announces nothing), read the doorbell, then sleep on the doorbell unless
+ * the word at `head` is past `cursor` or the word at `closed` is set, then clear the bit.
+ * Whoever wakes readers first changes what they look at (head, or closed) and then bumps the
+ * doorbell; with seq_cst on both sides, either we see that change, or the bump comes after
+ * our doorbell read and the futex does not sleep (or is woken). Returns False on timeout,
+ * True otherwise (callers re-check). */
 static PyObject *
 AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t cursor, bit;
-    CHECK_NARGS(6, "wait_past");
+    CHECK_NARGS(7, "wait_past");
     volatile uint64_t *head = word_at(self, args[0], 0);
     if (head == NULL || as_u64(args[1], &cursor) < 0 || as_u64(args[3], &bit) < 0)
         return NULL;
     volatile uint64_t *waiters = word_at(self, args[2], bit != 0);
     volatile uint64_t *closed = word_at(self, args[4], 0);
-    if (waiters == NULL || closed == NULL)
+    volatile uint64_t *doorbell = word_at(self, args[5], 0);
+    if (waiters == NULL || closed == NULL || doorbell == NULL)
         return NULL;
-    double timeout = PyFloat_AsDouble(args[5]);
+    double timeout = PyFloat_AsDouble(args[6]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
     if (timeout < 0)
@@ -287,11 +290,11 @@ AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nar
 #if SHMC_HAVE_FUTEX
     if (bit)
         a_fetch_or(waiters, bit);
-    uint64_t seen = a_load(head);
+    uint64_t rung = a_load(doorbell);
     long rc = 0;
     int err = 0;
-    if (seen <= cursor && !a_load(closed)) {
-        uint32_t *word = (uint32_t *)head;
+    if (a_load(head) <= cursor && !a_load(closed)) {
+        uint32_t *word = (uint32_t *)doorbell;
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
         word += 1;
 #endif
@@ -299,7 +302,7 @@ AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nar
         ts.tv_sec = (time_t)timeout;
         ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
         Py_BEGIN_ALLOW_THREADS
-        rc = syscall(SYS_futex, word, FUTEX_WAIT, (uint32_t)seen, &ts, NULL, 0);
+        rc = syscall(SYS_futex, word, FUTEX_WAIT, (uint32_t)rung, &ts, NULL, 0);
         err = errno;
         Py_END_ALLOW_THREADS
     }
@@ -392,7 +395,8 @@ static PyMethodDef AtomicBuffer_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))AtomicBuffer_wait, METH_FASTCALL,
      "wait(offset, expected, timeout) -> bool: futex wait on the word's low 32 bits (Linux)."},
     {"wait_past", (PyCFunction)(void (*)(void))AtomicBuffer_wait_past, METH_FASTCALL,
-     "wait_past(head, cursor, waiters, bit, closed, timeout) -> bool: a reader's sleep."},
+     "wait_past(head, cursor, waiters, bit, closed, doorbell, timeout) -> bool: a reader's "
+     "sleep."},
     {"wake", (PyCFunction)AtomicBuffer_wake, METH_O,
      "wake(offset) -> int: wake all waiters on the word (Linux; elsewhere a no-op)."},
     {"release", (PyCFunction)AtomicBuffer_release, METH_NOARGS,

@@ -34,6 +34,7 @@ typedef struct {
     char *base;          /* atom->view.buf when we were made, to notice a release */
     Py_ssize_t head, waiters, bytes_total, holders, entries, buffers, stride, slot_size;
     Py_ssize_t held_words, record_size;  /* row r's held word: held_words + r * record_size */
+    Py_ssize_t doorbell;                  /* what sleeping readers wait on (see wait_past) */
     uint64_t num_slots, num_buffers, num_rows;
     /* The writer's private state, after writer_init() (only the one publishing process): */
     uint64_t *mirror;       /* what we last stored in each ring entry, so evicting needs no load */
@@ -98,15 +99,15 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"atom", "head", "waiters", "bytes_total", "holders", "entries",
                              "num_slots", "num_buffers", "buffers", "stride", "slot_size",
-                             "held_words", "record_size", "num_rows", NULL};
+                             "held_words", "record_size", "num_rows", "doorbell", NULL};
     PyObject *atom;
     Py_ssize_t head, waiters, bytes_total, holders, entries, num_slots, num_buffers, buffers,
-        stride, slot_size, held_words, record_size, num_rows;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nnnnnnnnnnnnn", kwlist,
+        stride, slot_size, held_words, record_size, num_rows, doorbell;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!nnnnnnnnnnnnnn", kwlist,
                                      &shmc_AtomicBufferType, &atom, &head, &waiters,
                                      &bytes_total, &holders, &entries, &num_slots, &num_buffers,
                                      &buffers, &stride, &slot_size, &held_words, &record_size,
-                                     &num_rows))
+                                     &num_rows, &doorbell))
         return -1;
     AtomicBuffer *ab = (AtomicBuffer *)atom;
     if (!ab->has_view) {
@@ -114,7 +115,7 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     Py_ssize_t len = ab->view.len;
-    Py_ssize_t words[] = {head, waiters, bytes_total, holders, entries};
+    Py_ssize_t words[] = {head, waiters, bytes_total, holders, entries, doorbell};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         if (words[i] < 0 || words[i] > len - 8 || words[i] % 8 != 0) {
             PyErr_Format(PyExc_ValueError, "word offset %zd invalid for %zd bytes", words[i], len);
@@ -146,6 +147,7 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
     self->held_words = held_words;
     self->record_size = record_size;
     self->num_rows = (uint64_t)num_rows;
+    self->doorbell = doorbell;
     return 0;
 }
 
@@ -182,10 +184,13 @@ publish_head_word(Ring *self)
 {
     a_store(word(self, self->bytes_total), self->w_bytes);
     a_store(word(self, self->head), self->w_head);
-    /* A failed wake-up (it cannot fail on a mapped word) would only cost sleepers their
-     * slice, so it is not reported as a failed publish. */
-    if (a_load(word(self, self->waiters)))
-        (void)shmc_wake_all(word(self, self->head));
+    /* Somebody announced a sleep: ring the doorbell (see wait_past for the ordering). A
+     * failed wake-up (it cannot fail on a mapped word) would only cost sleepers their slice,
+     * so it is not reported as a failed publish. */
+    if (a_load(word(self, self->waiters))) {
+        a_fetch_add(word(self, self->doorbell), 1);
+        (void)shmc_wake_all(word(self, self->doorbell));
+    }
 }
 
 /* ---- the writer: RingWriter's steps (ring.py keeps the API and the error texts) ---- */

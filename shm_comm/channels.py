@@ -15,7 +15,7 @@ from . import ring
 from ._backend import backend
 from .errors import SHMFormatError
 from .naming import KIND_LETTERS, SEGMENT_PREFIX, segment_name
-from .segment import Segment, wake_sleepers
+from .segment import Segment, retire
 
 __all__ = ["channel_info", "force_unlink", "list_segments", "remove_if_stale", "remove_stale"]
 
@@ -129,12 +129,14 @@ def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
     removed. Segments that are not readable shm_comm channels are left alone.
     """
     try:
-        fd, mapping, size = backend.open_segment(segment, readonly=True)
+        fd, mapping, size = backend.open_segment(segment)
+    except PermissionError:
+        return False  # another user's: not ours to judge or remove
     except (OSError, ValueError):
         return False
     try:
         try:
-            L.read_header(mapping, size)
+            header = L.read_header(mapping, size)
         except SHMFormatError:
             return False
         if backend.is_owner_alive(fd):
@@ -144,7 +146,8 @@ def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
         if not (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
                 and backend.unlink(segment)):
             return False
-        wake_sleepers(mapping)  # subscribers waiting on it go and look for a new one
+        if header.layout.kind == L.KIND_PUBSUB:
+            retire(mapping)  # its subscribers go and look for a new one
         return True
     finally:
         mapping.close()

@@ -41,6 +41,9 @@ Counters (offset 384; written while the channel runs)::
     480  departed_dropped   ``dropped`` of subscribers that have left
     488  membership         bumped whenever a subscriber attaches or leaves
     496  holders            bit i set once subscriber record i has held a zero-copy view
+    504  doorbell           pub/sub: sleeping subscribers wait on its low 32 bits; bumped and
+                            woken by a writer that sees ``waiters`` set, by ``close()`` and
+                            by whoever retires the segment (after setting ``closed``)
     512  extra[8]           kind-specific counters (request/reply, push/pull)
 
 Channel metadata (offset ``metadata_offset``, after the records; 4096 bytes): UTF-8 JSON
@@ -71,7 +74,8 @@ Typed-array payload (encoding 3): a header, then the array data at ``data_offset
     ``repr`` of ``numpy.lib.format.dtype_to_descr``), zero padding up to data_offset (a
     multiple of 64).
 
-Version history: 1.0 (shm_comm 0.1) is the first format.
+Version history: 1.0 (shm_comm 0.1) is the first format (the ``doorbell`` word was added
+before any release; readers of 1.0 without it do not exist).
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ DEPARTED_RECEIVED = 472
 DEPARTED_DROPPED = 480
 MEMBERSHIP = 488
 HOLDERS = 496
+DOORBELL = 504
 EXTRA = 512  # 8 words of kind-specific counters
 RECORDS_OFFSET = 576
 

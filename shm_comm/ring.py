@@ -61,7 +61,7 @@ def fast_path(atom: AtomicBuffer, layout: L.SegmentLayout) -> Ring:
     return Ring(atom, L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, layout.entries_offset,
                 layout.num_slots, layout.num_buffers, layout.buffers_offset,
                 layout.buffer_stride, layout.slot_size, L.RECORDS_OFFSET + L.REC_HELD,
-                L.RECORD_SIZE, layout.max_subscribers)
+                L.RECORD_SIZE, layout.max_subscribers, L.DOORBELL)
 
 
 class RingWriter:
@@ -174,8 +174,7 @@ class RingWriter:
 
     def close(self) -> None:
         """Mark the channel closed and wake every sleeping reader."""
-        self._atom.store(L.CLOSED, 1)
-        self._atom.wake(L.HEAD)
+        ring_out(self._atom)
 
 
 @dataclass
@@ -509,6 +508,17 @@ class RingReader:
             self._atom.fetch_or(L.WAITERS, bit)
         else:
             self._atom.fetch_and(L.WAITERS, ~bit & 0xFFFFFFFFFFFFFFFF)
+
+
+def ring_out(atom: AtomicBuffer) -> None:
+    """Mark a pub/sub segment closed and wake every reader asleep on it (close, retire).
+
+    ``closed`` first, then the doorbell: a reader that has not seen ``closed`` yet read the
+    doorbell before it changed, so its sleep returns at once (see ``wait_past``).
+    """
+    atom.store(L.CLOSED, 1)
+    atom.fetch_add(L.DOORBELL, 1)
+    atom.wake(L.DOORBELL)
 
 
 def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: int,

@@ -17,6 +17,7 @@ from . import layout as L
 from ._atomic import AtomicBuffer
 from ._backend import backend
 from .errors import SHMConnectionError, SHMFormatError
+from .ring import ring_out
 
 __all__ = ["Segment"]
 
@@ -111,7 +112,8 @@ class Segment:
             # and only if the name still points at it.
             if backend.lock_for_reclaim(fd) and backend.same_file(fd, name):
                 backend.unlink(name)
-                wake_sleepers(mapping)  # so they look for the segment we are about to make
+                if header.layout.kind == L.KIND_PUBSUB:
+                    retire(mapping)  # its readers go and look for the segment we make
             else:
                 time.sleep(0.001)
         finally:
@@ -201,10 +203,11 @@ class Segment:
             backend.unlink(self.name)
 
 
-def wake_sleepers(mapping: mmap.mmap) -> None:
-    """Wake every reader asleep on a segment's ``head`` (one that is being retired)."""
+def retire(mapping: mmap.mmap) -> None:
+    """Mark a dead publisher's segment closed and wake every reader asleep on it, so they go
+    and look for its successor (a writable mapping of a pub/sub segment)."""
     atom = AtomicBuffer(mapping)
     try:
-        atom.wake(L.HEAD)
+        ring_out(atom)
     finally:
         atom.release()

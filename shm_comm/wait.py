@@ -4,7 +4,8 @@ Three strategies, chosen by ``poll_interval``:
 
 * ``None`` (default): sleep in the kernel on the segment's ``head`` word (a futex on Linux)
   and be woken by the publisher's next send, typically within tens of microseconds, using no
-  CPU meanwhile. Whatever retires a segment wakes its sleepers: the publisher's ``close()``,
+  CPU meanwhile (readers sleep on the segment's doorbell word, which every wake-up
+  bumps first). Whatever retires a segment wakes its sleepers: the publisher's ``close()``,
   a new publisher reclaiming a dead one's segment, ``remove_stale``. Sleeps are also cut into
   slices of at most ``SUBSCRIBER_SLICE`` seconds, a safety net only: a wake-up can be lost
   only if the publisher dies between storing ``head`` and waking (see docs/design.md).
@@ -66,7 +67,8 @@ class Waiter:
         if self.observer:
             # Observers never write to the segment, so nobody wakes them on purpose; they
             # still wake at once when a subscriber's wake-up is broadcast.
-            atom.wait_past(L.HEAD, cursor, L.WAITERS, 0, L.CLOSED, min(remaining, OBSERVER_POLL))
+            atom.wait_past(L.HEAD, cursor, L.WAITERS, 0, L.CLOSED, L.DOORBELL,
+                           min(remaining, OBSERVER_POLL))
             return True
         started = time.perf_counter()
         if self._spin_next:
@@ -78,7 +80,7 @@ class Waiter:
             else:
                 return True  # arrived while spinning: keep spinning next time
         # Announce, look, sleep, withdraw: one C call (see _atomic.c for the ordering).
-        atom.wait_past(L.HEAD, cursor, L.WAITERS, waiter_bit, L.CLOSED,
+        atom.wait_past(L.HEAD, cursor, L.WAITERS, waiter_bit, L.CLOSED, L.DOORBELL,
                        min(remaining, SUBSCRIBER_SLICE))
         self._spin_next = time.perf_counter() - started < QUICK_WAIT
         return True

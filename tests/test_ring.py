@@ -810,17 +810,17 @@ def test_wait_past_announces_sleeps_and_withdraws(anon_ring) -> None:
     assert bit
     assert r.observer().waiter_bit == 0
     # Timeout: False, and the bit is withdrawn.
-    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, 0.01) is False
+    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, L.DOORBELL, 0.01) is False
     assert r.atom.load(L.WAITERS) == 0
     # A message already there: no sleep at all.
     r.send(b"x")
     started = time.monotonic()
-    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, 5.0) is True
+    assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, L.DOORBELL, 5.0) is True
     assert time.monotonic() - started < 1.0
     # Asleep: the bit is set while it sleeps, and the writer's next message wakes it.
     results: list[bool] = []
     sleeper = threading.Thread(target=lambda: results.append(
-        r.atom.wait_past(L.HEAD, 1, L.WAITERS, bit, L.CLOSED, 30.0)))
+        r.atom.wait_past(L.HEAD, 1, L.WAITERS, bit, L.CLOSED, L.DOORBELL, 30.0)))
     sleeper.start()
     poll_until(lambda: r.atom.load(L.WAITERS) == bit, timeout=5.0)
     r.send(b"y")
@@ -830,7 +830,31 @@ def test_wait_past_announces_sleeps_and_withdraws(anon_ring) -> None:
     assert r.atom.load(L.WAITERS) == 0
     # A closed channel: no sleep.
     r.writer.close()
-    assert r.atom.wait_past(L.HEAD, 2, L.WAITERS, bit, L.CLOSED, 5.0) is True
+    assert r.atom.wait_past(L.HEAD, 2, L.WAITERS, bit, L.CLOSED, L.DOORBELL, 5.0) is True
+
+
+def test_doorbell_rings_only_for_announced_sleepers_and_on_close(anon_ring) -> None:
+    """Sleepers wait on the doorbell; whoever wakes them changes what they look at first
+    (head, or closed) and then bumps it, so a wake-up between their look and their sleep
+    is never lost (docs/design.md, Waiting)."""
+    r = anon_ring()
+    reader = r.reader()
+    r.send(b"a")
+    assert r.atom.load(L.DOORBELL) == 0  # nobody sleeps: no bump, no syscall
+    r.atom.fetch_or(L.WAITERS, reader.waiter_bit)  # as a reader about to sleep does
+    r.send(b"b")
+    assert r.atom.load(L.DOORBELL) == 1
+    r.writer.write_many([b"c", b"d"], L.ENCODING_RAW, 0)
+    assert r.atom.load(L.DOORBELL) == 2  # once per batch
+    r.atom.fetch_and(L.WAITERS, 0)
+    ring.ring_out(r.atom)  # close/retire: closed first, then the doorbell
+    assert r.atom.load(L.CLOSED) == 1
+    assert r.atom.load(L.DOORBELL) == 3
+    # A reader that looks now does not sleep at all.
+    started = time.monotonic()
+    assert r.atom.wait_past(L.HEAD, 10, L.WAITERS, reader.waiter_bit, L.CLOSED, L.DOORBELL,
+                            5.0) is True
+    assert time.monotonic() - started < 1.0
 
 
 def test_c_slot_header_matches_the_format(anon_ring) -> None:
@@ -872,10 +896,10 @@ def test_ring_fast_path_checks_its_geometry(anon_ring) -> None:
     lay = r.layout
     args = [L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, lay.entries_offset, lay.num_slots,
             lay.num_buffers, lay.buffers_offset, lay.buffer_stride, lay.slot_size,
-            L.RECORDS_OFFSET + L.REC_HELD, L.RECORD_SIZE, lay.max_subscribers]
+            L.RECORDS_OFFSET + L.REC_HELD, L.RECORD_SIZE, lay.max_subscribers, L.DOORBELL]
     Ring(r.atom, *args)
     for i, bad in [(0, lay.total_size), (0, 3), (5, 10**9), (6, 10**9), (8, 8), (10, 4),
-                   (11, 4), (12, 65), (10, lay.total_size)]:
+                   (11, 4), (12, 65), (10, lay.total_size), (13, 3)]:
         wrong = list(args)
         wrong[i] = bad
         with pytest.raises(ValueError):
