@@ -39,6 +39,8 @@ __all__ = ["Publisher", "Subscriber"]
 BytesLike = bytes | bytearray | memoryview
 
 LIVENESS_CHECK_INTERVAL = 0.2
+DEAD_POLL = 0.01  # a subscriber whose publisher is gone looks for a new one this often...
+DEAD_POLL_MAX = 0.2  # ...backing off to this
 CONNECT_POLL = 0.002
 BLOCKING_SEND_POLL = 50e-6
 
@@ -253,6 +255,7 @@ class _ChannelReader(ForkAware):
         self._dropped_before = 0
         self._next_check = 0.0
         self._alive = True
+        self._dead_polls = 0
         self._closed = False
         self._segment, self._reader = self._attach(timeout_connect, latest)
         self._finalizer = weakref.finalize(self, _release_reader, self._segment, self._reader)
@@ -340,11 +343,14 @@ class _ChannelReader(ForkAware):
             if deadline is not None and now >= deadline:
                 return False
         if not self._alive:
-            # Nothing will wake us: poll for a restarted publisher.
-            sleep(min(0.01, LIVENESS_CHECK_INTERVAL if deadline is None
-                      else max(0.0, deadline - time.monotonic())))
+            # Nothing will wake us: poll for a restarted publisher, every 10 ms at first and
+            # less often the longer it stays away (at most every 200 ms).
+            self._dead_polls += 1
+            pause = min(DEAD_POLL_MAX, DEAD_POLL * self._dead_polls)
+            sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
             self._next_check = 0.0
             return True
+        self._dead_polls = 0
         atom, cursor = self._segment.atom, self._reader.cursor
         woke = self._waiter.wait(atom, cursor, deadline, self._reader.waiter_bit)
         if self._waiter.use_futex and atom.load(L.HEAD) <= cursor:
