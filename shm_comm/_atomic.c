@@ -285,6 +285,19 @@ AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nar
     double timeout = PyFloat_AsDouble(args[6]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
+    int rc = shmc_sleep_past(head, cursor, waiters, bit, closed, doorbell, timeout);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/* The body of wait_past, for _ring.c too: 1 (woken, or no need to sleep), 0 (timed out),
+ * -1 with an exception set (a signal handler raised, or an unexpected futex error). */
+int
+shmc_sleep_past(volatile uint64_t *head, uint64_t cursor, volatile uint64_t *waiters,
+                uint64_t bit, volatile uint64_t *closed, volatile uint64_t *doorbell,
+                double timeout)
+{
     if (timeout < 0)
         timeout = 0;
 #if SHMC_HAVE_FUTEX
@@ -309,19 +322,18 @@ AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nar
     if (bit)
         a_fetch_and(waiters, ~bit);
     if (rc == 0 || err == EAGAIN)
-        Py_RETURN_TRUE;
+        return 1;
     if (err == ETIMEDOUT)
-        Py_RETURN_FALSE;
-    if (err == EINTR) {
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        Py_RETURN_TRUE;
-    }
+        return 0;
+    if (err == EINTR)
+        return PyErr_CheckSignals() < 0 ? -1 : 1;
     errno = err;
-    return PyErr_SetFromErrno(PyExc_OSError);
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
 #else
+    (void)head; (void)cursor; (void)waiters; (void)bit; (void)closed; (void)doorbell;
     PyErr_SetString(PyExc_NotImplementedError, "futex wait is only available on Linux");
-    return NULL;
+    return -1;
 #endif
 }
 

@@ -58,6 +58,9 @@ typedef struct {
 
 
 long shmc_wake_all(volatile uint64_t *p);
+int shmc_sleep_past(volatile uint64_t *head, uint64_t cursor, volatile uint64_t *waiters,
+                    uint64_t bit, volatile uint64_t *closed, volatile uint64_t *doorbell,
+                    double timeout);
 
 /* Adds the Ring type (_ring.c) to the module. */
 int shmc_add_ring_type(PyObject *module);

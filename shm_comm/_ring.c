@@ -597,23 +597,29 @@ prefetch_message(Ring *self, const char *base, uint64_t seq, size_t payload)
 /* take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False
  * None: nothing new. False: not the common case; use ring.py's careful path. On success the
  * new cursor is stored at offset rec_cursor (unless it is negative: an observer). */
-static PyObject *
-Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+/* Parses take()'s (cursor, rec_cursor) arguments; NULL with an exception if they are bad. */
+static char *
+take_args(Ring *self, PyObject *const *args, uint64_t *cursor, Py_ssize_t *rec_cursor)
 {
-    uint64_t cursor, entry;
-    uint32_t length;
-    CHECK_NARGS(2, "take");
     char *base = ring_base(self, 0);
-    if (base == NULL || arg_u64(args[0], &cursor) < 0)
+    if (base == NULL || arg_u64(args[0], cursor) < 0)
         return NULL;
-    Py_ssize_t rec_cursor = PyLong_AsSsize_t(args[1]);
-    if (rec_cursor == -1 && PyErr_Occurred())
+    *rec_cursor = PyLong_AsSsize_t(args[1]);
+    if (*rec_cursor == -1 && PyErr_Occurred())
         return NULL;
-    if (rec_cursor >= 0 && (rec_cursor > self->atom->view.len - 8 || rec_cursor % 8 != 0 ||
-                            self->atom->view.readonly)) {
-        PyErr_Format(PyExc_ValueError, "bad cursor word offset %zd", rec_cursor);
+    if (*rec_cursor >= 0 && (*rec_cursor > self->atom->view.len - 8 || *rec_cursor % 8 != 0 ||
+                             self->atom->view.readonly)) {
+        PyErr_Format(PyExc_ValueError, "bad cursor word offset %zd", *rec_cursor);
         return NULL;
     }
+    return base;
+}
+
+static PyObject *
+do_take(Ring *self, char *base, uint64_t cursor, Py_ssize_t rec_cursor)
+{
+    uint64_t entry;
+    uint32_t length;
     uint64_t head = a_load(word(self, self->head));
     if (cursor >= head)
         Py_RETURN_NONE;
@@ -651,6 +657,51 @@ Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     PyTuple_SET_ITEM(result, 2, ts);
     PyTuple_SET_ITEM(result, 3, seq);
     return result;
+}
+
+static PyObject *
+Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t cursor;
+    Py_ssize_t rec_cursor;
+    CHECK_NARGS(2, "take");
+    char *base = take_args(self, args, &cursor, &rec_cursor);
+    return base == NULL ? NULL : do_take(self, base, cursor, rec_cursor);
+}
+
+/* take_wait(cursor, rec_cursor, bit, closed, timeout) -> as take()
+ * A blocking receive's whole step: take(); if nothing is there, wait_past() on this ring's
+ * head/waiters/doorbell (announcing `bit`; `closed` is the closed word's offset) for at most
+ * timeout seconds, then take() again. Nothing runs in Python between the wake-up and the
+ * copy. None: still nothing (a slice ended, or the channel was closed or retired). */
+static PyObject *
+Ring_take_wait(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t cursor, bit;
+    Py_ssize_t rec_cursor;
+    CHECK_NARGS(5, "take_wait");
+    char *base = take_args(self, args, &cursor, &rec_cursor);
+    if (base == NULL || arg_u64(args[2], &bit) < 0)
+        return NULL;
+    Py_ssize_t closed = PyLong_AsSsize_t(args[3]);
+    double timeout = PyFloat_AsDouble(args[4]);
+    if ((closed == -1 || timeout == -1.0) && PyErr_Occurred())
+        return NULL;
+    if (closed < 0 || closed > self->atom->view.len - 8 || closed % 8 != 0 ||
+        (bit && self->atom->view.readonly)) {
+        PyErr_SetString(PyExc_ValueError, "bad closed word offset, or a read-only announcer");
+        return NULL;
+    }
+    PyObject *got = do_take(self, base, cursor, rec_cursor);
+    if (got != Py_None)
+        return got;
+    Py_DECREF(got);
+    if (shmc_sleep_past(word(self, self->head), cursor, word(self, self->waiters), bit,
+                        word(self, closed), word(self, self->doorbell), timeout) < 0)
+        return NULL;
+    if (ring_base(self, 0) == NULL)  /* another thread closed the segment meanwhile */
+        return NULL;
+    return do_take(self, base, cursor, rec_cursor);
 }
 
 /* Whether payload starts with expect[0:size] apart from the 16 bytes at stamp_offset (the
@@ -913,6 +964,9 @@ static PyMethodDef Ring_methods[] = {
      "commit(index, length, encoding, timestamp_ns) -> seq: publish the reserved buffer."},
     {"take", (PyCFunction)(void (*)(void))Ring_take, METH_FASTCALL,
      "take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False."},
+    {"take_wait", (PyCFunction)(void (*)(void))Ring_take_wait, METH_FASTCALL,
+     "take_wait(cursor, rec_cursor, bit, closed, timeout) -> as take(), sleeping first if "
+     "nothing is there."},
     {"hold", (PyCFunction)(void (*)(void))Ring_hold, METH_FASTCALL,
      "hold(cursor, rec_held, rec_cursor, expect, stamp_offset, expect_length) -> (seq, buffer, "
      "payload_offset, length, encoding, timestamp_ns, matches) | None | False."},

@@ -433,11 +433,33 @@ class Subscriber(_ChannelReader):
             self._idle_check()
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._wait(deadline):
+        while True:
+            slept, taken = self._sleep_and_take(deadline)
+            if taken is not None:
+                data, self.last_encoding, self.last_timestamp_ns, self.last_seq = taken
+                return data, self.last_encoding
+            if slept:
+                continue
+            if not self._wait(deadline):
+                return self._take()
             got = self._take()
             if got is not None:
                 return got
-        return self._take()
+
+    def _sleep_and_take(self, deadline: float | None
+                        ) -> tuple[bool, tuple[bytes, int, int, int] | None]:
+        """Take, sleep on the futex, take: one C call, so nothing runs in Python around the
+        wake-up. ``(False, None)`` when this wait must go through :meth:`_wait` instead
+        (spinning first, polling, a publisher to check, the deadline passed)."""
+        sleep_for = self._waiter.futex_sleep(deadline) if self._alive and self._next_check else None
+        if sleep_for is None:
+            return False, None
+        started = time.perf_counter()
+        taken = self._reader.take_copy_or_wait(sleep_for)
+        self._waiter.slept(time.perf_counter() - started)
+        if taken is None:
+            self._next_check = 0.0  # woken without a message: check the publisher
+        return True, taken
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next message, deserialized; None if none arrived within ``timeout`` seconds.
@@ -455,8 +477,10 @@ class Subscriber(_ChannelReader):
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The next message's payload bytes, whatever its encoding; None on timeout."""
-        if not self._closed:  # the common case first: a message is waiting
+        if not self._closed:  # the common cases first: a message is waiting, or will be
             taken = self._reader.take_copy()
+            if taken is None and timeout is None:
+                taken = self._sleep_and_take(None)[1]
             if taken is not None:
                 data, self.last_encoding, self.last_timestamp_ns, self.last_seq = taken
                 return data

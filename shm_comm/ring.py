@@ -313,6 +313,24 @@ class RingReader:
             return None
         return self._take_copy_careful()
 
+    def take_copy_or_wait(self, timeout: float) -> tuple[bytes, int, int, int] | None:
+        """:meth:`take_copy`, but when nothing is there, sleep on the segment for at most
+        ``timeout`` seconds (announced in ``waiters``) and try once more, all in one C call.
+
+        None: still nothing (the sleep timed out, or the channel was closed or retired).
+        """
+        if self.held is not None:
+            self.release_hold()
+        cursor = self.cursor
+        got = self._fast.take_wait(cursor, self._rec_cursor_or_none, self.waiter_bit, L.CLOSED,
+                                   timeout)
+        if got.__class__ is tuple:
+            self.cursor = cursor + 1
+            return got
+        if got is None:
+            return None
+        return self._take_copy_careful()
+
     def _take_copy_careful(self) -> tuple[bytes, int, int, int] | None:
         atom = self._atom
         load = atom.load

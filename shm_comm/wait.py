@@ -85,6 +85,24 @@ class Waiter:
         self._spin_next = time.perf_counter() - started < QUICK_WAIT
         return True
 
+    def futex_sleep(self, deadline: float | None) -> float | None:
+        """Seconds the next wait may sleep on the futex straight away, or None when it must go
+        through :meth:`wait` (spinning first, polling, an observer, or the deadline passed).
+
+        For callers that do the sleep themselves together with their receive (one C call);
+        they report how long it took with :meth:`slept`.
+        """
+        if not self.use_futex or self.observer or self._spin_next:
+            return None
+        if deadline is None:
+            return SUBSCRIBER_SLICE
+        remaining = deadline - time.monotonic()
+        return min(remaining, SUBSCRIBER_SLICE) if remaining > 0 else None
+
+    def slept(self, seconds: float) -> None:
+        """After a :meth:`futex_sleep`: a short wait means messages come back to back."""
+        self._spin_next = seconds < QUICK_WAIT
+
     def _spin(self, atom: AtomicBuffer, cursor: int, deadline: float | None) -> bool:
         load = atom.load
         spins = 0

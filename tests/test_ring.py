@@ -833,6 +833,41 @@ def test_wait_past_announces_sleeps_and_withdraws(anon_ring) -> None:
     assert r.atom.wait_past(L.HEAD, 2, L.WAITERS, bit, L.CLOSED, L.DOORBELL, 5.0) is True
 
 
+@pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
+def test_take_copy_or_wait_sleeps_then_takes(anon_ring) -> None:
+    r = anon_ring()
+    reader = r.reader()
+    r.send(b"ready", ts=1)
+    assert reader.take_copy_or_wait(5.0) == (b"ready", L.ENCODING_RAW, 1, 0)  # no sleep
+    assert reader.take_copy_or_wait(0.01) is None  # timed out
+    assert r.atom.load(L.WAITERS) == 0
+    results: list[object] = []
+    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy_or_wait(30.0)))
+    sleeper.start()
+    poll_until(lambda: r.atom.load(L.WAITERS) == reader.waiter_bit, timeout=5.0)
+    r.send(b"late", ts=2)
+    sleeper.join(10.0)
+    assert not sleeper.is_alive()
+    assert results == [(b"late", L.ENCODING_RAW, 2, 1)]
+    assert (reader.cursor, r.atom.load(L.WAITERS)) == (2, 0)
+    # Evicted while asleep: the careful path counts the loss and takes what is left.
+    for i in range(r.layout.num_slots + 2):
+        r.send(bytes([i]))
+    got = reader.take_copy_or_wait(1.0)
+    assert got is not None
+    assert got[3] == 4
+    assert reader.dropped == 2
+    # Closed while asleep: it wakes with nothing.
+    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy_or_wait(30.0)))
+    reader.cursor = r.atom.load(L.HEAD)
+    sleeper.start()
+    poll_until(lambda: r.atom.load(L.WAITERS) == reader.waiter_bit, timeout=5.0)
+    r.writer.close()
+    sleeper.join(10.0)
+    assert not sleeper.is_alive()
+    assert results[-1] is None
+
+
 def test_doorbell_rings_only_for_announced_sleepers_and_on_close(anon_ring) -> None:
     """Sleepers wait on the doorbell; whoever wakes them changes what they look at first
     (head, or closed) and then bumps it, so a wake-up between their look and their sleep
