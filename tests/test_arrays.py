@@ -183,6 +183,27 @@ def test_loan_publishes_on_exit_and_discards_on_exception(channel: str) -> None:
         assert sub.recv_latest(timeout=2) is not None
 
 
+def test_a_loan_reserves_only_inside_its_with_block(channel: str) -> None:
+    with ArrayPublisher(channel, shape=(3,), dtype=np.uint8) as pub:
+        free = pub._writer.free_buffers
+        loan = pub.loan()  # not entered: nothing reserved
+        assert pub._writer.free_buffers == free
+        with loan as out:
+            assert pub._writer.free_buffers == free - 1
+            out[:] = 1
+            with pytest.raises(RuntimeError, match="in use"), loan:
+                pass
+            with pytest.raises(RuntimeError, match="reserved"):
+                pub.send(np.zeros(3, dtype=np.uint8))  # one reservation at a time
+        assert pub.stats()["msg_count"] == 1
+        with loan as out:  # a finished loan can be used again
+            out[:] = 2
+        assert pub.stats()["msg_count"] == 2
+        pub.close()
+        with pytest.raises(ValueError, match="closed"):
+            pub.loan()
+
+
 def test_recv_latest_skips_and_counts(channel: str) -> None:
     with ArrayPublisher(channel, shape=(1,), dtype=np.int32, num_slots=16) as pub, \
             ArraySubscriber(channel) as sub:
