@@ -455,7 +455,7 @@ class Subscriber(_ChannelReader):
         if sleep_for is None:
             return False, None
         started = time.perf_counter()
-        taken = self._reader.take_copy_or_wait(sleep_for)
+        taken = self._reader.take_copy(sleep=sleep_for)
         self._waiter.slept(time.perf_counter() - started)
         if taken is None:
             self._next_check = 0.0  # woken without a message: check the publisher
@@ -493,18 +493,21 @@ class Subscriber(_ChannelReader):
         Waits up to ``timeout`` seconds for the first one; may return an empty list. Much
         cheaper per message than :meth:`recv_bytes` when messages queue up.
         """
+        return self._take_many(max_n, timeout)[0]
+
+    def _take_many(self, max_n: int, timeout: float) -> tuple[list[bytes], list[int]]:
+        # (payloads, encodings) of up to max_n waiting messages, waiting up to timeout for one
         self._ensure_open()
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {max_n}")
-        reader = self._reader
-        payloads, _encodings = reader.take_many(max_n)
+        payloads, encodings = self._reader.take_many(max_n)
         if not payloads and timeout:
             deadline = time.monotonic() + timeout
             while not payloads and self._wait(deadline):
-                payloads, _encodings = reader.take_many(max_n)
+                payloads, encodings = self._reader.take_many(max_n)  # (replaced on reconnect)
         if not payloads:
             self._idle_check()
-        return payloads
+        return payloads, encodings
 
     def recv_batch(self, max_n: int = 1000, timeout: float = 0.0) -> list[Any]:
         """All waiting messages (up to ``max_n``), deserialized, oldest first.
@@ -512,17 +515,7 @@ class Subscriber(_ChannelReader):
         Raises :class:`SHMSerializationError` if one cannot be decoded (the batch up to it is
         consumed with it; the channel stays usable).
         """
-        self._ensure_open()
-        if max_n < 1:
-            raise ValueError(f"max_n must be >= 1, got {max_n}")
-        reader = self._reader
-        payloads, encodings = reader.take_many(max_n)
-        if not payloads and timeout:
-            deadline = time.monotonic() + timeout
-            while not payloads and self._wait(deadline):
-                payloads, encodings = reader.take_many(max_n)
-        if not payloads:
-            self._idle_check()
+        payloads, encodings = self._take_many(max_n, timeout)
         decode = self._serializer.decode
         return [decode(p, e) for p, e in zip(payloads, encodings, strict=True)]
 

@@ -297,33 +297,22 @@ class RingReader:
                                      f"{self._slot_size}: the segment is corrupted")
             return Message(cursor, index, buf + L.BUFFER_HEADER_SIZE, length, encoding, ts)
 
-    def take_copy(self) -> tuple[bytes, int, int, int] | None:
+    def take_copy(self, sleep: float | None = None) -> tuple[bytes, int, int, int] | None:
         """Take the next message as a validated copy: ``(payload, encoding, timestamp_ns, seq)``.
 
         The fast path of :meth:`poll` + copy + :meth:`validate`; None when there is none yet.
+        With ``sleep`` (seconds), when nothing is there, sleep on the segment for at most that
+        long (announced in ``waiters``) and try once more, all in one C call; None then means
+        the sleep timed out or the channel was closed or retired.
         """
         if self.held is not None:
             self.release_hold()
         cursor = self.cursor
-        got = self._fast.take(cursor, self._rec_cursor_or_none)
-        if got.__class__ is tuple:
-            self.cursor = cursor + 1
-            return got
-        if got is None:
-            return None
-        return self._take_copy_careful()
-
-    def take_copy_or_wait(self, timeout: float) -> tuple[bytes, int, int, int] | None:
-        """:meth:`take_copy`, but when nothing is there, sleep on the segment for at most
-        ``timeout`` seconds (announced in ``waiters``) and try once more, all in one C call.
-
-        None: still nothing (the sleep timed out, or the channel was closed or retired).
-        """
-        if self.held is not None:
-            self.release_hold()
-        cursor = self.cursor
-        got = self._fast.take_wait(cursor, self._rec_cursor_or_none, self.waiter_bit, L.CLOSED,
-                                   timeout)
+        if sleep is None:
+            got = self._fast.take(cursor, self._rec_cursor_or_none)
+        else:
+            got = self._fast.take_wait(cursor, self._rec_cursor_or_none, self.waiter_bit,
+                                       L.CLOSED, sleep)
         if got.__class__ is tuple:
             self.cursor = cursor + 1
             return got
@@ -371,6 +360,13 @@ class RingReader:
                 atom.store(self._rec_cursor, cursor + 1)
             return data, encoding, ts, cursor
 
+    def _batch_window(self, max_n: int) -> tuple[int, int]:
+        # (start, n): skip (and count) what was evicted, then up to max_n waiting messages
+        head = self._atom.load(_HEAD)
+        if self.cursor < head - self._num_slots:
+            self._skip_to(head - self._num_slots)
+        return self.cursor, min(max_n, head - self.cursor)
+
     def take_many(self, max_n: int) -> tuple[list[bytes], list[int]]:
         """Take up to ``max_n`` waiting messages as validated copies: ``(payloads, encodings)``.
 
@@ -384,11 +380,7 @@ class RingReader:
         num_slots, entries_offset = self._num_slots, self._entries_offset
         take = self._fast.take_many
         for _attempt in range(100):
-            head = load(_HEAD)
-            if self.cursor < head - num_slots:
-                self._skip_to(head - num_slots)
-            start = self.cursor
-            n = min(max_n, head - start)
+            start, n = self._batch_window(max_n)
             if n <= 0:
                 return [], []
             first, payloads, encodings = take(start, n)
@@ -476,13 +468,8 @@ class RingReader:
         """
         if self.held is not None:
             self.release_hold()
-        load, num_slots = self._atom.load, self._num_slots
         for _attempt in range(100):
-            head = load(_HEAD)
-            if self.cursor < head - num_slots:
-                self._skip_to(head - num_slots)
-            start = self.cursor
-            n = min(max_n, head - start)
+            start, n = self._batch_window(max_n)
             if n <= 0:
                 return 0, 0
             first, count = self._fast.gather(start, n, out, stamps, data_offset, item_size,
@@ -516,16 +503,6 @@ class RingReader:
     def waiter_bit(self) -> int:
         """This reader's bit in the ``waiters`` word (0 for an observer, which has none)."""
         return 0 if self.row is None else 1 << self.row
-
-    def set_waiting(self, waiting: bool) -> None:
-        """Announce (or withdraw) that this reader is about to sleep on ``head``."""
-        if self.row is None:
-            return
-        bit = 1 << self.row
-        if waiting:
-            self._atom.fetch_or(L.WAITERS, bit)
-        else:
-            self._atom.fetch_and(L.WAITERS, ~bit & 0xFFFFFFFFFFFFFFFF)
 
 
 def ring_out(atom: AtomicBuffer) -> None:

@@ -71,11 +71,11 @@ def test_any_fixed_size_dtype_including_structured_and_byte_order(channel: str, 
         assert batch.tobytes() == arr.tobytes() * 2
 
 
-@pytest.mark.parametrize(("dtype", "match"), [(object, "object"), ("U", "size"), ("S", "size"),
-                                              ("V", "size")])
+@pytest.mark.parametrize(("dtype", "match"), [(object, "Python objects"), ("U", "no size"),
+                                              ("S", "no size"), ("V", "no size")])
 def test_object_and_unsized_dtypes_are_refused_at_creation(channel: str, dtype: object,
                                                            match: str) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=match):
         ArrayPublisher(channel, shape=(3,), dtype=dtype)  # type: ignore[arg-type]
 
 
@@ -112,13 +112,13 @@ def test_non_contiguous_arrays_are_gathered_by_the_one_copy(channel: str) -> Non
     big = np.arange(2 * 4096, dtype=np.float64).reshape(2, 4096)
     with ArrayPublisher(channel + "_big", shape=(4096,), dtype=np.float64) as pub, \
             ArraySubscriber(channel + "_big") as sub:
-        pub.send(big[:, 0:4096][1, ::-1].copy()[::-1][::1])  # a reversed view, made contiguous
-        pub.send(big.T[:, 1])  # strided: through reserve + np.copyto
+        pub.send(big[1, ::-1])  # large, negative stride: through reserve + np.copyto
+        pub.send(big.T[:, 1])  # large, strided
         first = sub.recv(timeout=2, copy=True)
         second = sub.recv(timeout=2)
         assert first is not None
         assert second is not None
-        np.testing.assert_array_equal(first, big[1])
+        np.testing.assert_array_equal(first, big[1, ::-1])
         np.testing.assert_array_equal(second, big.T[:, 1])
 
 

@@ -709,11 +709,11 @@ def test_writer_rebuilds_free_list_from_existing_entries(anon_ring) -> None:
     # and after that message went out, the buffer it evicted (message 2's), in that order.
     first = w2.reserve()
     assert first not in in_ring
-    w2.commit(first, 0, L.ENCODING_RAW, 0)
-    evicted = {r.atom.load(r.layout.entries_offset + 8 * 2)}  # now message 6's entry
+    message_2 = r.atom.load(r.layout.entries_offset + 8 * 2) & L.ENTRY_INDEX_MASK
+    w2.commit(first, 0, L.ENCODING_RAW, 0)  # message 6 evicts message 2's buffer
     assert w2.head == 7
     assert w2.free_buffers == r.layout.num_buffers - 4
-    assert evicted
+    assert w2.reserve() == message_2  # freed by the eviction, handed out next
     # (Running out of buffers cannot happen: there are max_subscribers + 1 spares and each
     # reader pins at most one; SHMBufferFullError guards only a corrupted writer state.)
 
@@ -792,14 +792,13 @@ def test_pending_and_waiting_bits(anon_ring) -> None:
     r.send(b"x")
     r.send(b"y")
     assert reader.pending() == 2
-    reader.set_waiting(True)
     assert reader.row is not None
-    assert r.atom.load(L.WAITERS) == 1 << reader.row
+    assert reader.waiter_bit == 1 << reader.row
+    r.atom.fetch_or(L.WAITERS, reader.waiter_bit)  # as wait_past does while it sleeps
     assert ring.read_records(r.atom, r.layout)[0].waiting
-    reader.set_waiting(False)
-    assert r.atom.load(L.WAITERS) == 0
-    r.observer().set_waiting(True)  # observers never touch the segment
-    assert r.atom.load(L.WAITERS) == 0
+    r.atom.fetch_and(L.WAITERS, 0)
+    assert not ring.read_records(r.atom, r.layout)[0].waiting
+    assert r.observer().waiter_bit == 0  # observers never announce themselves
 
 
 @pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
@@ -834,15 +833,15 @@ def test_wait_past_announces_sleeps_and_withdraws(anon_ring) -> None:
 
 
 @pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
-def test_take_copy_or_wait_sleeps_then_takes(anon_ring) -> None:
+def test_take_copy_with_sleep_sleeps_then_takes(anon_ring) -> None:
     r = anon_ring()
     reader = r.reader()
     r.send(b"ready", ts=1)
-    assert reader.take_copy_or_wait(5.0) == (b"ready", L.ENCODING_RAW, 1, 0)  # no sleep
-    assert reader.take_copy_or_wait(0.01) is None  # timed out
+    assert reader.take_copy(sleep=5.0) == (b"ready", L.ENCODING_RAW, 1, 0)  # no sleep
+    assert reader.take_copy(sleep=0.01) is None  # timed out
     assert r.atom.load(L.WAITERS) == 0
     results: list[object] = []
-    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy_or_wait(30.0)))
+    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy(sleep=30.0)))
     sleeper.start()
     poll_until(lambda: r.atom.load(L.WAITERS) == reader.waiter_bit, timeout=5.0)
     r.send(b"late", ts=2)
@@ -853,12 +852,12 @@ def test_take_copy_or_wait_sleeps_then_takes(anon_ring) -> None:
     # Evicted while asleep: the careful path counts the loss and takes what is left.
     for i in range(r.layout.num_slots + 2):
         r.send(bytes([i]))
-    got = reader.take_copy_or_wait(1.0)
+    got = reader.take_copy(sleep=1.0)
     assert got is not None
     assert got[3] == 4
     assert reader.dropped == 2
     # Closed while asleep: it wakes with nothing.
-    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy_or_wait(30.0)))
+    sleeper = threading.Thread(target=lambda: results.append(reader.take_copy(sleep=30.0)))
     reader.cursor = r.atom.load(L.HEAD)
     sleeper.start()
     poll_until(lambda: r.atom.load(L.WAITERS) == reader.waiter_bit, timeout=5.0)
