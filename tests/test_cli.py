@@ -28,14 +28,11 @@ from helpers import ROOT, spawn_python, stop, wait_for_line
 
 from shm_comm import channel_info, force_unlink
 from shm_comm._backend import backend
-from shm_comm.cli import (
-    RateWindow,
-    format_age,
-    format_bytes,
-    main,
-    parse_value,
-    summarize_array,
-)
+from shm_comm.cli import main
+from shm_comm.cli._format import format_age, format_bytes
+from shm_comm.cli.echo import summarize_array
+from shm_comm.cli.hz import RateWindow
+from shm_comm.cli.pub import parse_value
 from shm_comm.naming import segment_name
 
 CLI = [sys.executable, "-m", "shm_comm"]
@@ -226,8 +223,8 @@ def test_core_never_imports_the_cli() -> None:
     code = ("import sys, shm_comm, shm_comm.channels, shm_comm.pubsub, shm_comm.arrays\n"
             "assert 'shm_comm.cli' not in sys.modules, 'the core imported the CLI'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=9, cwd=str(ROOT))
-    for path in (ROOT / "shm_comm").glob("*.py"):
-        if path.name not in ("cli.py", "__main__.py"):
+    for path in (ROOT / "shm_comm").rglob("*.py"):
+        if path.parent.name != "cli" and path.name != "__main__.py":
             assert not re.search(r"^\s*(from \.cli|from \. import cli|import shm_comm\.cli)",
                                  path.read_text(), re.MULTILINE), path
 

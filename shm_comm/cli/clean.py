@@ -1,0 +1,46 @@
+"""``shm-comm clean``: remove segments whose publisher process is gone."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..channels import list_segments, remove_if_stale
+from ._common import Commands, add_command, matches
+from ._format import format_bytes, write_line
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Remove segments whose publisher process is gone; never one whose publisher lives."""
+    segments = list_segments()
+    if args.pattern:
+        segments = [s for s in segments if matches(s, args.pattern)]
+    verb = "would remove" if args.dry_run else "removed"
+    removed = 0
+    for info in segments:
+        if "error" in info or info["publisher_alive"]:
+            continue
+        if remove_if_stale(info["segment"], args.dry_run):
+            removed += 1
+            write_line(f"{verb} {info['segment']} (channel {info['name']!r}, publisher pid "
+                       f"{info['publisher_pid']} gone, {format_bytes(info['size'])})")
+    if not removed:
+        write_line("no stale segments" + (f" matching {args.pattern!r}" if args.pattern else ""))
+    unreadable = [s["segment"] for s in segments if "error" in s]
+    if unreadable:
+        write_line(f"left alone: {len(unreadable)} segment(s) that are not readable shm_comm "
+                   "channels (see `shm-comm list`): " + ", ".join(unreadable))
+    return 0
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``clean`` and its options to the ``shm-comm`` parser."""
+    sub = add_command(
+        commands, "clean", run, "remove stale segments",
+        "Remove the segments whose publisher process is gone (crashed or killed "
+        "before cleaning up). A segment whose publisher lives is never removed, nor "
+        "one that is not a readable shm_comm channel.")
+    sub.add_argument("pattern", nargs="?",
+                     help="only channels (or segments) matching this glob, e.g. 'robot1_*'")
+    sub.add_argument("--dry-run", action="store_true", help="only show what would be removed")

@@ -1,0 +1,67 @@
+"""``shm-comm list``: every shm_comm segment on this machine, stale ones marked."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..channels import list_segments
+from ._common import Commands, add_command, add_json_option, age_of, matches, segment_state
+from ._format import format_age, format_slots, render_table, to_json, write_line
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every shm_comm segment on this machine, readable or not."""
+    segments = list_segments()
+    if args.pattern:
+        segments = [s for s in segments if matches(s, args.pattern)]
+    for info in segments:
+        info["state"] = segment_state(info)
+    if args.json:
+        write_line(to_json(segments))
+        return 0
+    if not segments:
+        write_line("no channels" + (f" matching {args.pattern!r}" if args.pattern else ""))
+        return 0
+    now = time.time()
+    rows = []
+    for info in segments:
+        if "error" in info:
+            rows.append([f"? {info['segment']}", "-", "-", "-", "-", "-", "-", "-", "-",
+                         info["state"]])
+            continue
+        alive = "alive" if info["publisher_alive"] else "dead"
+        rows.append([info["name"], info["kind"], info["encoding"],
+                     f"{info['publisher_pid']} {alive}", format_slots(info),
+                     str(info["subscribers"]), str(info["msg_count"]), str(info["drop_count"]),
+                     format_age(age_of(info["last_timestamp"], now)), info["state"]])
+    header = ["CHANNEL", "KIND", "ENCODING", "PUBLISHER", "SLOTS", "SUBS", "MSGS", "DROPS",
+              "LAST", "STATE"]
+    for line in render_table(header, rows, right=frozenset({5, 6, 7, 8})):
+        write_line(line)
+    notes = [f"? {info['segment']}: {info['error']}" for info in segments if "error" in info]
+    stale = sum(1 for s in segments if s["state"] == "stale")
+    if stale:
+        notes.append(f"{stale} stale segment{'s' if stale > 1 else ''} (publisher gone): "
+                     "`shm-comm clean` removes them")
+    if notes:
+        write_line()
+        for note in notes:
+            write_line(note)
+    return 0
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``list`` and its options to the ``shm-comm`` parser."""
+    sub = add_command(
+        commands, "list", run, "list every channel on this machine",
+        "Every shm_comm segment on this machine (Linux): kind, encoding, publisher "
+        "pid and whether it lives, slots x slot size, subscribers, messages, drops, "
+        "age of the last message, and a state: live, stale (publisher died: "
+        "`shm-comm clean` removes it), closed, no-access (another user's), "
+        "incompatible (other format version) or unreadable.")
+    sub.add_argument("pattern", nargs="?",
+                     help="only channels (or segments) matching this glob, e.g. 'cam*'")
+    add_json_option(sub, streaming=False)
