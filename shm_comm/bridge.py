@@ -81,7 +81,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import layout as L
-from .channels import list_segments
+from .channels import list_channels
 from .errors import SHMConnectionError, SHMError, SHMFormatError
 from .naming import MAX_CHANNEL_NAME, validate_channel_name
 from .pubsub import Publisher, _ChannelReader
@@ -752,7 +752,7 @@ class _Runtime:
             self._scan()
 
     def _scan(self) -> None:
-        for info in list_segments():
+        for info in list_channels():
             name = info.get("name")
             if (not isinstance(name, str) or info.get("kind") != "pubsub"
                     or not info.get("publisher_alive")):

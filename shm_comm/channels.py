@@ -1,7 +1,8 @@
 """Finding and inspecting channels from outside: for tools, widgets and clean-up.
 
 Everything here only reads segments (mapped read-only), except :func:`force_unlink` and
-:func:`remove_stale`, which remove names.
+:func:`remove_stale`, which remove names, and never the name of a live channel (one whose
+creating process still holds it) unless asked to with ``force_unlink(name, live=True)``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from . import layout as L
 from . import ring
 from ._backend import backend
 from .errors import SHMFormatError
-from .naming import KIND_LETTERS, SEGMENT_PREFIX, segment_name
+from .naming import (
+    SEGMENT_PREFIX,
+    SEGMENT_PREFIXES,
+    is_segment_name,
+    resolve_segment_name,
+    segment_name,
+)
 from .segment import Segment, retire
 
-__all__ = ["channel_info", "force_unlink", "list_segments", "remove_if_stale", "remove_stale"]
+__all__ = ["channel_info", "force_unlink", "list_channels", "list_segments", "remove_if_stale",
+           "remove_stale"]
 
 
 def _describe(name: str) -> dict[str, Any]:
@@ -82,16 +90,23 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
     }
 
 
-def list_segments() -> list[dict[str, Any]]:
+def list_segments() -> list[str]:
+    """The names of every shm_comm segment on this machine, sorted (Linux; [] on macOS).
+
+    These are OS-level names (``shmcp_joints``; ``/dev/shm/shmcp_joints`` on Linux), as in
+    shm-comm 1.0, and what :func:`force_unlink` takes. :func:`list_channels` describes each.
+    """
+    return [name for name in backend.list_names(SEGMENT_PREFIX) if is_segment_name(name)]
+
+
+def list_channels() -> list[dict[str, Any]]:
     """Every shm_comm segment on this machine (Linux), with its channel's counters.
 
     Each entry has ``segment`` and either the channel fields (``name``, ``kind``,
     ``publisher_pid``, ``publisher_alive``, ``stale``, ``msg_count``, ``drop_count``,
     ``subscribers``...) or ``error`` for a segment that cannot be read.
     """
-    prefixes = tuple(f"{SEGMENT_PREFIX}{letter}_" for letter in KIND_LETTERS.values())
-    return [_describe(name) for name in backend.list_names(SEGMENT_PREFIX)
-            if name.startswith(prefixes)]
+    return [_describe(name) for name in list_segments()]
 
 
 def channel_info(name: str, kind: str = "pubsub") -> dict[str, Any] | None:
@@ -108,37 +123,57 @@ def channel_info(name: str, kind: str = "pubsub") -> dict[str, Any] | None:
         segment.close()
 
 
-def force_unlink(name: str) -> bool:
-    """Remove segment ``name`` (a segment name such as ``shmcp_joints``, or a channel name).
+def force_unlink(name: str, *, live: bool = False) -> bool:
+    """Remove a channel's segment whose creator is gone; True if it was removed.
 
-    Removes it even if its owner is alive; prefer :func:`remove_stale`. Returns False if there
-    was no such segment.
+    ``name`` is a segment name (``shmcp_joints``, as :func:`list_segments` and
+    ``shm_comm.utils.pub_segment_name`` return), shm-comm 1.0's name for it
+    (``shmcomm_pub_joints``), or a pub/sub channel name (``joints``). It only ever removes
+    shm_comm segments, including ones that cannot be read (corrupted, another format
+    version), and returns False if there is none of that name.
+
+    A live channel, one whose creating process still holds it, is left alone and False is
+    returned: close it in its owner, or stop that process. ``live=True`` removes the name of
+    a live channel too. Then only the name goes: the publisher and its subscribers keep
+    working on the unnamed segment (its memory is freed when the last of them closes), new
+    subscribers cannot find it, and a new publisher may create the channel again (the old
+    subscribers move to it once the old publisher is gone). Raises ``ValueError`` for a name
+    that is neither a segment name nor a valid channel name.
     """
-    if not name.startswith(tuple(f"{SEGMENT_PREFIX}{k}_" for k in KIND_LETTERS.values())):
-        name = segment_name("pubsub", name)
-    return backend.unlink(name)
+    segment = resolve_segment_name(name)
+    if remove_if_stale(segment, unreadable=True):
+        return True
+    return live and backend.unlink(segment)
 
 
-def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
+def remove_if_stale(segment: str, dry_run: bool = False, *, unreadable: bool = False) -> bool:
     """Remove ``segment`` if its creator is gone; True if it was (or would be) removed.
 
     "Gone" is decided by the creator's lock (the kernel drops it when the process dies), not
     by pid. Like a reclaiming publisher, it takes the dead creator's lock before unlinking and
     unlinks only if the name still points at that segment: a publisher reclaiming the name at
     the same moment either waits for us or has already replaced it, so a live segment is never
-    removed. Segments that are not readable shm_comm channels are left alone.
+    removed. Segments that are not readable shm_comm channels are left alone, unless
+    ``unreadable``: then they are removed too when no process holds their creator's lock (an
+    empty one always: nothing can be using it).
     """
     try:
         fd, mapping, size = backend.open_segment(segment)
     except PermissionError:
         return False  # another user's: not ours to judge or remove
-    except (OSError, ValueError):
+    except ValueError:  # empty: no channel and no creator's lock, unless still being made
+        return unreadable and backend.SHM_DIR is not None and (dry_run
+                                                                or backend.unlink(segment))
+    except OSError:
         return False
     try:
+        header: L.SegmentHeader | None
         try:
             header = L.read_header(mapping, size)
         except SHMFormatError:
-            return False
+            if not unreadable:
+                return False
+            header = None
         if backend.is_owner_alive(fd):
             return False
         if dry_run:
@@ -146,7 +181,7 @@ def remove_if_stale(segment: str, dry_run: bool = False) -> bool:
         if not (backend.lock_for_reclaim(fd) and backend.same_file(fd, segment)
                 and backend.unlink(segment)):
             return False
-        if header.layout.kind == L.KIND_PUBSUB:
+        if header is not None and header.layout.kind == L.KIND_PUBSUB:
             retire(mapping)  # its subscribers go and look for a new one
         return True
     finally:
@@ -163,9 +198,9 @@ def remove_stale(dry_run: bool = False, pattern: str | None = None) -> list[str]
     """
     removed = []
     if not dry_run and pattern is None:
-        for letter in KIND_LETTERS.values():
-            removed.extend(backend.remove_dead_temporaries(f"{SEGMENT_PREFIX}{letter}_"))
-    for info in list_segments():
+        for prefix in SEGMENT_PREFIXES:
+            removed.extend(backend.remove_dead_temporaries(prefix))
+    for info in list_channels():
         if "error" in info or info["publisher_alive"]:
             continue
         if pattern is not None and not (fnmatch.fnmatchcase(info["name"], pattern)

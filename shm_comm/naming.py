@@ -5,10 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["SEGMENT_PREFIX", "segment_name", "validate_channel_name"]
+__all__ = ["SEGMENT_PREFIX", "is_segment_name", "resolve_segment_name", "segment_name",
+           "validate_channel_name"]
 
 SEGMENT_PREFIX = "shmc"
 KIND_LETTERS = {"pubsub": "p", "reqrep": "r", "pipeline": "q"}
+SEGMENT_PREFIXES = tuple(f"{SEGMENT_PREFIX}{letter}_" for letter in KIND_LETTERS.values())
+# shm-comm 1.0 named segments shmcomm_<role>_<channel>; these are the kinds they map to here.
+LEGACY_PREFIXES = {"shmcomm_pub_": "pubsub", "shmcomm_req_": "reqrep", "shmcomm_rep_": "reqrep",
+                   "shmcomm_push_": "pipeline"}
 MAX_CHANNEL_NAME = 200
 # macOS allows 31 characters for a POSIX shm name including its leading "/".
 MAX_SEGMENT_NAME = 30
@@ -52,3 +57,29 @@ def segment_name(kind: str, channel: str) -> str:
     digest = hashlib.blake2b(channel.encode(), digest_size=6).hexdigest()
     keep = MAX_SEGMENT_NAME - len(prefix) - len(digest) - 1
     return f"{prefix}{channel[:keep]}_{digest}"
+
+
+def is_segment_name(name: str) -> bool:
+    """Whether ``name`` has the form of one of our segment names (``shmcp_joints`` etc.):
+    a kind prefix, then at most 30 characters in all of the characters channel names use."""
+    return (name.startswith(SEGMENT_PREFIXES) and len(name) <= MAX_SEGMENT_NAME
+            and _VALID.match(name) is not None and ".." not in name)
+
+
+def resolve_segment_name(name: str) -> str:
+    """Our segment name for ``name``: a segment name, a 1.0 segment name or a channel name.
+
+    ``shmcp_joints`` stays as it is; shm-comm 1.0's ``shmcomm_pub_joints``,
+    ``shmcomm_req_x``/``shmcomm_rep_x`` and ``shmcomm_push_x`` become the segment of that
+    channel and kind here; anything else is taken as a pub/sub channel name. The result is
+    always one of our names, never another program's. Raises ``ValueError`` for a name that
+    is none of these.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"segment or channel name must be a str, got {type(name).__name__}")
+    if is_segment_name(name):
+        return name
+    for prefix, kind in LEGACY_PREFIXES.items():
+        if name.startswith(prefix):
+            return segment_name(kind, name[len(prefix):])
+    return segment_name("pubsub", name)

@@ -55,7 +55,7 @@ from .segment import Segment
 from .serialization import RAW, get_serializer
 from .wait import MAX_SLEEP
 
-__all__ = ["Puller", "Pusher"]
+__all__ = ["Puller", "Pusher", "queue_counters"]
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -85,6 +85,21 @@ def _abandoned_slots(atom: AtomicBuffer, lay: L.SegmentLayout) -> bool:
             if claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive):
                 return True
     return False
+
+
+def queue_counters(atom: AtomicBuffer, lay: L.SegmentLayout) -> dict[str, int]:
+    """A queue's counters under shm-comm 1.0's stats keys (one shape for pushers and pullers).
+
+    ``head`` = ``msg_count``: items pushed; ``tail``: items taken by pullers (pullers share
+    one cursor); ``used_slots`` = ``head - tail``, items waiting; ``free_slots`` how many more
+    can be pushed without waiting. ``drop_count`` is always 0: a queue never drops an item
+    (a push that finds it full waits or raises :class:`SHMBufferFullError`, queuing nothing).
+    """
+    head, tail = atom.load(L.HEAD), atom.load(L.PIPE_TAKEN)
+    used = min(lay.num_slots, max(0, head - tail))
+    return {"head": head, "tail": tail, "num_slots": lay.num_slots, "slot_size": lay.slot_size,
+            "msg_count": head, "drop_count": 0, "used_slots": used,
+            "free_slots": lay.num_slots - used}
 
 
 class Pusher(ForkAware):
@@ -243,13 +258,14 @@ class Pusher(ForkAware):
         ``sent`` items queued; ``taken`` items handed to pullers; ``pending`` = sent - taken
         (waiting, or being taken right now); ``redelivered`` items recovered from pullers that
         died while taking them; ``full`` sends that found the queue full; ``pullers``
-        attached now.
+        attached now; and shm-comm 1.0's keys (see :func:`queue_counters`).
         """
         atom, lay = self._atom, self._layout
         if self._finalizer.alive:
             ring.reap_dead_records(atom, lay, backend.pid_alive)
         taken = atom.load(L.PIPE_TAKEN)
         return {
+            **queue_counters(atom, lay),
             "channel": self.name,
             "segment": self._segment.name,
             "sent": self._head,
@@ -512,11 +528,16 @@ class Puller(ForkAware):
 
     def stats(self) -> dict[str, Any]:
         """This puller's counters: ``received``, ``redelivered`` (of those, items taken over
-        from dead pullers), ``pending`` (items waiting in the queue), ``pusher_alive``."""
+        from dead pullers), ``pending`` (items waiting in the queue), ``pusher_alive``; and the
+        queue's counters under shm-comm 1.0's keys (see :func:`queue_counters`) with
+        ``local_tail``, which for a puller is the shared ``tail``."""
         if not self._finalizer.alive:
             raise ValueError(f"puller of queue {self.name!r} is closed")
         atom = self._atom
+        counters = queue_counters(atom, self._layout)
         return {
+            **counters,
+            "local_tail": counters["tail"],
             "channel": self.name,
             "received": self._received,
             "redelivered": self._redelivered,

@@ -65,8 +65,8 @@ class Publisher(ForkAware):
     as gone. Not thread-safe: send from one thread at a time.
     """
 
-    def __init__(self, name: str, *, num_slots: int = 64, slot_size: int = 4096,
-                 serialization: str = "pickle", max_subscribers: int = 32,
+    def __init__(self, name: str, num_slots: int = 64, slot_size: int = 4096,
+                 serialization: str = "pickle", *, max_subscribers: int = 32,
                  permissions: int = 0o600) -> None:
         self._serializer = get_serializer(serialization)
         self._create_channel(name, num_slots, slot_size, max_subscribers,
@@ -192,24 +192,18 @@ class Publisher(ForkAware):
 
         ``msg_count`` messages sent; ``drop_count`` messages lost, summed over subscribers
         (including ones a stalled subscriber has not noticed yet); ``free_slots`` how many more
-        messages fit before the slowest subscriber loses one; ``subscribers`` attached now.
-        Subscribers whose process died are removed here.
+        messages fit before the slowest subscriber loses one; ``subscribers`` attached now;
+        and shm-comm 1.0's ``head``, ``tail``, ``used_slots`` (see
+        :func:`shm_comm.ring.ring_counters`). Subscribers whose process died are removed here.
         """
         atom, lay = self._segment.atom, self._layout
         if not self._closed:
             ring.reap_dead_records(atom, lay, backend.pid_alive)
-        records = ring.read_records(atom, lay)
-        head = self._writer.head
-        lag = max((head - r.cursor for r in records), default=0)
         return {
             "channel": self.name,
             "segment": self._segment.name,
-            "msg_count": head,
-            "drop_count": ring.drop_count(atom, lay),
-            "num_slots": lay.num_slots,
-            "slot_size": lay.slot_size,
-            "free_slots": max(0, lay.num_slots - lag),
-            "subscribers": len(records),
+            **ring.ring_counters(atom, lay),
+            "subscribers": len(ring.read_records(atom, lay)),
             "bytes_total": self._writer.bytes_total,
             "serialization": self._serializer.name,
             "pid": os.getpid(),
@@ -374,11 +368,16 @@ class _ChannelReader(ForkAware):
         """This subscriber's counters: ``received``, ``dropped``, ``cursor``, ``pending``...
 
         ``dropped`` counts messages that were evicted before this subscriber read them (it
-        learns of them when it next receives), and messages skipped by ``recv_latest``.
+        learns of them when it next receives), and messages skipped by ``recv_latest``. The
+        channel's counters come with them under shm-comm 1.0's keys (``head``, ``tail``,
+        ``msg_count``, ``drop_count``, ``used_slots``, ``free_slots``...: see
+        :func:`shm_comm.ring.ring_counters`), and ``local_tail``, 1.0's name for ``cursor``.
         """
         self._ensure_open()
         reader = self._reader
         return {
+            **ring.ring_counters(self._segment.atom, self._segment.layout),
+            "local_tail": reader.cursor,
             "channel": self.name,
             "received": self._received_before + reader.received,
             "dropped": self._dropped_before + reader.dropped,
@@ -410,8 +409,8 @@ class Subscriber(_ChannelReader):
     positive value sleeps that many seconds between polls. Not thread-safe.
     """
 
-    def __init__(self, name: str, *, serialization: str = "pickle",
-                 timeout_connect: float = 5.0, latest: bool = False, observer: bool = False,
+    def __init__(self, name: str, timeout_connect: float = 5.0, serialization: str = "pickle",
+                 *, latest: bool = False, observer: bool = False,
                  poll_interval: float | None = None) -> None:
         self._serializer = get_serializer(serialization)
         super().__init__(name, timeout_connect=timeout_connect, latest=latest,

@@ -486,22 +486,26 @@ class Requester(ForkAware):
                     return
         raise SHMPeerGoneError(f"the replier of channel {self.name!r} has closed or died")
 
-    def send(self, obj: Any, *, timeout: float | None = None) -> None:
-        """Serialize ``obj`` and send it as a request; its reply comes from :meth:`recv`.
+    def send(self, obj: Any, *, timeout: float | None = None) -> bool:
+        """Serialize ``obj`` and send it as a request; returns True once it is queued.
 
-        Any earlier request's reply will be dropped when it arrives. If the replier's queue
+        Its reply comes from :meth:`recv`; any earlier request's reply will be dropped when it
+        arrives. If the replier's queue
         is full this waits up to ``timeout`` seconds (None: no limit) and then raises
         :class:`SHMBufferFullError`. Raises ``ValueError`` if the request does not fit in a
         slot, :class:`SHMSerializationError` if ``obj`` cannot be serialized (nothing is sent
         then) and :class:`SHMPeerGoneError` if the replier has closed or died.
         """
-        self._send(self._serializer.encode(obj), self._serializer.encoding, timeout)
+        return self._send(self._serializer.encode(obj), self._serializer.encoding, timeout)
 
-    def send_bytes(self, data: BytesLike, *, timeout: float | None = None) -> None:
-        """Send raw bytes (any C-contiguous buffer) as a request. Same rules as :meth:`send`."""
-        self._send(as_bytes(data), RAW.encoding, timeout)
+    def send_bytes(self, data: BytesLike, *, timeout: float | None = None) -> bool:
+        """Send raw bytes (any C-contiguous buffer) as a request; returns True once queued.
 
-    def _send(self, data: BytesLike, encoding: int, timeout: float | None) -> None:
+        Same rules as :meth:`send`.
+        """
+        return self._send(as_bytes(data), RAW.encoding, timeout)
+
+    def _send(self, data: BytesLike, encoding: int, timeout: float | None) -> bool:
         self._ensure_open()
         length = len(data)
         check_size(length, self._layout.slot_size, "request")
@@ -518,6 +522,7 @@ class Requester(ForkAware):
         self._correlation = correlation
         self._sent += 1
         self._atom.store(self._rec + L.REC_CURSOR, self._start + self._sent)
+        return True
 
     def _enqueue(self, data: BytesLike, encoding: int, correlation: int,
                  deadline: float | None) -> bool:

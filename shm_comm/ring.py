@@ -625,15 +625,36 @@ def read_records(atom: AtomicBuffer, layout: L.SegmentLayout) -> list[RecordInfo
     return out
 
 
-def drop_count(atom: AtomicBuffer, layout: L.SegmentLayout) -> int:
+def drop_count(atom: AtomicBuffer, layout: L.SegmentLayout,
+               records: list[RecordInfo] | None = None) -> int:
     """Messages lost so far, summed over subscribers (present and departed).
 
     Includes messages already evicted that a slow subscriber has not noticed yet, so the
-    figure is current even while a subscriber is stalled.
+    figure is current even while a subscriber is stalled. ``records``: a snapshot from
+    :func:`read_records` to use instead of reading the rows again.
     """
     head = atom.load(L.HEAD)
     evicted_below = head - layout.num_slots
     total = atom.load(L.DEPARTED_DROPPED)
-    for info in read_records(atom, layout):
+    for info in read_records(atom, layout) if records is None else records:
         total += info.dropped + max(0, evicted_below - info.cursor)
     return total
+
+
+def ring_counters(atom: AtomicBuffer, layout: L.SegmentLayout) -> dict[str, int]:
+    """A pub/sub ring's counters under shm-comm 1.0's stats keys (one shape for every end).
+
+    ``head`` is the next message's sequence number (= ``msg_count``; a count, not a slot
+    index), ``tail`` the slowest subscriber's cursor (``head`` when there is none),
+    ``used_slots`` the messages the slowest subscriber has still to read (at most
+    ``num_slots``) and ``free_slots`` how many more can be published before it loses one:
+    ``used_slots + free_slots == num_slots``. ``drop_count`` as :func:`drop_count`.
+    """
+    records = read_records(atom, layout)
+    head = atom.load(L.HEAD)
+    tail = min((r.cursor for r in records), default=head)
+    used = min(layout.num_slots, max(0, head - tail))
+    return {"head": head, "tail": tail, "num_slots": layout.num_slots,
+            "slot_size": layout.slot_size, "msg_count": head,
+            "drop_count": drop_count(atom, layout, records), "used_slots": used,
+            "free_slots": layout.num_slots - used}

@@ -21,7 +21,7 @@ from shm_comm import (
     ArraySubscriber,
     Publisher,
     Subscriber,
-    list_segments,
+    list_channels,
     remove_stale,
 )
 from shm_comm.utils import poll_until, pub_segment_name
@@ -190,7 +190,7 @@ def test_stale_segments_are_removed_but_never_live_ones(channel: str) -> None:
     try:
         wait_for_line(proc, "ready")
         proc.wait(10)
-        info = {i["segment"]: i for i in list_segments()}
+        info = {i["segment"]: i for i in list_channels()}
         assert info[pub_segment_name(channel)]["stale"] is True
         assert info[pub_segment_name(channel + "_live")]["stale"] is False
         assert pub_segment_name(channel) in remove_stale(dry_run=True)

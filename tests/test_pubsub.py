@@ -29,6 +29,7 @@ from shm_comm import (
     Subscriber,
     channel_info,
     force_unlink,
+    list_channels,
     list_segments,
 )
 from shm_comm import layout as L
@@ -396,7 +397,7 @@ def test_foreign_segment_is_refused(channel: str, junk_segment: Path, content: s
         assert "force_unlink" in message
     # Neither side removed or changed somebody else's file.
     assert junk_segment.read_bytes() == data
-    entry = [s for s in list_segments() if s["segment"] == junk_segment.name]
+    entry = [s for s in list_channels() if s["segment"] == junk_segment.name]
     assert entry
     if content != "other channel":
         assert "error" in entry[0]
@@ -733,10 +734,13 @@ def test_observer_does_not_change_drop_count_with_a_real_subscriber(channel: str
         assert pub.stats()["drop_count"] == 6
 
 
-PUB_STATS = {"channel", "segment", "msg_count", "drop_count", "num_slots", "slot_size",
-             "free_slots", "subscribers", "bytes_total", "serialization", "pid"}
-SUB_STATS = {"channel", "received", "dropped", "cursor", "pending", "publisher_alive",
-             "reconnects", "observer"}
+# shm-comm 1.0's keys, on both ends (tests/test_compat_1_0.py checks their values).
+RING_STATS = {"head", "tail", "num_slots", "slot_size", "msg_count", "drop_count", "used_slots",
+              "free_slots"}
+PUB_STATS = RING_STATS | {"channel", "segment", "subscribers", "bytes_total", "serialization",
+                          "pid"}
+SUB_STATS = RING_STATS | {"local_tail", "channel", "received", "dropped", "cursor", "pending",
+                          "publisher_alive", "reconnects", "observer"}
 
 
 def test_stats_keys(pub_sub: tuple[Publisher, Subscriber]) -> None:
@@ -762,13 +766,14 @@ def test_stats_keys(pub_sub: tuple[Publisher, Subscriber]) -> None:
 # --------------------------------------------------------------------------- tools
 
 
-def test_list_segments_channel_info_force_unlink(channel: str) -> None:
+def test_list_channels_channel_info_force_unlink(channel: str) -> None:
     pub = Publisher(channel, num_slots=8, slot_size=64)
     try:
         with Subscriber(channel) as sub:
             pub.send_bytes(b"abc")
             assert sub.recv_bytes(timeout=2) == b"abc"
-            mine = [s for s in list_segments() if s.get("name") == channel]
+            mine = [s for s in list_channels() if s.get("name") == channel]
+            assert pub.segment_name in list_segments()
             assert len(mine) == 1
             entry = mine[0]
             assert entry["segment"] == pub.segment_name
@@ -789,11 +794,16 @@ def test_list_segments_channel_info_force_unlink(channel: str) -> None:
             assert abs(info["last_timestamp"] - time.time()) < 60
             assert entry["msg_count"] == 1
         assert channel_info(channel + "_absent") is None
-        assert force_unlink(channel) is True
+        # A live channel is left alone unless asked for with live=True.
+        assert force_unlink(channel) is False
+        assert seg_path(channel).exists()
+        assert force_unlink(channel, live=True) is True
         assert not seg_path(channel).exists()
         assert force_unlink(channel) is False
+        assert force_unlink(channel, live=True) is False
         assert channel_info(channel) is None
-        assert not [s for s in list_segments() if s.get("name") == channel]
+        assert pub.segment_name not in list_segments()
+        assert not [s for s in list_channels() if s.get("name") == channel]
     finally:
         pub.close()  # must not fail although its name is gone
 
@@ -805,14 +815,14 @@ def test_channel_info_unknown_kind_is_a_value_error(channel: str) -> None:
 
 def test_force_unlink_by_segment_name(channel: str) -> None:
     with Publisher(channel) as pub:
-        assert force_unlink(pub.segment_name) is True
+        assert force_unlink(pub.segment_name, live=True) is True
         assert not seg_path(channel).exists()
 
 
 def test_publisher_close_does_not_unlink_a_successor(channel: str) -> None:
     first = Publisher(channel)
     try:
-        force_unlink(channel)
+        assert force_unlink(channel, live=True)
         with Publisher(channel) as second:
             first.close()  # the name now belongs to `second`
             assert seg_path(channel).exists()

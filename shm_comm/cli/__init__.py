@@ -24,7 +24,7 @@ Design (the why):
   taken, the publisher never waits for them and no drop is ever counted against them, so a
   slow or stalled watcher (a paused terminal, a full pipe) changes nothing for the real
   subscribers. ``list``, ``info``, ``bw``, ``top`` and ``clean`` only read the channel's
-  counters (``channel_info``/``list_segments``), which is cheaper still.
+  counters (``channel_info``/``list_channels``), which is cheaper still.
 * **Rates from the publisher's clock.** ``hz`` uses the timestamp the publisher wrote into
   each slot and the sequence numbers, not the time messages reach us: a watcher that falls
   behind on large messages, or skips some, still reports the rate that was published

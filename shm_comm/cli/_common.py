@@ -128,7 +128,7 @@ def receive(sub: Subscriber, timeout: float | None) -> tuple[bytes, int] | None:
 
 
 def segment_state(info: dict[str, Any]) -> str:
-    """One word for a segment from :func:`list_segments`.
+    """One word for a segment from :func:`~shm_comm.channels.list_channels`.
 
     ``live``, ``stale`` (publisher died without cleaning up), ``closed``, ``no-access``
     (another user's), ``incompatible`` (another shm_comm format version), ``unreadable``.
@@ -146,7 +146,8 @@ def segment_state(info: dict[str, Any]) -> str:
 
 
 def matches(info: dict[str, Any], pattern: str) -> bool:
-    """Whether a :func:`list_segments` entry's channel name or segment name fits a glob."""
+    """Whether a :func:`~shm_comm.channels.list_channels` entry's channel or segment name fits
+    a glob."""
     return any(fnmatch.fnmatchcase(text, pattern) for text in
                (info.get("name", ""), info["segment"]) if text)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..channels import list_segments, remove_if_stale
+from ..channels import list_channels, remove_if_stale
 from ._common import Commands, add_command, matches
 from ._format import format_bytes, write_line
 
@@ -13,7 +13,7 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     """Remove segments whose publisher process is gone; never one whose publisher lives."""
-    segments = list_segments()
+    segments = list_channels()
     if args.pattern:
         segments = [s for s in segments if matches(s, args.pattern)]
     verb = "would remove" if args.dry_run else "removed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..channels import list_segments
+from ..channels import list_channels
 from ._common import Commands, add_command, add_json_option, age_of, matches, segment_state
 from ._format import format_age, format_slots, render_table, to_json, write_line
 
@@ -14,7 +14,7 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     """Print every shm_comm segment on this machine, readable or not."""
-    segments = list_segments()
+    segments = list_channels()
     if args.pattern:
         segments = [s for s in segments if matches(s, args.pattern)]
     for info in segments:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
-from ..channels import list_segments
+from ..channels import list_channels
 from ..wait import sleep
 from ._common import (
     EXIT_USAGE,
@@ -91,7 +91,7 @@ def render_top(rows: list[dict[str, Any]], unreadable: int, interval: float,
 
 def _snapshot(pattern: str | None) -> dict[str, tuple[float, dict[str, Any]]]:
     now = time.monotonic()
-    return {info["segment"]: (now, info) for info in list_segments()
+    return {info["segment"]: (now, info) for info in list_channels()
             if pattern is None or matches(info, pattern)}
 
 
