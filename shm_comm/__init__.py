@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .arrays import ArrayPublisher, ArraySubscriber, decode_array
-from .channels import channel_info, force_unlink, list_segments, remove_stale
+from .channels import channel_info, force_unlink, list_channels, list_segments, remove_stale
 from .errors import (
     SHMBufferFullError,
     SHMConnectionError,
@@ -33,12 +33,15 @@ __all__ = [
     "SHMSerializationError",
     "SHMTimeoutError",
     "Subscriber",
+    "__author__",
     "__version__",
     "channel_info",
     "decode_array",
     "force_unlink",
+    "list_channels",
     "list_segments",
     "remove_stale",
 ]
 
 __version__ = "0.1.0"
+__author__ = "the shm_comm developers"

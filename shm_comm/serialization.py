@@ -15,7 +15,7 @@ from typing import Any
 from . import layout as L
 from .errors import SHMSerializationError
 
-__all__ = ["Serializer", "get_serializer"]
+__all__ = ["Serializer", "get_serializer", "msgpack_available"]
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,12 @@ def get_serializer(name: str) -> Serializer:
     if name == "raw":
         return RAW
     raise ValueError(f'serialization must be "pickle", "msgpack" or "raw", got {name!r}')
+
+
+def msgpack_available() -> bool:
+    """Whether the msgpack package can be imported (``serialization="msgpack"`` needs it)."""
+    try:
+        import msgpack  # noqa: F401
+    except ImportError:
+        return False
+    return True
