@@ -193,9 +193,10 @@ def test_stale_segments_are_removed_but_never_live_ones(channel: str) -> None:
         info = {i["segment"]: i for i in list_channels()}
         assert info[pub_segment_name(channel)]["stale"] is True
         assert info[pub_segment_name(channel + "_live")]["stale"] is False
-        assert pub_segment_name(channel) in remove_stale(dry_run=True)
+        # Scoped to this test's channels: never other people's stale segments.
+        assert pub_segment_name(channel) in remove_stale(dry_run=True, pattern=f"{channel}*")
         assert os.path.exists(f"/dev/shm/{pub_segment_name(channel)}")
-        removed = remove_stale()
+        removed = remove_stale(pattern=f"{channel}*")
         assert pub_segment_name(channel) in removed
         assert pub_segment_name(channel + "_live") not in removed
         assert not os.path.exists(f"/dev/shm/{pub_segment_name(channel)}")

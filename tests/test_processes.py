@@ -518,7 +518,7 @@ def test_publisher_kill9_then_restart(channel: str, spawn: Spawn) -> None:
             info = channel_info(channel)
             assert info is not None
             assert (info["publisher_alive"], info["stale"]) == (False, True)
-            assert seg_path(channel).name in remove_stale(dry_run=True)
+            assert seg_path(channel).name in remove_stale(dry_run=True, pattern=channel)
             assert seg_path(channel).exists()  # dry run removed nothing
             # A new publisher reclaims the name; the subscriber follows it.
             new_pub = Publisher(channel, num_slots=8)
