@@ -12,6 +12,7 @@ from .errors import (
     SHMPeerGoneError,
     SHMSerializationError,
     SHMTimeoutError,
+    SHMUntrustedSegmentError,
 )
 from .pipeline import Puller, Pusher
 from .pubsub import Publisher, Subscriber
@@ -32,6 +33,7 @@ __all__ = [
     "SHMPeerGoneError",
     "SHMSerializationError",
     "SHMTimeoutError",
+    "SHMUntrustedSegmentError",
     "Subscriber",
     "__author__",
     "__version__",

@@ -30,6 +30,7 @@ from . import layout as L
 from .errors import SHMFormatError, SHMSerializationError
 from .pubsub import Publisher, _ChannelReader
 from .serialization import RAW
+from .trust import TrustedUsers
 
 __all__ = ["ArrayPublisher", "ArraySubscriber", "Loan", "decode_array"]
 
@@ -288,14 +289,16 @@ class ArraySubscriber(_ChannelReader):
 
     ``recv()`` returns a read-only array viewing shared memory, valid until this subscriber's
     next receive or ``close()`` (module docstring). Observers (``observer=True``) always get
-    copies, since they never write to the segment. Other parameters as for
-    :class:`~shm_comm.Subscriber`. Not thread-safe.
+    copies, since they never write to the segment. Other parameters (``trusted_users``...)
+    as for :class:`~shm_comm.Subscriber`. Not thread-safe.
     """
 
     def __init__(self, name: str, *, timeout_connect: float = 5.0, latest: bool = False,
-                 observer: bool = False, poll_interval: float | None = None) -> None:
+                 observer: bool = False, poll_interval: float | None = None,
+                 trusted_users: TrustedUsers = None) -> None:
         super().__init__(name, timeout_connect=timeout_connect, latest=latest,
-                         observer=observer, poll_interval=poll_interval)
+                         observer=observer, poll_interval=poll_interval,
+                         trusted_users=trusted_users)
         self._on_reconnect()
         self.last_timestamp_ns = 0
         self.last_seq = -1

@@ -21,6 +21,7 @@ from . import layout as L
 from .naming import segment_name
 from .ring import RingReader
 from .segment import Segment
+from .trust import TrustedUsers, trusted_uids
 
 __all__ = ["attach", "read_message_spsc", "shm_tail"]
 
@@ -37,10 +38,12 @@ def _segment_of(shm: object) -> Segment:
                     f"got {type(shm).__name__}")
 
 
-def attach(channel: str) -> Segment:
-    """Map pub/sub channel ``channel`` read-only. Raises ``FileNotFoundError`` if absent."""
+def attach(channel: str, trusted_users: TrustedUsers = None) -> Segment:
+    """Map pub/sub channel ``channel`` read-only. Raises ``FileNotFoundError`` if absent and
+    :class:`~shm_comm.SHMUntrustedSegmentError` if its segment belongs to a user that is not
+    this process's own, root, or in ``trusted_users`` (names or uids; docs/security.md)."""
     return Segment.attach(segment_name("pubsub", channel), channel, L.KIND_PUBSUB,
-                          readonly=True)
+                          readonly=True, trusted=trusted_uids(trusted_users))
 
 
 def shm_tail(shm: object) -> int:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from . import layout as L
-from . import ring
+from . import ring, trust
 from ._backend import backend
 from .errors import SHMFormatError
 from .naming import (
@@ -28,13 +28,22 @@ __all__ = ["channel_info", "force_unlink", "list_channels", "list_segments", "re
            "remove_stale"]
 
 
+def _owner(info: dict[str, Any], uid: int) -> None:
+    info.update(owner_uid=uid, owner=backend.user_name(uid) or str(uid),
+                trusted=uid in trust.trusted_uids())
+
+
 def _describe(name: str) -> dict[str, Any]:
     info: dict[str, Any] = {"segment": name}
     try:
-        fd, mapping, size = backend.open_segment(name, readonly=True)
+        fd, mapping, size, st = backend.open_segment(name, readonly=True)
     except (OSError, ValueError) as exc:
         info.update(error=str(exc), stale=False)
+        seen = backend.lstat(name)
+        if seen is not None:
+            _owner(info, seen.st_uid)
         return info
+    _owner(info, st.st_uid)
     try:
         try:
             header = L.read_header(mapping, size)
@@ -109,18 +118,26 @@ def list_channels() -> list[dict[str, Any]]:
     return [_describe(name) for name in list_segments()]
 
 
-def channel_info(name: str, kind: str = "pubsub") -> dict[str, Any] | None:
-    """Counters of channel ``name`` (as in :func:`list_segments`), or None if it is absent."""
+def channel_info(name: str, kind: str = "pubsub",
+                 trusted_users: trust.TrustedUsers = None) -> dict[str, Any] | None:
+    """Counters of channel ``name`` (as in :func:`list_segments`), or None if it is absent.
+
+    Like every channel end, reads only a segment of this process's user, root, or one of
+    ``trusted_users`` (else :class:`~shm_comm.SHMUntrustedSegmentError`).
+    """
     seg = segment_name(kind, name)
     try:
         segment = Segment.attach(seg, name, {"pubsub": L.KIND_PUBSUB, "reqrep": L.KIND_REQREP,
-                                             "pipeline": L.KIND_PIPELINE}[kind], readonly=True)
+                                             "pipeline": L.KIND_PIPELINE}[kind], readonly=True,
+                                 trusted=trust.trusted_uids(trusted_users))
     except FileNotFoundError:
         return None
     try:
-        return {"segment": seg, **_info_from_segment(segment)}
+        info = {"segment": seg, **_info_from_segment(segment)}
+        _owner(info, segment.file_uid)
     finally:
         segment.close()
+    return info
 
 
 def force_unlink(name: str, *, live: bool = False) -> bool:
@@ -153,12 +170,17 @@ def remove_if_stale(segment: str, dry_run: bool = False, *, unreadable: bool = F
     by pid. Like a reclaiming publisher, it takes the dead creator's lock before unlinking and
     unlinks only if the name still points at that segment: a publisher reclaiming the name at
     the same moment either waits for us or has already replaced it, so a live segment is never
-    removed. Segments that are not readable shm_comm channels are left alone, unless
+    removed. Other users' segments are left alone (even when this process could remove them,
+    as root can). Segments that are not readable shm_comm channels are left alone, unless
     ``unreadable``: then they are removed too when no process holds their creator's lock (an
     empty one always: nothing can be using it).
     """
+    def ours(st: os.stat_result) -> None:
+        if st.st_uid != os.geteuid():
+            raise PermissionError(f"{segment} belongs to uid {st.st_uid}")
+
     try:
-        fd, mapping, size = backend.open_segment(segment)
+        fd, mapping, size, _st = backend.open_segment(segment, check=ours)
     except PermissionError:
         return False  # another user's: not ours to judge or remove
     except ValueError:  # empty: no channel and no creator's lock, unless still being made

@@ -16,6 +16,7 @@ __all__ = [
     "SHMPeerGoneError",
     "SHMSerializationError",
     "SHMTimeoutError",
+    "SHMUntrustedSegmentError",
 ]
 
 
@@ -57,3 +58,13 @@ class SHMFormatError(SHMError):
 
 class SHMPeerGoneError(SHMConnectionError):
     """The process on the other end of a channel exited or closed the channel."""
+
+
+class SHMUntrustedSegmentError(SHMConnectionError):
+    """The segment at a channel's name is not one this process may trust.
+
+    It belongs to a user this channel end does not trust, can be written by every user, or is
+    not a regular file (a symbolic link, a FIFO). Nothing was read from it. The message names
+    the owner and what to do: trust that user explicitly (``trusted_users=``, see
+    docs/security.md) or have the segment removed.
+    """

@@ -39,7 +39,13 @@ from . import ring
 from ._atomic import AtomicBuffer
 from ._backend import backend
 from .endpoint import ForkAware
-from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError, SHMPeerGoneError
+from .errors import (
+    SHMBufferFullError,
+    SHMConnectionError,
+    SHMFormatError,
+    SHMPeerGoneError,
+    SHMUntrustedSegmentError,
+)
 from .naming import segment_name, validate_channel_name
 from .reqrep import (
     LIVENESS_CHECK_INTERVAL,
@@ -53,6 +59,7 @@ from .reqrep import (
 )
 from .segment import Segment
 from .serialization import RAW, get_serializer
+from .trust import TrustedUsers, trusted_uids
 from .wait import MAX_SLEEP
 
 __all__ = ["Puller", "Pusher", "queue_counters"]
@@ -301,21 +308,25 @@ class Puller(ForkAware):
     Waits up to ``timeout_connect`` seconds for the pusher, then raises
     :class:`SHMConnectionError`. Each item goes to exactly one puller; see the module
     docstring for what happens when a puller dies. ``serialization`` must match the pusher's
-    (``recv_bytes`` works with any). Not thread-safe: use one Puller per thread.
+    (``recv_bytes`` works with any). ``trusted_users`` (user names or uids): whose pushers
+    to accept besides this process's own user and root (docs/security.md); another user's
+    segment raises :class:`SHMUntrustedSegmentError`, at attach and at reconnect. Not
+    thread-safe: use one Puller per thread.
     """
 
     last_redelivered: bool = False
     """Whether the item last received was taken over from a puller that died taking it."""
 
     def __init__(self, name: str, timeout_connect: float = 5.0,
-                 serialization: str = "pickle") -> None:
+                 serialization: str = "pickle", *, trusted_users: TrustedUsers = None) -> None:
         self.name = validate_channel_name(name)
         self._serializer = get_serializer(serialization)
+        self._trusted = trusted_uids(trusted_users)
         self._received = 0
         self._redelivered = 0
         self._reconnects = 0
         self._connect(attach_segment("pipeline", L.KIND_PIPELINE, name, timeout_connect,
-                                     "pusher"))
+                                     "pusher", self._trusted))
 
     def _connect(self, segment: Segment) -> None:
         try:
@@ -515,7 +526,10 @@ class Puller(ForkAware):
             return None
         if self._segment.replaced():
             try:
-                segment = Segment.attach(self._segment.name, self.name, L.KIND_PIPELINE)
+                segment = Segment.attach(self._segment.name, self.name, L.KIND_PIPELINE,
+                                         trusted=self._trusted)
+            except SHMUntrustedSegmentError:
+                raise
             except (FileNotFoundError, SHMConnectionError, SHMFormatError):
                 pass
             else:

@@ -24,11 +24,12 @@ from . import layout as L
 from . import ring
 from ._backend import backend
 from .endpoint import ForkAware
-from .errors import SHMConnectionError
+from .errors import SHMConnectionError, SHMUntrustedSegmentError
 from .naming import segment_name, validate_channel_name
 from .ring import RingReader, RingWriter
 from .segment import Segment
 from .serialization import RAW, get_serializer
+from .trust import TrustedUsers, trusted_uids
 from .wait import Waiter, sleep
 
 _time_ns = time.time_ns
@@ -236,10 +237,11 @@ class _ChannelReader(ForkAware):
     _kind = L.KIND_PUBSUB
 
     def __init__(self, name: str, *, timeout_connect: float, latest: bool, observer: bool,
-                 poll_interval: float | None) -> None:
+                 poll_interval: float | None, trusted_users: TrustedUsers = None) -> None:
         self.name = validate_channel_name(name)
         if timeout_connect < 0:
             raise ValueError(f"timeout_connect must be >= 0, got {timeout_connect}")
+        self._trusted = trusted_uids(trusted_users)
         self._latest = latest
         self.observer = observer
         self._waiter = Waiter(poll_interval, observer)
@@ -261,7 +263,7 @@ class _ChannelReader(ForkAware):
         while True:
             try:
                 segment = Segment.attach(self._segment_name, self.name, self._kind,
-                                         readonly=self.observer)
+                                         readonly=self.observer, trusted=self._trusted)
                 break
             except FileNotFoundError:
                 if time.monotonic() >= deadline:
@@ -295,12 +297,18 @@ class _ChannelReader(ForkAware):
         return segment, reader
 
     def _check_publisher(self) -> None:
-        """Note whether the publisher lives; switch to a restarted one if there is one."""
+        """Note whether the publisher lives; switch to a restarted one if there is one.
+
+        Raises :class:`SHMUntrustedSegmentError` if what now sits at the channel's name is
+        not a segment this end trusts (it stays on the old one).
+        """
         self._alive = self._segment.owner_alive()
         if self._alive or not self._segment.replaced():
             return
         try:
             segment, reader = self._attach(0.0, False, from_oldest=True)
+        except SHMUntrustedSegmentError:
+            raise
         except (FileNotFoundError, SHMConnectionError):
             return
         old_reader = self._reader
@@ -361,7 +369,10 @@ class _ChannelReader(ForkAware):
     def publisher_alive(self) -> bool:
         """Whether the channel's publisher is alive and has not closed the channel."""
         self._ensure_open()
-        self._check_publisher()
+        try:
+            self._check_publisher()
+        except SHMUntrustedSegmentError:
+            return False  # recv says why
         return self._alive
 
     def stats(self) -> dict[str, Any]:
@@ -406,15 +417,22 @@ class Subscriber(_ChannelReader):
     :class:`SHMConnectionError`. ``latest=True`` starts with the newest message already
     published; ``observer=True`` watches read-only without being counted or waited for.
     ``poll_interval``: None wakes promptly without spinning (default), 0 busy-waits, a
-    positive value sleeps that many seconds between polls. Not thread-safe.
+    positive value sleeps that many seconds between polls.
+
+    Only a segment owned by this process's user (or root) is accepted, at attach and at every
+    reconnect; ``trusted_users`` (user names or uids) adds the users whose publishers you
+    mean to receive from (docs/security.md). Another user's segment at the channel's name
+    raises :class:`SHMUntrustedSegmentError`, unread. Not thread-safe.
     """
 
     def __init__(self, name: str, timeout_connect: float = 5.0, serialization: str = "pickle",
                  *, latest: bool = False, observer: bool = False,
-                 poll_interval: float | None = None) -> None:
+                 poll_interval: float | None = None,
+                 trusted_users: TrustedUsers = None) -> None:
         self._serializer = get_serializer(serialization)
         super().__init__(name, timeout_connect=timeout_connect, latest=latest,
-                         observer=observer, poll_interval=poll_interval)
+                         observer=observer, poll_interval=poll_interval,
+                         trusted_users=trusted_users)
 
     def _take(self) -> tuple[bytes, int] | None:
         got = self._reader.take_copy()

@@ -43,10 +43,12 @@ from .errors import (
     SHMFormatError,
     SHMPeerGoneError,
     SHMTimeoutError,
+    SHMUntrustedSegmentError,
 )
 from .naming import segment_name, validate_channel_name
 from .segment import Segment
 from .serialization import RAW, get_serializer
+from .trust import TrustedUsers, trusted_uids
 from .wait import FALLBACK_POLL, MAX_SLEEP, sleep
 
 __all__ = ["Replier", "Requester"]
@@ -104,15 +106,16 @@ def claim_abandoned(atom: AtomicBuffer, layout: L.SegmentLayout, offset: int, en
 
 
 def attach_segment(kind_name: str, kind: int, channel: str, timeout: float,
-                   creator: str) -> Segment:
-    """Map ``channel``'s segment, waiting up to ``timeout`` s for its ``creator`` to make it."""
+                   creator: str, trusted: frozenset[int]) -> Segment:
+    """Map ``channel``'s segment, waiting up to ``timeout`` s for its ``creator`` to make it;
+    only a segment owned by one of the ``trusted`` uids is accepted."""
     if timeout < 0:
         raise ValueError(f"timeout_connect must be >= 0, got {timeout}")
     name = segment_name(kind_name, channel)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Segment.attach(name, channel, kind)
+            return Segment.attach(name, channel, kind, trusted=trusted)
         except FileNotFoundError:
             if time.monotonic() >= deadline:
                 raise SHMConnectionError(
@@ -418,13 +421,17 @@ class Requester(ForkAware):
     the reply to the last request sent, and a reply to an earlier request (one given up on
     after a timeout) is dropped when it arrives. Several requesters, in any processes, may
     share a replier; each gets only its own replies. A requester that dies never wedges the
-    replier. Not thread-safe: use one Requester per thread.
+    replier. ``trusted_users`` (user names or uids): whose repliers to accept besides this
+    process's own user and root (docs/security.md); another user's segment raises
+    :class:`SHMUntrustedSegmentError`, at attach and at reconnect. Not thread-safe: use one
+    Requester per thread.
     """
 
     def __init__(self, name: str, timeout_connect: float = 5.0,
-                 serialization: str = "pickle") -> None:
+                 serialization: str = "pickle", *, trusted_users: TrustedUsers = None) -> None:
         self.name = validate_channel_name(name)
         self._serializer = get_serializer(serialization)
+        self._trusted = trusted_uids(trusted_users)
         self._correlation: int | None = None
         self._sent = 0
         self._received = 0
@@ -432,7 +439,7 @@ class Requester(ForkAware):
         self._timeouts = 0
         self._reconnects = 0
         self._connect(attach_segment("reqrep", L.KIND_REQREP, name, timeout_connect,
-                                     "replier"))
+                                     "replier", self._trusted))
 
     def _connect(self, segment: Segment) -> None:
         try:
@@ -474,7 +481,10 @@ class Requester(ForkAware):
             return
         if self._segment.replaced():
             try:
-                segment = Segment.attach(self._segment.name, self.name, L.KIND_REQREP)
+                segment = Segment.attach(self._segment.name, self.name, L.KIND_REQREP,
+                                         trusted=self._trusted)
+            except SHMUntrustedSegmentError:
+                raise
             except (FileNotFoundError, SHMConnectionError, SHMFormatError):
                 pass
             else:

@@ -1,8 +1,9 @@
 """An open shared-memory segment: its mapping, its atomics and its parsed header.
 
-Creation reclaims a segment left by a crashed owner and refuses one whose owner lives.
-Attaching validates the header (magic, version, checksum, sizes, kind and channel name)
-before anything else reads the segment.
+Creation reclaims a segment left by a crashed owner and refuses one whose owner lives, or
+that belongs to another user. Attaching checks who owns the opened file (``trust.py``), then
+validates the header (magic, version, checksum, sizes, kind and channel name), before
+anything else reads the segment.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import errno
 import mmap
 import os
 import secrets
+import stat
 import time
 
 from . import layout as L
+from . import trust
 from ._atomic import AtomicBuffer
 from ._backend import backend
-from .errors import SHMConnectionError, SHMFormatError
+from .errors import SHMConnectionError, SHMFormatError, SHMUntrustedSegmentError
 from .ring import ring_out
 
 __all__ = ["Segment"]
@@ -80,15 +83,36 @@ class Segment:
 
     @staticmethod
     def _reclaim(name: str, channel: str) -> None:
-        """Remove ``name`` if its owner is dead; raise if it is alive or not ours."""
+        """Remove ``name`` if it is our own segment and its owner is dead; raise if its owner
+        is alive, or if it is not ours (another user's, a link, not a channel)."""
+
+        def ours(st: os.stat_result) -> None:
+            if not stat.S_ISREG(st.st_mode):
+                raise SHMUntrustedSegmentError(trust.not_a_segment(name, channel, st))
+            if st.st_uid != os.geteuid():
+                raise SHMUntrustedSegmentError(trust.name_taken(name, channel, st))
+
         try:
-            fd, mapping, size = backend.open_segment(name)
+            fd, mapping, size, _st = backend.open_segment(name, check=ours)
         except FileNotFoundError:
             return
-        except (PermissionError, ValueError) as exc:
+        except PermissionError:
+            st = backend.lstat(name)
+            if st is not None and st.st_uid != os.geteuid():
+                raise SHMUntrustedSegmentError(trust.name_taken(name, channel, st)) from None
+            raise SHMConnectionError(
+                f"segment {name} exists but cannot be opened; remove it with "
+                "shm_comm.force_unlink if it is stale"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SHMUntrustedSegmentError(
+                    trust.not_a_segment(name, channel, backend.lstat(name))) from None
+            raise
+        except ValueError as exc:
             raise SHMConnectionError(
                 f"segment {name} exists but cannot be opened ({exc}); it belongs to another "
-                "user or program: remove it with shm_comm.force_unlink if it is stale"
+                "program: remove it with shm_comm.force_unlink if it is stale"
             ) from None
         try:
             try:
@@ -121,18 +145,33 @@ class Segment:
             os.close(fd)
 
     @classmethod
-    def attach(cls, name: str, channel: str, kind: int, readonly: bool = False) -> Segment:
-        """Map existing segment ``name`` after validating that it is ``channel`` of ``kind``.
+    def attach(cls, name: str, channel: str, kind: int, readonly: bool = False,
+               trusted: frozenset[int] | None = None) -> Segment:
+        """Map existing segment ``name`` after checking that a trusted user owns it and that it
+        is ``channel`` of ``kind``.
 
-        Raises ``FileNotFoundError`` if it does not exist (yet), :class:`SHMFormatError` if it
-        is not a channel this library can read, :class:`SHMConnectionError` for a mismatch.
+        ``trusted``: the uids whose segments are accepted (default: :func:`trust.trusted_uids`,
+        this process's own uid, root, and ``$SHM_COMM_TRUSTED_USERS``). Raises
+        ``FileNotFoundError`` if it does not exist (yet), :class:`SHMUntrustedSegmentError`
+        for a segment of an untrusted owner, writable by all, or a symbolic link,
+        :class:`SHMFormatError` if it is not a channel this library can read, and
+        :class:`SHMConnectionError` for a mismatch.
         """
+        uids = trust.trusted_uids() if trusted is None else trusted
         try:
-            fd, mapping, size = backend.open_segment(name, readonly=readonly)
+            fd, mapping, size, _st = backend.open_segment(
+                name, readonly=readonly,
+                check=lambda st: trust.check_owner(name, channel, st, uids))
         except PermissionError as exc:
+            st = backend.lstat(name)
+            owner = "another user" if st is None else f"user {trust.describe_user(st.st_uid)}"
+            mode = "" if st is None else f" with mode {stat.S_IMODE(st.st_mode):#o}"
+            hint = (" (a read-only segment can be watched with observer=True)"
+                    if st is not None and st.st_mode & 0o044 and not readonly else "")
             raise SHMConnectionError(
-                f"no permission to open segment {name}: it belongs to another user "
-                "(segments are created owner-only)"
+                f"no permission to open segment {name}: it belongs to {owner}{mode}; "
+                "segments are created owner-only unless their publisher shares them with its "
+                f"group (docs/security.md){hint}"
             ) from exc
         except ValueError:
             if backend.SHM_DIR is None:  # shm_open platforms: maybe still being created
@@ -140,6 +179,11 @@ class Segment:
             raise SHMFormatError(
                 f"segment {name} exists but is empty: it is not a shm_comm channel; remove "
                 f"it with shm_comm.force_unlink({name!r}) if it is stale") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SHMUntrustedSegmentError(
+                    trust.not_a_segment(name, channel, backend.lstat(name))) from None
+            raise
         try:
             header = L.read_header(mapping, size)
             if header.layout.kind != kind:
@@ -156,6 +200,11 @@ class Segment:
             os.close(fd)
             raise
         return cls(name, fd, mapping, header, owner=False)
+
+    @property
+    def file_uid(self) -> int:
+        """The uid of the user who owns the segment (its creator)."""
+        return os.fstat(self._fd).st_uid
 
     def owner_alive(self) -> bool:
         """Whether the segment's creator is alive and has not closed it."""

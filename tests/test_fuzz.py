@@ -9,6 +9,7 @@ FUZZ_EXAMPLES for a longer run (the ``slow`` test does 20x).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from shm_comm import (
     SHMError,
     SHMFormatError,
     SHMSerializationError,
+    SHMUntrustedSegmentError,
     Subscriber,
     decode_array,
 )
 from shm_comm import layout as L
+from shm_comm.trust import check_owner
 from shm_comm.utils import pub_segment_name
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -179,6 +182,24 @@ def test_corrupted_array_header_in_shared_memory(channel: str) -> None:
         got = sub.recv(timeout=1)
         assert got is not None
         assert got.tolist() == [1, 1, 1, 1]
+
+
+@FUZZ
+@given(st.integers(0, 2**32 - 1), st.integers(0, 0o177777),
+       st.frozensets(st.integers(0, 2**32 - 1), max_size=3))
+def test_ownership_rule_on_any_owner_and_mode(uid: int, mode: int, extra: frozenset[int]
+                                              ) -> None:
+    """Whatever fstat says, the check accepts exactly a regular file of a trusted owner that
+    not everybody may write, and raises nothing but SHMUntrustedSegmentError."""
+    trusted = frozenset({os.geteuid(), 0}) | extra
+    result = os.stat_result((mode, 1, 1, 1, uid, 0, 4096, 0, 0, 0))
+    expected = stat.S_ISREG(mode) and uid in trusted and not mode & stat.S_IWOTH
+    try:
+        check_owner("shmcp_fuzz", "fuzz", result, trusted)
+    except SHMUntrustedSegmentError:
+        assert not expected
+    else:
+        assert expected
 
 
 @pytest.mark.slow

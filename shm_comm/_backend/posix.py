@@ -8,30 +8,43 @@ of a *subscriber* would unlink the publisher's segment when the subscriber exits
 Ownership: the creator holds an exclusive ``flock`` on its descriptor for the segment's whole
 life. The kernel drops the lock when the creator dies, however it dies, so "is the owner
 alive?" is answered by trying a shared lock: no guessing from pids that may be reused.
+
+Existing segments are opened without following symbolic links (``O_NOFOLLOW``) and without
+blocking on a FIFO (``O_NONBLOCK``), and ``open_segment`` returns the ``fstat`` of the very
+descriptor it opened, so callers judge who owns what they map, not what a name pointed at a
+moment earlier.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import mmap
 import os
+import pwd
 import secrets
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 __all__ = [
     "SHM_DIR",
+    "OpenSegment",
     "create_exclusive",
+    "display_path",
     "is_owner_alive",
     "list_names",
     "lock_for_reclaim",
+    "lstat",
     "open_segment",
     "pid_alive",
     "process_token",
     "remove_dead_temporaries",
     "same_file",
+    "uid_of",
     "unlink",
+    "user_name",
 ]
 
 # SHM_COMM_DIR points shm_comm at another tmpfs (tests use a small one to fill it up).
@@ -41,6 +54,10 @@ SHM_DIR = os.environ.get("SHM_COMM_DIR") or ("/dev/shm" if os.path.isdir("/dev/s
 def _path(name: str) -> str:
     assert SHM_DIR is not None
     return os.path.join(SHM_DIR, name)
+
+
+# Opening an existing segment never follows a symbolic link and never blocks on a FIFO.
+_EXISTING = os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _open_fd(name: str, flags: int) -> int:
@@ -145,22 +162,86 @@ def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: in
     return lock_fd, mapping
 
 
-def open_segment(name: str, readonly: bool = False) -> tuple[int, mmap.mmap, int]:
-    """Map an existing segment; returns ``(fd, mapping, size)``.
+class OpenSegment(NamedTuple):
+    """An existing segment, opened and mapped (see :func:`open_segment`)."""
 
-    Raises ``FileNotFoundError`` if there is no such segment and ``PermissionError`` if it
-    belongs to another user.
+    fd: int
+    mapping: mmap.mmap
+    size: int
+    stat: os.stat_result
+
+
+def open_segment(name: str, readonly: bool = False,
+                 check: Callable[[os.stat_result], None] | None = None) -> OpenSegment:
+    """Open and map an existing segment.
+
+    ``check`` is called with the ``fstat`` of the opened descriptor before anything is mapped
+    or read; whatever it raises propagates (the descriptor is closed). Raises
+    ``FileNotFoundError`` if there is no such segment, ``PermissionError`` if the mode does
+    not let us open it, ``OSError`` with ``errno.ELOOP`` if the name is a symbolic link, and
+    ``ValueError`` if the segment is empty.
+
+    The returned ``fd`` is its own open file description, apart from the one the mapping
+    keeps: locks taken on ``fd`` (record locks, the owner probe) are released by closing it,
+    also in a ``fork()``ed child that still holds the mapping.
     """
-    fd = _open_fd(name, os.O_RDONLY if readonly else os.O_RDWR)
+    flags = os.O_RDONLY if readonly else os.O_RDWR
+    fd = _open_fd(name, flags | (_EXISTING if SHM_DIR is not None else 0))
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if check is not None:
+            check(st)
+        size = st.st_size
         if size == 0:
             raise ValueError("segment is empty")
         access = mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE
-        return fd, mmap.mmap(fd, size, access=access), size
+        if SHM_DIR is None:
+            return OpenSegment(fd, mmap.mmap(fd, size, access=access), size, st)
+        map_fd = _open_fd(name, flags | _EXISTING)
+        try:
+            again = os.fstat(map_fd)
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+                raise FileNotFoundError(errno.ENOENT, "segment was replaced while opening it",
+                                        name)
+            return OpenSegment(fd, mmap.mmap(map_fd, size, access=access), size, st)
+        finally:
+            os.close(map_fd)
     except BaseException:
         os.close(fd)
         raise
+
+
+def lstat(name: str) -> os.stat_result | None:
+    """What sits at ``name`` itself (a link is not followed); None if nothing, or unknown
+    (platforms without a file system view of segments). For messages, not for decisions."""
+    if SHM_DIR is None:
+        return None
+    try:
+        return os.lstat(_path(name))
+    except OSError:
+        return None
+
+
+def display_path(name: str) -> str:
+    """How a person finds segment ``name``: its path in /dev/shm, else its shm name."""
+    return _path(name) if SHM_DIR is not None else "/" + name
+
+
+@functools.lru_cache(maxsize=64)
+def user_name(uid: int) -> str | None:
+    """The login name of ``uid``, or None if this system has no name for it (cached)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
+
+
+def uid_of(user: str) -> int:
+    """The uid of login name ``user``; ``ValueError`` if there is no such user."""
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ValueError(f"no user named {user!r} on this system") from None
 
 
 def is_owner_alive(fd: int) -> bool:
@@ -187,7 +268,7 @@ def same_file(fd: int, name: str) -> bool:
     try:
         if SHM_DIR is None:
             return True
-        st = os.stat(_path(name))
+        st = os.lstat(_path(name))  # a symbolic link to our segment is not our segment
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)

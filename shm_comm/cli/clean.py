@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..channels import list_channels, remove_if_stale
 from ._common import Commands, add_command, matches
@@ -31,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     if unreadable:
         write_line(f"left alone: {len(unreadable)} segment(s) that are not readable shm_comm "
                    "channels (see `shm-comm list`): " + ", ".join(unreadable))
+    others = [s["segment"] for s in segments
+              if "error" not in s and s.get("owner_uid", os.geteuid()) != os.geteuid()]
+    if others:
+        write_line(f"left alone: {len(others)} segment(s) of other users (only their owner "
+                   "cleans them): " + ", ".join(others))
     return 0
 
 
@@ -40,7 +46,7 @@ def add_parser(commands: Commands) -> None:
         commands, "clean", run, "remove stale segments",
         "Remove the segments whose publisher process is gone (crashed or killed "
         "before cleaning up). A segment whose publisher lives is never removed, nor "
-        "one that is not a readable shm_comm channel.")
+        "one that is not a readable shm_comm channel, nor another user's.")
     sub.add_argument("pattern", nargs="?",
                      help="only channels (or segments) matching this glob, e.g. 'robot1_*'")
     sub.add_argument("--dry-run", action="store_true", help="only show what would be removed")

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from ..channels import list_channels
+from ..trust import ENV_TRUSTED_USERS
 from ._common import Commands, add_command, add_json_option, age_of, matches, segment_state
 from ._format import format_age, format_slots, render_table, to_json, write_line
 
@@ -30,18 +31,23 @@ def run(args: argparse.Namespace) -> int:
     for info in segments:
         if "error" in info:
             rows.append([f"? {info['segment']}", "-", "-", "-", "-", "-", "-", "-", "-",
-                         info["state"]])
+                         info.get("owner", "?"), info["state"]])
             continue
         alive = "alive" if info["publisher_alive"] else "dead"
         rows.append([info["name"], info["kind"], info["encoding"],
                      f"{info['publisher_pid']} {alive}", format_slots(info),
                      str(info["subscribers"]), str(info["msg_count"]), str(info["drop_count"]),
-                     format_age(age_of(info["last_timestamp"], now)), info["state"]])
+                     format_age(age_of(info["last_timestamp"], now)), info.get("owner", "?"),
+                     info["state"]])
     header = ["CHANNEL", "KIND", "ENCODING", "PUBLISHER", "SLOTS", "SUBS", "MSGS", "DROPS",
-              "LAST", "STATE"]
+              "LAST", "OWNER", "STATE"]
     for line in render_table(header, rows, right=frozenset({5, 6, 7, 8})):
         write_line(line)
     notes = [f"? {info['segment']}: {info['error']}" for info in segments if "error" in info]
+    notes += [f"{info['segment']} belongs to user {info['owner']} (uid {info['owner_uid']}): "
+              "this user's channel ends refuse it unless told to trust that user "
+              f"(trusted_users=, or {ENV_TRUSTED_USERS}; docs/security.md)"
+              for info in segments if "error" not in info and not info.get("trusted", True)]
     stale = sum(1 for s in segments if s["state"] == "stale")
     if stale:
         notes.append(f"{stale} stale segment{'s' if stale > 1 else ''} (publisher gone): "
@@ -59,7 +65,7 @@ def add_parser(commands: Commands) -> None:
         commands, "list", run, "list every channel on this machine",
         "Every shm_comm segment on this machine (Linux): kind, encoding, publisher "
         "pid and whether it lives, slots x slot size, subscribers, messages, drops, "
-        "age of the last message, and a state: live, stale (publisher died: "
+        "age of the last message, the segment's owner, and a state: live, stale (publisher died: "
         "`shm-comm clean` removes it), closed, no-access (another user's), "
         "incompatible (other format version) or unreadable.")
     sub.add_argument("pattern", nargs="?",
