@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         stats = pub.stats()
-        print(f"done: sent {stats['msg_count']}, dropped {stats['drop_count']} "
-              f"(summed over {stats['subscribers']} subscribers)", flush=True)
+        # drop_count also counts the losses of subscribers that have already left.
+        still = f"; {stats['subscribers']} subscriber(s) still attached" if stats[
+            "subscribers"] else ""
+        print(f"done: sent {stats['msg_count']}; subscribers lost {stats['drop_count']} "
+              f"of them{still}", flush=True)
     return 0
 
 

@@ -1,24 +1,27 @@
-"""Request/reply between processes: one replier serving two requesters.
+"""Request/reply between processes: a small calculator service and its clients.
 
-    python examples/reqrep_example.py
+    python examples/reqrep_example.py            # a replier and two requesters, in one run
+    python examples/reqrep_example.py server     # terminal 1: serve until Ctrl-C
+    python examples/reqrep_example.py client     # terminal 2: a few requests, then exit
 
-Starts a small "calculator" replier in one process and two client processes. Each client
-sends requests and checks that every reply is its own. One client also shows a timeout: it
-gives up on a slow request, and the late reply to it is dropped when it arrives, so the
+Without a role it starts a "calculator" replier in one process and two client processes. Each
+client sends requests and checks that every reply is its own. One client also shows a timeout:
+it gives up on a slow request, and the late reply to it is dropped when it arrives, so the
 client's next request still gets the right answer. Everything stops by itself and leaves
-nothing in /dev/shm.
+nothing in /dev/shm. The ``server``/``client`` roles are shm-comm 1.0's command line: start the
+server first (the client waits up to 10 s for it).
 """
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import os
 import sys
 import time
 from typing import Any
 
-from shm_comm.errors import SHMTimeoutError
-from shm_comm.reqrep import Replier, Requester
+from shm_comm import Replier, Requester, SHMTimeoutError
 
 REQUESTS_PER_CLIENT = 5
 
@@ -63,7 +66,58 @@ def client(channel: str, number: int) -> None:
               f"{stats['given_up']} request given up (its late reply dropped)", flush=True)
 
 
-def main() -> int:
+def serve(channel: str) -> None:
+    """The ``server`` role: answer ("add", a, b) and ("mul", a, b) until Ctrl-C."""
+    with Replier(channel, num_slots=8, slot_size=1024) as rep:
+        print(f"calculator serving on {channel!r} (Ctrl-C stops)", flush=True)
+        served = 0
+        try:
+            while True:
+                request = rep.recv(timeout=5.0)
+                if request is None:
+                    print("(no request for 5 s)", flush=True)
+                    continue
+                op, a, b = request
+                answer = a + b if op == "add" else a * b
+                rep.send(answer)
+                served += 1
+                print(f"{op}({a}, {b}) -> {answer}", flush=True)
+        except KeyboardInterrupt:
+            print(f"served {served} requests", flush=True)
+
+
+def ask(channel: str) -> int:
+    """The ``client`` role: a few requests to a running server; non-zero if one failed."""
+    with Requester(channel, timeout_connect=10.0) as req:
+        for op, a, b in (("add", 2, 3), ("mul", 6, 7), ("add", 0.5, 0.25)):
+            try:
+                reply = req.request((op, a, b), timeout=3.0)
+            except SHMTimeoutError as exc:
+                print(f"no reply: {exc}", flush=True)
+                return 1
+            print(f"{op}({a}, {b}) = {reply}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole demo, or one role; non-zero if anything failed."""
+    parser = argparse.ArgumentParser(
+        description="Request/reply between processes: a calculator service and its clients.",
+        epilog="Without a role, runs a replier and two requesters in one go.")
+    parser.add_argument("role", nargs="?", choices=("server", "client"),
+                        help="run one side: the server until Ctrl-C, or a client")
+    parser.add_argument("--channel", default="example_calculator",
+                        help="channel of the server/client roles (default example_calculator)")
+    args = parser.parse_args(argv)
+    if args.role == "server":
+        serve(args.channel)
+        return 0
+    if args.role == "client":
+        return ask(args.channel)
+    return demo()
+
+
+def demo() -> int:
     """Run the replier and both clients; non-zero if any of them failed."""
     channel = f"calc_example_{os.getpid()}"  # unique per run (spawned children re-import us)
     ctx = mp.get_context("spawn")

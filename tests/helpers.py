@@ -64,6 +64,16 @@ def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
     return lines
 
 
+def remaining_lines(proc: subprocess.Popen[str], timeout: float = 20.0) -> list[str]:
+    """The stdout lines of a finished ``proc`` not yet taken by :func:`wait_for_line`."""
+    lines = _lines(proc)
+    out = []
+    while (line := lines.get(timeout=timeout)) is not None:
+        out.append(line)
+    lines.put(None)
+    return out
+
+
 def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 20.0) -> str:
     """Read ``proc``'s stdout until a line starting with ``expected``; fail after ``timeout``.
 
