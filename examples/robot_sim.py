@@ -3,6 +3,7 @@
     python examples/robot_sim.py                      # imu, joints and camera until Ctrl-C
     python examples/robot_sim.py --duration 30 --channels imu,joints
     python examples/robot_sim.py --rate-scale 0.1     # a tenth of every rate (slow machines)
+    python examples/robot_sim.py --camera-size 640x480
 
 Channels (typed NumPy channels, one message per sample):
 
@@ -13,7 +14,8 @@ joints   500 Hz  one record of JOINTS_DTYPE: ``t`` (float64, seconds since the e
                  (6 joint angles, rad) and ``dq`` (6 joint velocities, rad/s), float32
 imu      1 kHz   one record of IMU_DTYPE: ``t``, accelerations ``ax ay az`` (m/s^2, gravity
                  on z) and angular rates ``gx gy gz`` (rad/s), float32
-camera   30 Hz   a 240x320x3 uint8 RGB image, written in place with ``loan()``
+camera   30 Hz   a 240x320x3 uint8 RGB image (``--camera-size WxH``), written in place with
+                 ``loan()``: a scrolling colour scene, a bouncing ball and the time stamp
 ======== ======= ==========================================================================
 
 With ``--glitch-every SECONDS`` the IMU's accelerometer reports NaN for 0.1 s every SECONDS
@@ -33,11 +35,12 @@ it is gone: the publishers are closed, which removes their shared-memory segment
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -51,7 +54,7 @@ IMU_DTYPE = np.dtype(
     [("t", "f8"), ("ax", "f4"), ("ay", "f4"), ("az", "f4"),
      ("gx", "f4"), ("gy", "f4"), ("gz", "f4")]
 )  # fmt: skip
-CAMERA_SHAPE = (240, 320, 3)
+CAMERA_SHAPE = (240, 320, 3)  # the default; --camera-size changes it
 CHANNELS = ("joints", "imu", "camera")
 RATES = {"joints": 500.0, "imu": 1000.0, "camera": 30.0}
 MAX_CATCH_UP = 0.1  # seconds of missed samples published late; older ones are skipped
@@ -76,7 +79,8 @@ class Stream:
 class Robot:
     """A 6-DOF arm moving along smooth joint trajectories, with an IMU and a camera."""
 
-    def __init__(self, seed: int = 0, glitch_every: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, glitch_every: float = 0.0,
+                 camera_shape: tuple[int, int, int] = CAMERA_SHAPE) -> None:  # fmt: skip
         self.glitch_every = glitch_every
         self.rng = np.random.default_rng(seed)
         self.amplitude = np.array([0.8, 0.6, 0.5, 1.0, 0.7, 1.2], dtype=np.float64)
@@ -84,12 +88,18 @@ class Robot:
         self.phase = self.rng.uniform(0, 2 * np.pi, 6)
         self._noise = self.rng.standard_normal((4096, 12)).astype(np.float32)
         self._noise_index = 0
-        ramp = np.linspace(0, 255, 2 * CAMERA_SHAPE[1], dtype=np.float32)
-        rows = np.linspace(0, 1, CAMERA_SHAPE[0], dtype=np.float32)[:, None]
-        self._scene = np.empty((CAMERA_SHAPE[0], 2 * CAMERA_SHAPE[1], 3), dtype=np.uint8)
+        self.camera_shape = camera_shape
+        height, width = camera_shape[:2]
+        ramp = np.linspace(0, 255, 2 * width, dtype=np.float32)
+        rows = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+        self._scene = np.empty((height, 2 * width, 3), dtype=np.uint8)
         self._scene[..., 0] = ramp[None, :] * (1 - rows)
         self._scene[..., 1] = (np.sin(ramp / 20.0)[None, :] * 0.5 + 0.5) * 255 * rows
         self._scene[..., 2] = 255 - ramp[None, :] * 0.5
+        self._radius = max(4, height // 10)
+        yy, xx = np.mgrid[-self._radius : self._radius + 1, -self._radius : self._radius + 1]
+        self._disk = xx**2 + yy**2 <= self._radius**2
+        self._scale = max(1, height // 120)  # text: 5x7 glyphs, this many pixels per dot
 
     def noise(self) -> np.ndarray:
         """12 standard-normal numbers (a cheap cycle over a pre-drawn table)."""
@@ -120,10 +130,47 @@ class Robot:
             for name in ("ax", "ay", "az"):
                 out[name] = np.nan  # the accelerometer drops out: plots show a gap
 
-    def camera(self, t: float, out: np.ndarray) -> None:
-        """Fill a 240x320x3 image: a scene scrolling by 40 pixels per second."""
-        offset = int(t * 40.0) % CAMERA_SHAPE[1]
-        out[...] = self._scene[:, offset : offset + CAMERA_SHAPE[1]]
+    def camera(self, t: float, out: np.ndarray, frame: int = 0) -> None:
+        """Fill an image: a scene scrolling by 40 pixels per second, a white ball bouncing
+        across it, and the time stamp (UTC) and frame number at the bottom left."""
+        height, width = self.camera_shape[:2]
+        offset = int(t * 40.0) % width
+        out[...] = self._scene[:, offset : offset + width]
+        r = self._radius
+        # The ball: a triangle wave in x and y, so it bounces off the edges.
+        x = r + int(abs((t * 0.37 % 2.0) - 1.0) * (width - 2 * r - 1))
+        y = r + int(abs((t * 0.53 % 2.0) - 1.0) * (height - 2 * r - 1))
+        out[y - r : y + r + 1, x - r : x + r + 1][self._disk] = 255
+        stamp = time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        draw_text(out, f"{stamp} #{frame}", 4 * self._scale, height - 11 * self._scale,
+                  self._scale)  # fmt: skip
+
+
+# 5x7 dot glyphs for the camera's time stamp (one string of 7 rows of 5 dots per character).
+GLYPHS = {
+    "0": "01110100011001110101110011000101110", "1": "00100011000010000100001000010001110",
+    "2": "01110100010000100010001000100011111", "3": "11111000100010000010000011000101110",
+    "4": "00010001100101010010111110001000010", "5": "11111100001111000001000011000101110",
+    "6": "00110010001000011110100011000101110", "7": "11111000010001000100010000100001000",
+    "8": "01110100011000101110100011000101110", "9": "01110100011000101111000010001001100",
+    ":": "00000011000110000000011000110000000", ".": "00000000000000000000000000110001100",
+    "#": "01010010101111101010111110101001010", " ": "0" * 35,
+}  # fmt: skip
+_GLYPH_MASKS = {c: np.array([d == "1" for d in g]).reshape(7, 5) for c, g in GLYPHS.items()}
+
+
+def draw_text(image: np.ndarray, text: str, x: int, y: int, scale: int) -> None:
+    """White text on a black box into an (H, W, 3) image, top-left at (x, y); clipped."""
+    box = image[max(0, y - scale) : y + 8 * scale, max(0, x - scale) : x + 6 * scale * len(text)]
+    box[...] = 0
+    for i, char in enumerate(text):
+        mask = _GLYPH_MASKS.get(char)
+        if mask is None:
+            continue
+        big = np.kron(mask, np.ones((scale, scale), dtype=bool))
+        x0 = x + 6 * scale * i
+        region = image[y : y + big.shape[0], x0 : x0 + big.shape[1]]
+        region[big[: region.shape[0], : region.shape[1]]] = 255
 
 
 def make_streams(names: Sequence[str], rate_scale: float, robot: Robot,
@@ -134,11 +181,14 @@ def make_streams(names: Sequence[str], rate_scale: float, robot: Robot,
         for name in names:
             period = 1.0 / (RATES[name] * rate_scale)
             if name == "camera":
-                cam = ArrayPublisher(name, dtype=np.uint8, shape=CAMERA_SHAPE, num_slots=8)
+                cam = ArrayPublisher(name, dtype=np.uint8, shape=robot.camera_shape,
+                                     num_slots=8)  # fmt: skip
+                frames = itertools.count()
 
-                def publish_camera(deadline: float, cam: ArrayPublisher = cam) -> None:
+                def publish_camera(deadline: float, cam: ArrayPublisher = cam,
+                                   frames: Iterator[int] = frames) -> None:  # fmt: skip
                     with cam.loan() as out:  # zero-copy: draw straight into shared memory
-                        robot.camera(clock(deadline), out)
+                        robot.camera(clock(deadline), out, next(frames))
 
                 streams.append(Stream(name, period, publish_camera, cam))
             else:
@@ -205,6 +255,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="every SECONDS, the IMU accelerometer reports NaN for 0.1 s (default: "
                         "never)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed for the sensor noise")
+    p.add_argument("--camera-size", default=f"{CAMERA_SHAPE[1]}x{CAMERA_SHAPE[0]}",
+                   metavar="WxH", help="camera image size (default %(default)s)")  # fmt: skip
     args = p.parse_args(argv)
     names = [n.strip() for n in args.channels.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CHANNELS))
@@ -218,6 +270,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--duration must be >= 0")
     if args.glitch_every < 0:
         p.error("--glitch-every must be >= 0")
+    try:
+        cam_width, cam_height = (int(v) for v in args.camera_size.lower().split("x"))
+    except ValueError:
+        p.error(f"--camera-size must look like 640x480, got {args.camera_size!r}")
+    if not (64 <= cam_width <= 4096 and 48 <= cam_height <= 4096):
+        p.error("--camera-size must be between 64x48 and 4096x4096")
+    args.camera_shape = (cam_height, cam_width, 3)
     args.names = names
     return args
 
@@ -253,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The wall-clock time of a deadline: evenly spaced, no drift, no jitter.
         return start_wall + (deadline - start_mono)
 
-    robot = Robot(args.seed, args.glitch_every)
+    robot = Robot(args.seed, args.glitch_every, args.camera_shape)
     streams = make_streams(args.names, args.rate_scale, robot, clock)
     try:
         print("ready " + " ".join(args.names), flush=True)
