@@ -7,16 +7,16 @@
 //     with one binary buffer per entry of `arrays`. Times are float32 offsets from t0
 //     (seconds, float64 in JSON) so that float32 keeps sub-millisecond resolution.
 //     reset=true means "this is the whole window": drop what you have.
+//     ack=false: sent while a cell runs (paced by time, see widgets.py): do not acknowledge.
 //   JS -> Python: {type: "ready"} when a view appears (Python answers with a reset frame),
 //     {type: "ack", frames: {<widget id>: frame, ...}} after frames have been drawn (Python
-//     keeps at most two frames per widget unacknowledged, so the browser paces the stream),
+//     keeps at most MAX_UNACKED frames per widget unacknowledged, so the browser paces the
+//     stream; scheduler.js sends them),
 //     {type: "resync"} when a frame number was skipped (a message was lost), which also
 //     asks for a reset frame.
 //
-// Acknowledgements of all the plots of one kernel that were drawn in the same animation
-// frame travel in ONE message, on one of those plots' comms (Python routes them by widget
-// id). Every comm message makes the kernel publish busy/idle, and JupyterLab updates its
-// kernel indicators for each: per-plot acks cost the page more than drawing the plots.
+// Drawing and acknowledging go through the animation-frame loop that all streaming views
+// share (scheduler.js, which Python puts in front of this module).
 //
 // Test hooks on the canvas: data-frames (frames drawn), data-seq (last frame number
 // drawn), data-n (samples in the window); data-status and data-channel on the root.
@@ -69,46 +69,6 @@ function formatValue(v, step) {
 
 const MAX_SAMPLES = 2_000_000; // per widget view, all chunks together
 
-// One animation-frame loop for every LivePlot view on the page (kept on window, so that it
-// is shared even if the module is loaded once per widget). All views with something new are
-// drawn in the same animation frame, and their acknowledgements leave in one message per
-// kernel. Drawing waits for nothing else: the next animation frame after a frame arrives,
-// since the round trip (send, draw, acknowledge) is what paces the stream.
-
-function sharedScheduler() {
-  const key = "__shmcLivePlotScheduler_v3";
-  if (!window[key]) {
-    const views = new Set();
-    let pending = false;
-    const request = () => {
-      if (pending) return;
-      pending = true;
-      requestAnimationFrame(tick);
-    };
-    const tick = () => {
-      pending = false;
-      const acks = new Map(); // widget manager (one per kernel) -> {carrier, frames}
-      for (const view of views) {
-        if (!view.dirty()) continue;
-        const ack = view.step();
-        if (!ack) continue;
-        let group = acks.get(view.group);
-        if (!group) acks.set(view.group, (group = { carrier: view, frames: {} }));
-        group.frames[ack[0]] = ack[1];
-      }
-      for (const { carrier, frames } of acks.values()) carrier.send({ type: "ack", frames });
-      for (const view of views) {
-        if (view.dirty()) {
-          request();
-          break;
-        }
-      }
-    };
-    window[key] = { add: (v) => views.add(v), remove: (v) => views.delete(v), request };
-  }
-  return window[key];
-}
-
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "shmc-root shmc-liveplot";
@@ -146,6 +106,7 @@ function render({ model, el }) {
   let widgetId = ""; // the Python widget's id, sent with every frame
   let lastFrame = -1; // last frame number received
   let ackedFrame = -1; // last frame number acknowledged
+  let ackFrame = -1; // last frame number that asked for an acknowledgement
   let resyncAsked = false;
   let framesDrawn = 0;
   let cssWidth = 0;
@@ -252,6 +213,7 @@ function render({ model, el }) {
       setLegend();
     }
     lastFrame = msg.frame;
+    if (msg.ack !== false) ackFrame = msg.frame; // frames sent while a cell runs ask for none
     widgetId = msg.id || widgetId;
     status = msg.status || status;
     statusText = msg.status_text || status;
@@ -278,9 +240,9 @@ function render({ model, el }) {
       const take = queue.length > 3 ? queue.length : Math.min(1, queue.length);
       for (const [msg, arrays] of queue.splice(0, take)) apply(msg, arrays);
       draw();
-      if (lastFrame > ackedFrame && widgetId) {
-        ackedFrame = lastFrame;
-        return [widgetId, lastFrame];
+      if (ackFrame > ackedFrame && widgetId) {
+        ackedFrame = ackFrame;
+        return [widgetId, ackFrame];
       }
       return null;
     },

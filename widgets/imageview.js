@@ -1,0 +1,351 @@
+// shm_comm ImageView front end: the newest image of a channel on a <canvas>.
+//
+// Protocol (see ImageView in shm_comm/widgets.py):
+//   Python -> JS, custom message {type: "frame", id, frame, ack, status, status_text,
+//     dropped, image} and, when image is true, {format: "jpeg" | "png" | "raw", width,
+//     height, channels, src_width, src_height, stamp, sent, seq, bytes[, vrange, colormap]}
+//     with the encoded image as the one binary buffer (raw: `channels` bytes per pixel,
+//     row-major). stamp: the publisher's time stamp, sent: the kernel's time when sending
+//     (seconds since the epoch). ack=false: sent while a cell runs, acknowledge nothing.
+//   JS -> Python: {type: "ready", width} when a view appears, {type: "view", width} when
+//     the width available changes (device pixels: Python downscales wider images), and the
+//     shared acknowledgements {type: "ack", frames: {<widget id>: frame}} (scheduler.js).
+//
+// Only the newest image matters: one that arrives while the previous one is still being
+// decoded replaces the waiting one (counted in the badge's drops), so a slow page never
+// queues images up.
+//
+// Test hooks on the canvas: data-frames (images drawn), data-seq (publisher sequence number
+// of the image shown), data-frame (widget frame number), data-format, data-bytes,
+// data-age-ms; data-status and data-channel on the root.
+
+function fmtAge(seconds) {
+  if (!Number.isFinite(seconds)) return "\u2014";
+  if (seconds < 1) return `${Math.max(0, seconds * 1000).toFixed(0)} ms`;
+  return `${seconds.toFixed(1)} s`;
+}
+
+function fmtBytes(n) {
+  if (!(n >= 0)) return "";
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1000).toFixed(0)} kB`;
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+// Raw pixels (1, 3 or 4 bytes each) -> ImageData (RGBA).
+function rawImageData(buffer, width, height, channels) {
+  const src = new Uint8Array(buffer.buffer || buffer, buffer.byteOffset || 0,
+                             buffer.byteLength);
+  const out = new ImageData(width, height);
+  const dst = out.data;
+  const n = width * height;
+  if (src.length < n * channels) throw new Error("shm_comm ImageView: short raw image");
+  if (channels === 4) {
+    dst.set(src.subarray(0, n * 4));
+  } else {
+    for (let i = 0, j = 0, k = 0; i < n; i++, k += 4) {
+      if (channels === 3) {
+        dst[k] = src[j++];
+        dst[k + 1] = src[j++];
+        dst[k + 2] = src[j++];
+      } else {
+        dst[k] = dst[k + 1] = dst[k + 2] = src[j++];
+      }
+      dst[k + 3] = 255;
+    }
+  }
+  return out;
+}
+
+const MIN_WIDTH = 320; // CSS pixels: smaller images are scaled up to this
+
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "shmc-root shmc-imageview shmc-empty";
+  root.dataset.status = "starting";
+  root.dataset.channel = model.get("channel");
+
+  const header = document.createElement("div");
+  header.className = "shmc-header";
+  const title = document.createElement("span");
+  title.className = "shmc-title";
+  const badge = document.createElement("span");
+  badge.className = "shmc-badge";
+  const info = document.createElement("span");
+  info.className = "shmc-info";
+  const button = document.createElement("button");
+  button.className = "shmc-button shmc-pause";
+  button.type = "button";
+  header.append(title, badge, info, button);
+
+  const stage = document.createElement("div");
+  stage.className = "shmc-stage";
+  const canvas = document.createElement("canvas");
+  canvas.className = "shmc-imageview-canvas";
+  canvas.width = 320;
+  canvas.height = 240;
+  canvas.dataset.frames = "0";
+  canvas.dataset.seq = "-1";
+  canvas.dataset.frame = "-1";
+  const overlay = document.createElement("div");
+  overlay.className = "shmc-overlay";
+  const stats = document.createElement("div");
+  stats.className = "shmc-image-stats";
+  stage.append(canvas, overlay, stats);
+  root.append(header, stage);
+  el.append(root);
+
+  let status = "starting";
+  let statusText = "starting";
+  let widgetId = "";
+  let hasImage = false;
+  let lastFrame = -1; // newest frame number applied (image or status)
+  let ackFrame = -1; // newest frame number that asked for an acknowledgement
+  let ackedFrame = -1;
+  let framesDrawn = 0;
+  let replaced = 0; // images that arrived while an older one was waiting, never drawn
+  let dropped = 0; // published images Python never sent (it sends the newest only)
+  let shownMeta = null;
+  const drawTimes = []; // performance.now() of recent draws, for the frame rate
+
+  let waiting = null; // [msg, buffer] received, not decoded yet
+  let decoding = false;
+  let ready = null; // {msg, bitmap | imageData} decoded, to draw on the next animation frame
+  let statusDirty = true;
+
+  const send = (msg) => {
+    try {
+      model.send(msg);
+    } catch (err) {
+      console.warn("shm_comm ImageView: send failed", err); // the kernel may be gone
+    }
+  };
+
+  const setText = (node, text) => {
+    if (node.textContent !== text) node.textContent = text;
+  };
+  const setData = (node, key, value) => {
+    if (node.dataset[key] !== value) node.dataset[key] = value;
+  };
+
+  function setTitle() {
+    setText(title, model.get("title") || model.get("channel"));
+  }
+
+  function setButton() {
+    const paused = model.get("paused");
+    button.textContent = paused ? "\u25B6 Resume" : "\u275A\u275A Pause";
+    button.title = paused ? "Resume live updates" : "Freeze the picture";
+    root.classList.toggle("shmc-paused", paused);
+    statusDirty = true;
+    scheduler.request();
+  }
+
+  function showStatus() {
+    const paused = model.get("paused");
+    setText(badge, paused ? "paused" : statusText);
+    setData(badge, "status", paused ? "paused" : status);
+    setData(root, "status", status);
+    root.classList.toggle("shmc-gone", status === "gone" || status === "stopped");
+    let text = "";
+    if (status === "waiting") text = `waiting for publisher on "${model.get("channel")}"\u2026`;
+    else if (status === "gone") text = "publisher gone";
+    else if (status === "error") text = statusText;
+    else if (!hasImage && status !== "starting") text = statusText || "no image yet";
+    setText(overlay, text);
+    overlay.hidden = text === "";
+  }
+
+  function showStats() {
+    const now = performance.now();
+    while (drawTimes.length && now - drawTimes[0] > 2000) drawTimes.shift();
+    // Images drawn over the last two seconds (or since the first one, if that is later).
+    const since = drawTimes.length ? Math.min(2000, now - drawTimes[0]) / 1000 : 0;
+    const fps = since > 0.25 ? (drawTimes.length - 1) / since : 0;
+    if (!shownMeta) {
+      setText(info, "");
+      setText(stats, "");
+      return;
+    }
+    const m = shownMeta;
+    // Frame age from the publisher's clock. Both clocks are the same machine's when the
+    // kernel's send time and ours agree; otherwise only the kernel's part is known.
+    const nowS = Date.now() / 1000;
+    const sameClock = Math.abs(nowS - m.sent) < 1.0;
+    const age = sameClock ? nowS - m.stamp : m.sent - m.stamp;
+    canvas.dataset.ageMs = String(Math.round(age * 1000));
+    canvas.dataset.fps = fps.toFixed(1);
+    const drops = dropped + replaced;
+    setText(stats, `${fps.toFixed(1)} fps \u00b7 ${sameClock ? "" : "\u2265"}${fmtAge(age)}` +
+      ` \u00b7 ${drops} drop${drops === 1 ? "" : "s"}`);
+    let text = `${m.src_width}\u00d7${m.src_height}`;
+    if (m.width !== m.src_width) text += ` \u2192 ${m.width}\u00d7${m.height}`;
+    text += ` ${m.format} ${fmtBytes(m.bytes)}`;
+    if (m.vrange) text += ` \u00b7 ${m.colormap} ${m.vrange[0].toPrecision(4)}\u2026${m.vrange[1].toPrecision(4)}`;
+    setText(info, text);
+  }
+
+  function onMessage(msg, buffers) {
+    if (!msg || msg.type !== "frame") return;
+    widgetId = msg.id || widgetId;
+    if (msg.image && buffers && buffers.length) {
+      if (waiting) replaced++; // never decoded: the newer one wins
+      waiting = [msg, buffers[0]];
+      decodeNext();
+    } else {
+      applyStatus(msg);
+    }
+  }
+
+  function applyStatus(msg) {
+    lastFrame = Math.max(lastFrame, msg.frame);
+    if (msg.ack !== false) ackFrame = Math.max(ackFrame, msg.frame);
+    status = msg.status || status;
+    statusText = msg.status_text || status;
+    if (Number.isFinite(msg.dropped)) dropped = msg.dropped;
+    statusDirty = true;
+    scheduler.request();
+  }
+
+  async function decodeNext() {
+    if (decoding || !waiting) return;
+    decoding = true;
+    const [msg, buffer] = waiting;
+    waiting = null;
+    try {
+      let picture;
+      if (msg.format === "raw") {
+        picture = rawImageData(buffer, msg.width, msg.height, msg.channels);
+      } else {
+        const bytes = buffer.buffer
+          ? new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
+          : new Uint8Array(buffer);
+        picture = await createImageBitmap(new Blob([bytes], { type: `image/${msg.format}` }));
+      }
+      if (ready && ready.picture.close) {
+        ready.picture.close();
+        replaced++;
+      }
+      ready = { msg, picture };
+    } catch (err) {
+      console.error("shm_comm ImageView: cannot decode image", err);
+      applyStatus(msg); // still acknowledge it
+    }
+    decoding = false;
+    scheduler.request();
+    if (waiting) decodeNext();
+  }
+
+  function draw() {
+    const { msg, picture } = ready;
+    ready = null;
+    if (canvas.width !== msg.width || canvas.height !== msg.height) {
+      canvas.width = msg.width;
+      canvas.height = msg.height;
+    }
+    const ctx = canvas.getContext("2d");
+    if (picture instanceof ImageData) {
+      ctx.putImageData(picture, 0, 0);
+    } else {
+      ctx.drawImage(picture, 0, 0);
+      picture.close();
+    }
+    if (!model.get("width")) {
+      // Small images are shown at least MIN_WIDTH CSS pixels wide, pixels kept sharp.
+      const small = msg.width < MIN_WIDTH;
+      canvas.style.width = small ? `${MIN_WIDTH}px` : "";
+      canvas.style.imageRendering = small ? "pixelated" : "";
+    }
+    hasImage = true;
+    root.classList.remove("shmc-empty");
+    shownMeta = msg;
+    framesDrawn++;
+    drawTimes.push(performance.now());
+    applyStatus(msg);
+    setData(canvas, "frames", String(framesDrawn));
+    setData(canvas, "seq", String(msg.seq));
+    setData(canvas, "frame", String(msg.frame));
+    setData(canvas, "format", msg.format);
+    setData(canvas, "bytes", String(msg.bytes));
+  }
+
+  const scheduler = sharedScheduler();
+  let lastStatsAt = 0;
+  const view = {
+    group: model.widget_manager || {},
+    send,
+    dirty: () => ready !== null || statusDirty,
+    step: () => {
+      if (ready) draw();
+      if (statusDirty) {
+        statusDirty = false;
+        showStatus();
+      }
+      const now = performance.now();
+      if (now - lastStatsAt > 250) {
+        lastStatsAt = now;
+        showStats();
+      }
+      if (ackFrame > ackedFrame && widgetId) {
+        ackedFrame = ackFrame;
+        return [widgetId, ackFrame];
+      }
+      return null;
+    },
+  };
+  scheduler.add(view);
+
+  // The width the view can show, in device pixels: Python downscales wider images.
+  let sentWidth = 0;
+  function viewWidth() {
+    const dpr = window.devicePixelRatio || 1;
+    const limit = model.get("width") || Infinity;
+    const css = Math.min(limit, Math.floor(root.clientWidth || 0));
+    return css > 0 ? Math.round(css * dpr) : 0;
+  }
+  function onResize() {
+    const limit = model.get("width");
+    canvas.style.width = limit ? `${limit}px` : ""; // else its own size, at most the notebook's
+    const w = viewWidth();
+    if (w > 0 && Math.abs(w - sentWidth) > Math.max(16, sentWidth * 0.1)) {
+      sentWidth = w;
+      send({ type: "view", width: w });
+    }
+  }
+
+  // The frame rate, age and drops go stale when nothing arrives: refresh them now and then.
+  const statsTimer = setInterval(() => {
+    showStats();
+  }, 500);
+
+  button.addEventListener("click", () => {
+    model.set("paused", !model.get("paused"));
+    model.save_changes();
+  });
+  const onPaused = () => setButton();
+  const onTitle = () => setTitle();
+  model.on("msg:custom", onMessage);
+  model.on("change:paused", onPaused);
+  model.on("change:title", onTitle);
+  model.on("change:width", onResize);
+  const observer = new ResizeObserver(() => onResize());
+  observer.observe(root);
+  setTitle();
+  setButton();
+  onResize();
+  sentWidth = viewWidth();
+  send({ type: "ready", width: sentWidth });
+
+  return () => {
+    scheduler.remove(view);
+    observer.disconnect();
+    clearInterval(statsTimer);
+    if (ready && ready.picture.close) ready.picture.close();
+    model.off("msg:custom", onMessage);
+    model.off("change:paused", onPaused);
+    model.off("change:title", onTitle);
+    model.off("change:width", onResize);
+  };
+}
+
+export default { render };
