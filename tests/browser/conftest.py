@@ -107,6 +107,13 @@ def jupyter_lab(tmp: Path, extra_args: list[str] | None = None) -> Iterator[dict
     shutil.copytree(
         REPO / "examples", root / "examples", ignore=shutil.ignore_patterns("__pycache__")
     )
+    # The tuning docs/jupyter.md recommends for live widgets: acknowledgements (comm
+    # messages) do not flip JupyterLab's busy indicators. The frame-rate floors are asserted
+    # for this configuration; the default one's figures are in docs/jupyter.md.
+    (tmp / "config").mkdir(parents=True, exist_ok=True)
+    (tmp / "config" / "jupyter_server_config.py").write_text(
+        'c.MappingKernelManager.untracked_message_types.append("comm_msg")\n'
+    )
     for rel, value in LAB_SETTINGS.items():
         f = tmp / "config/lab/user-settings/@jupyterlab" / f"{rel}.jupyterlab-settings"
         f.parent.mkdir(parents=True, exist_ok=True)
