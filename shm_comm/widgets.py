@@ -531,8 +531,8 @@ def _envelope(t: FloatArray, y: Float32Array, max_n: int) -> tuple[FloatArray, F
 class _ChannelWatch:
     """Reads one channel as an observer; waits for it to appear, follows restarts.
 
-    ``latest``: start with the newest message already published (an image view shows the
-    last image at once), else with the next one.
+    ``start_with_newest``: start with the newest message already published (an image view
+    shows the last image at once), else with the next one.
 
     The core's subscriber re-attaches by itself when a restarted publisher replaces the
     segment (checked when its ``stats()`` are read); its ``reconnects`` counter tells us to
@@ -541,7 +541,7 @@ class _ChannelWatch:
     not fit) and read in their own way.
     """
 
-    latest = False
+    start_with_newest = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -581,7 +581,7 @@ class _ChannelWatch:
             self.status, self.status_text = "waiting", "waiting for publisher"
             return
         self.subscriber = shm_comm.ArraySubscriber(self.name, observer=True, timeout_connect=1.0,
-                                                   latest=self.latest)  # fmt: skip
+                                                   latest=self.start_with_newest)  # fmt: skip
         self._reconnects = 0
         self._described = False
         self._connected()
@@ -956,7 +956,7 @@ class _ImageReader(_ChannelWatch):
     """The reader of an ImageView: only the newest image matters; the ones it skips (or that
     were overwritten before it looked) are counted from the sequence numbers."""
 
-    latest = True
+    start_with_newest = True
 
     def __init__(self, name: str, field: str | None) -> None:
         super().__init__(name)
