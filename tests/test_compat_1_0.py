@@ -505,6 +505,10 @@ def test_force_unlink_live_true_removes_only_the_name(channel: str) -> None:
             assert new_sub.recv(timeout=1.0) == "on the new one"
             first.close()  # does not remove the successor's name
             assert (SHM / second.segment_name).exists()
+            # The old subscriber finds the new publisher once the old one is gone.
+            assert old_sub.recv(timeout=5.0) == "on the new one"
+            second.send("for both")
+            assert new_sub.recv(timeout=1.0) == old_sub.recv(timeout=1.0) == "for both"
 
 
 # --------------------------------------------------------------------------------------------
