@@ -21,10 +21,14 @@ Design (the why):
   would be a write to the segment), so each would poll anyway; one loop polls every channel,
   drains what is waiting and sleeps ``poll_interval`` when nothing was. It also owns the
   MCAP writer, which is not thread-safe, so nothing needs a lock.
-* **Exact bytes.** Every message is stored as the payload the publisher wrote (typed arrays
+* **Exact arrays.** Every message is stored as the payload the publisher wrote (typed arrays
   with their array header), so loading decodes exactly what a subscriber would have, and
-  replay republishes the same bytes. The one exception is the opt-in ``json_compatible``
-  mode, which trades that for files Foxglove can display.
+  replay republishes the same bytes, with two exceptions made for Foxglove. Image and point
+  cloud channels (``foxglove_schemas.py``) are stored as Foxglove's ``foxglove.RawImage`` and
+  ``foxglove.PointCloud`` (protobuf), which Foxglove shows; their pixel and point bytes are
+  kept as they are and the channel's dtype and shape in its metadata, so ``load`` and
+  ``play`` give back the same arrays (dtype, shape, data, timestamps). The opt-in
+  ``json_compatible`` mode stores dict messages as JSON.
 * **Two clocks per message, as the MCAP spec defines them.** ``publish_time`` is the
   publisher's timestamp from the slot header (when it sent the message); ``log_time`` is
   when the recorder took it. Messages are written in log-time order, so the file is sorted
@@ -68,6 +72,14 @@ from .errors import (
     SHMSerializationError,
     SHMTimeoutError,
 )
+from .foxglove_schemas import (
+    POINT_CLOUD,
+    RAW_IMAGE,
+    array_from_message,
+    mapping_for,
+    message_decoder,
+)
+from .foxglove_schemas import Mapping as WellKnown
 from .naming import validate_channel_name
 from .pubsub import Publisher, Subscriber
 from .serialization import Serializer, get_serializer
@@ -104,6 +116,7 @@ MESSAGE_ENCODINGS = {
 ENCODING_IDS = {name: encoding for encoding, name in MESSAGE_ENCODINGS.items()}
 JSON_ENCODING = "json"
 ARRAY_SCHEMA_NAME = "shm_comm.ndarray"
+PROTOBUF_ENCODING = "protobuf"  # Foxglove's well-known schemas (images, point clouds)
 ARRAY_SCHEMA_ENCODING = "shm_comm.ndarray"
 JSON_SCHEMA_NAME = "shm_comm.json"
 JSON_SCHEMA_ENCODING = "jsonschema"
@@ -113,6 +126,7 @@ META_CHANNEL_ENCODING = "shm_comm.channel_encoding"  # the channel's encoding: p
 META_NUM_SLOTS = "shm_comm.num_slots"
 META_SLOT_SIZE = "shm_comm.slot_size"
 META_SERIALIZATION = "shm_comm.serialization"  # json channels: what the publisher used
+META_ARRAY = "shm_comm.ndarray"  # typed channels stored with a Foxglove schema: dtype, shape
 # File metadata records.
 RECORDING_METADATA = "shm_comm.recording"
 STATS_METADATA = "shm_comm.recording_stats"
@@ -245,6 +259,7 @@ class _Source:
     array_spec: dict[str, Any] | None
     stats: ChannelRecordingStats
     mcap_channels: dict[str, int] = field(default_factory=dict)  # message encoding -> id
+    foxglove: WellKnown | None = None  # the Foxglove schema its arrays are stored with
 
 
 class Recorder:
@@ -252,7 +267,10 @@ class Recorder:
 
     ``channels``: names of pub/sub channels (plain or typed). Each must appear within
     ``timeout_connect`` seconds, else :class:`SHMConnectionError`; recording starts with the
-    next message each one publishes. ``json_compatible=True`` stores pickle and msgpack
+    next message each one publishes. ``foxglove_schemas=True`` (the default) stores image
+    and point-cloud channels as Foxglove's ``foxglove.RawImage`` / ``foxglove.PointCloud``
+    (needs ``protobuf`` and ``foxglove-schemas-protobuf``); False keeps every typed message's
+    exact bytes. ``json_compatible=True`` stores pickle and msgpack
     messages that are dicts of JSON values as JSON (``message_encoding`` ``"json"``, which
     Foxglove displays) instead of their exact bytes; other messages keep their encoding. It
     decodes every such message in the recorder, so pickle channels must be trusted.
@@ -269,7 +287,8 @@ class Recorder:
 
     def __init__(self, channels: Sequence[str], path: PathLike, *, json_compatible: bool = False,
                  timeout_connect: float = 5.0, poll_interval: float = 0.001,
-                 compression: str = "zstd", chunk_size: int = 1 << 20) -> None:
+                 compression: str = "zstd", chunk_size: int = 1 << 20,
+                 foxglove_schemas: bool = True) -> None:
         self.channels = _check_names(channels)
         self.path = os.fspath(path)
         if timeout_connect < 0:
@@ -281,6 +300,7 @@ class Recorder:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 byte, got {chunk_size}")
         self.json_compatible = json_compatible
+        self.foxglove_schemas = foxglove_schemas
         self.timeout_connect = timeout_connect
         self.poll_interval = poll_interval
         self.compression = compression
@@ -409,7 +429,7 @@ class Recorder:
                 raise SHMConnectionError(f"channel {name!r} disappeared while the recorder "
                                          "attached to it")
             encoding = {v: k for k, v in L.ENCODING_NAMES.items()}[info["encoding"]]
-            spec = None
+            spec: dict[str, Any] | None = None
             if encoding == L.ENCODING_ARRAY:
                 with ArraySubscriber(name, observer=True, timeout_connect=0.0) as typed:
                     spec = {"dtype": repr(np.lib.format.dtype_to_descr(typed.dtype)),
@@ -418,8 +438,11 @@ class Recorder:
             sub.close()
             raise
         stats = ChannelRecordingStats(name, L.ENCODING_NAMES[encoding])
-        return _Source(name, sub, encoding, int(info["num_slots"]), int(info["slot_size"]),
-                       spec, stats)
+        source = _Source(name, sub, encoding, int(info["num_slots"]), int(info["slot_size"]),
+                         spec, stats)
+        if spec is not None and self.foxglove_schemas:
+            source.foxglove = mapping_for(name, _dtype_of(spec), tuple(spec["shape"]))
+        return source
 
     def _open_file(self) -> None:
         from mcap.writer import CompressionType, Writer
@@ -452,6 +475,8 @@ class Recorder:
             raise
 
     def _default_message_encoding(self, source: _Source) -> str:
+        if source.foxglove is not None:
+            return PROTOBUF_ENCODING
         if self.json_compatible and source.encoding in (L.ENCODING_PICKLE, L.ENCODING_MSGPACK):
             return JSON_ENCODING
         return MESSAGE_ENCODINGS[source.encoding]
@@ -474,7 +499,11 @@ class Recorder:
             META_SLOT_SIZE: str(source.slot_size),
         }
         schema_id = 0  # no schema: pickle, msgpack and raw describe themselves (or nothing)
-        if message_encoding == MESSAGE_ENCODINGS[L.ENCODING_ARRAY] and source.array_spec:
+        if message_encoding == PROTOBUF_ENCODING and source.foxglove is not None:
+            fox = source.foxglove
+            metadata[META_ARRAY] = json.dumps(source.array_spec)
+            schema_id = self._schema(fox.schema_name, fox.schema_encoding, fox.schema_data)
+        elif message_encoding == MESSAGE_ENCODINGS[L.ENCODING_ARRAY] and source.array_spec:
             data = json.dumps({**source.array_spec, "header": "shm_comm typed array v1"})
             schema_id = self._schema(ARRAY_SCHEMA_NAME, ARRAY_SCHEMA_ENCODING, data.encode())
         elif message_encoding == JSON_ENCODING:
@@ -572,6 +601,13 @@ class Recorder:
             raise SHMFormatError(f"message {seq} on {source.name!r} has unknown encoding "
                                  f"{encoding}")
         data = payload
+        if source.foxglove is not None and encoding == L.ENCODING_ARRAY:
+            try:
+                array = decode_array(payload)[0]
+                data = source.foxglove.encode(array, timestamp_ns)
+                message_encoding = PROTOBUF_ENCODING
+            except (SHMFormatError, ValueError):
+                pass  # not an array of the channel's kind: keep its exact bytes
         if self.json_compatible and encoding in (L.ENCODING_PICKLE, L.ENCODING_MSGPACK):
             as_json = self._as_json(payload, encoding)
             if as_json is not None:
@@ -788,6 +824,16 @@ def _in_publish_order(entries: Iterable[_Entry], window_ns: int
 def _array_spec(channels: list[McapChannel], schemas: Mapping[int, McapSchema]
                 ) -> dict[str, Any] | None:
     for channel in channels:
+        stored = channel.metadata.get(META_ARRAY)  # stored with a Foxglove schema
+        if stored is not None:
+            try:
+                spec = json.loads(stored)
+                return {"dtype": str(spec["dtype"]), "shape": [int(d) for d in spec["shape"]],
+                        "fixed": bool(spec["fixed"])}
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SHMFormatError(f"channel {channel.topic!r} has malformed {META_ARRAY} "
+                                     f"metadata: {exc}") from None
+    for channel in channels:
         schema = schemas.get(channel.schema_id)
         if schema is not None and schema.encoding == ARRAY_SCHEMA_ENCODING:
             try:
@@ -798,6 +844,43 @@ def _array_spec(channels: list[McapChannel], schemas: Mapping[int, McapSchema]
                 raise SHMFormatError(f"channel {channel.topic!r} has a malformed "
                                      f"{ARRAY_SCHEMA_NAME} schema: {exc}") from None
     return None
+
+
+_ArrayDecoder = Callable[[bytes], np.ndarray[Any, Any]]
+
+
+def _array_decoders(channels: list[McapChannel], schemas: Mapping[int, McapSchema]
+                    ) -> dict[int, _ArrayDecoder]:
+    """For each MCAP channel of a topic whose messages are arrays, how to decode one: our
+    typed-array payloads, and Foxglove's RawImage and PointCloud (from the file's schema)."""
+    spec = _array_spec(channels, schemas)
+    dtype = None if spec is None else _dtype_of(spec)
+    shape = None if spec is None else tuple(spec["shape"])
+    decoders: dict[int, _ArrayDecoder] = {}
+    for channel in channels:
+        if channel.message_encoding == MESSAGE_ENCODINGS[L.ENCODING_ARRAY]:
+            decoders[channel.id] = _decode_typed
+        elif channel.message_encoding == PROTOBUF_ENCODING:
+            schema = schemas.get(channel.schema_id)
+            if schema is None or schema.name not in (RAW_IMAGE, POINT_CLOUD):
+                continue
+            parse = message_decoder(schema.name, schema.data)
+
+            def decode_foxglove(data: bytes, parse: Callable[[bytes], Any] = parse,
+                                name: str = schema.name, topic: str = channel.topic
+                                ) -> np.ndarray[Any, Any]:
+                try:
+                    return array_from_message(name, parse(data), dtype, shape)
+                except ValueError as exc:
+                    raise SHMFormatError(f"a {name} message of {topic!r} does not "
+                                         f"decode: {exc}") from None
+
+            decoders[channel.id] = decode_foxglove
+    return decoders
+
+
+def _decode_typed(data: bytes) -> np.ndarray[Any, Any]:
+    return decode_array(data)[0]
 
 
 def _dtype_of(spec: dict[str, Any]) -> np.dtype[Any]:
@@ -912,14 +995,14 @@ def _load_channel(topic: str, entries: list[_Entry], chans: list[McapChannel],
     spec = _array_spec(chans, schemas)
     dtype = None if spec is None else _dtype_of(spec)
     shape = None if spec is None else tuple(spec["shape"])
+    decoders = _array_decoders(chans, schemas) if decode else {}
     stamps = np.fromiter((e.publish_time for e in entries), np.int64, len(entries))
     arrivals = np.fromiter((e.log_time for e in entries), np.int64, len(entries))
     seqs = np.fromiter((e.sequence for e in entries), np.int64, len(entries))
-    array_encoding = MESSAGE_ENCODINGS[L.ENCODING_ARRAY]
     data: np.ndarray[Any, Any] | list[Any]
-    if decode and all(e.message_encoding == array_encoding for e in entries) and (
+    if decode and decoders and all(e.channel_id in decoders for e in entries) and (
             entries or dtype is not None):
-        arrays = [decode_array(e.data)[0] for e in entries]
+        arrays = [decoders[e.channel_id](e.data) for e in entries]
         if not arrays:
             assert dtype is not None
             assert shape is not None
@@ -994,16 +1077,22 @@ def _make_publisher(topic: str, target: str, chans: list[McapChannel],
                         serialization=encoding)
     senders: dict[int, _Send] = {}
     try:
+        decoders = _array_decoders(chans, schemas)
         for channel in chans:
-            senders[channel.id] = _sender(pub, channel)
+            senders[channel.id] = _sender(pub, channel, decoders.get(channel.id))
     except BaseException:
         pub.close()
         raise
     return pub, senders
 
 
-def _sender(pub: Publisher, channel: McapChannel) -> _Send:
+def _sender(pub: Publisher, channel: McapChannel, decoder: _ArrayDecoder | None) -> _Send:
     message_encoding = channel.message_encoding
+    if decoder is not None and message_encoding == PROTOBUF_ENCODING and isinstance(
+            pub, ArrayPublisher):
+        def send_decoded(data: bytes) -> None:
+            pub.send(decoder(data))  # the recorded dtype, shape and array bytes
+        return send_decoded
     if message_encoding == MESSAGE_ENCODINGS[L.ENCODING_ARRAY] and isinstance(pub,
                                                                                ArrayPublisher):
         def send_array(data: bytes) -> None:

@@ -624,3 +624,143 @@ def test_without_mcap_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
         with pytest.raises(ImportError, match=r"shm-comm-streams\[record\]"):
             call()
     assert not (tmp_path / "x.mcap").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Foxglove's well-known schemas: images and point clouds
+# --------------------------------------------------------------------------------------------
+
+FOXGLOVE_KINDS = {
+    # name suffix: (dtype, shape, fixed, schema, RawImage encoding or point fields)
+    "rgb": ("u1", (24, 32, 3), True, "foxglove.RawImage", "rgb8"),
+    "rgba": ("u1", (1, 24, 32, 4), True, "foxglove.RawImage", "rgba8"),
+    "mono": ("u1", (24, 32), False, "foxglove.RawImage", "mono8"),
+    "depth": ("<u2", (24, 32), True, "foxglove.RawImage", "16UC1"),
+    "fdepth": ("<f4", (24, 32, 1), True, "foxglove.RawImage", "32FC1"),
+    "xyz": ("<f4", (100, 3), False, "foxglove.PointCloud", "x y z"),
+    "xyzi": ("<f4", (50, 4), True, "foxglove.PointCloud", "x y z intensity"),
+    "other": ("<f8", (100, 3), True, "shm_comm.ndarray", ""),
+}
+
+
+def foxglove_frame(kind: str, i: int) -> np.ndarray:
+    dtype, shape, fixed, _schema, _enc = FOXGLOVE_KINDS[kind]
+    if not fixed:  # variable shape: each message its own size
+        shape = (shape[0] - i % 3, *shape[1:])
+    size = int(np.prod(shape))
+    return ((np.arange(size) * 7 + i * 13) % 251).astype(dtype).reshape(shape)
+
+
+def test_images_and_point_clouds_are_recorded_with_foxglove_schemas(channel: str,
+                                                                    tmp_path: Path) -> None:
+    from foxglove_schemas_protobuf.PointCloud_pb2 import PointCloud
+    from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
+
+    from shm_comm import ArrayPublisher
+
+    names = {kind: f"{channel}_{kind}" for kind in FOXGLOVE_KINDS}
+    path = tmp_path / "fox.mcap"
+    pubs = {}
+    try:
+        for kind, (dtype, shape, fixed, _s, _e) in FOXGLOVE_KINDS.items():
+            shape_kw = {"shape": shape} if fixed else {"max_shape": shape}
+            pubs[kind] = ArrayPublisher(names[kind], dtype=dtype, num_slots=16, **shape_kw)
+        with Recorder(list(names.values()), path) as recorder:
+            for i in range(5):
+                for kind, pub in pubs.items():
+                    pub.send(foxglove_frame(kind, i))
+        assert recorder.stats.messages == 5 * len(FOXGLOVE_KINDS)
+        assert recorder.stats.missed == 0
+
+        # What Foxglove reads: schema names and encodings, messages that decode with
+        # Foxglove's own protobuf classes into the published pixels and points.
+        with open(path, "rb") as stream:
+            reader = make_reader(stream)
+            summary = reader.get_summary()
+            assert summary is not None
+            by_topic = {c.topic: c for c in summary.channels.values()}
+            for kind, (_d, _shape, _f, schema_name, _e) in FOXGLOVE_KINDS.items():
+                chan = by_topic[names[kind]]
+                schema = summary.schemas[chan.schema_id]
+                assert schema.name == schema_name, kind
+                if schema_name.startswith("foxglove."):
+                    assert (schema.encoding, chan.message_encoding) == ("protobuf", "protobuf")
+                else:
+                    assert chan.message_encoding == "shm_comm.ndarray"
+            seen: dict[str, int] = {}
+            for _schema, chan, message in reader.iter_messages(log_time_order=False):
+                kind = chan.topic[len(channel) + 1:]
+                i = seen.get(kind, 0)
+                seen[kind] = i + 1
+                expected = foxglove_frame(kind, i)
+                _d, _shape, _f, schema_name, detail = FOXGLOVE_KINDS[kind]
+                if schema_name == "foxglove.RawImage":
+                    image = RawImage.FromString(message.data)
+                    assert image.encoding == detail
+                    pixels = expected.reshape(expected.shape[-3:] if expected.ndim == 4
+                                              else expected.shape)
+                    assert (image.height, image.width) == pixels.shape[:2]
+                    assert image.step == pixels.strides[0]
+                    assert image.data == pixels.tobytes()
+                    assert image.frame_id == chan.topic
+                    stamp = image.timestamp.seconds * 10**9 + image.timestamp.nanos
+                    assert stamp == message.publish_time
+                elif schema_name == "foxglove.PointCloud":
+                    cloud = PointCloud.FromString(message.data)
+                    assert [f.name for f in cloud.fields] == detail.split()
+                    assert [f.type for f in cloud.fields] == [7] * expected.shape[1]  # FLOAT32
+                    assert cloud.point_stride == 4 * expected.shape[1]
+                    assert cloud.data == expected.tobytes()
+            assert seen == dict.fromkeys(FOXGLOVE_KINDS, 5)
+
+        # load() gives back the exact arrays: dtype, shape, data and the publisher's clock.
+        loaded = load(path)
+        for kind, (dtype, shape, fixed, _s, _e) in FOXGLOVE_KINDS.items():
+            got = loaded[names[kind]]
+            assert got.encoding == "array"
+            assert got.dtype == np.dtype(dtype)
+            frames = [foxglove_frame(kind, i) for i in range(5)]
+            if fixed:
+                assert isinstance(got.data, np.ndarray)
+                assert got.data.shape == (5, *shape)
+                assert got.data.dtype == np.dtype(dtype)
+                assert np.array_equal(got.data, np.stack(frames))
+            else:
+                assert [a.shape for a in got.data] == [f.shape for f in frames]
+                assert all(np.array_equal(a, f) and a.dtype == f.dtype
+                           for a, f in zip(got.data, frames, strict=True))
+            assert np.all(np.diff(got.timestamps_ns) >= 0)
+            assert list(got.seq) == [0, 1, 2, 3, 4]
+        raw = load(path, decode=False)[names["rgb"]]
+        assert np.array_equal(raw.timestamps_ns, loaded[names["rgb"]].timestamps_ns)
+    finally:
+        for pub in pubs.values():
+            pub.close()
+
+    # play() publishes the same arrays again through typed channels.
+    remap = {names["depth"]: names["depth"] + "_r", names["xyz"]: names["xyz"] + "_r"}
+    with replaying(path, remap, channels=list(remap)) as result, \
+            ArraySubscriber(remap[names["depth"]], timeout_connect=10) as depth_sub, \
+            ArraySubscriber(remap[names["xyz"]], timeout_connect=10) as xyz_sub:
+        depth = [depth_sub.recv(timeout=10, copy=True) for _ in range(5)]
+        xyz = [xyz_sub.recv(timeout=10, copy=True) for _ in range(5)]
+        assert (depth_sub.dtype, depth_sub.shape) == (np.dtype("<u2"), (24, 32))
+    assert result.stats.messages == 10
+    for i in range(5):
+        assert np.array_equal(depth[i], foxglove_frame("depth", i))
+        assert np.array_equal(xyz[i], foxglove_frame("xyz", i))
+
+
+def test_exact_typed_bytes_when_foxglove_schemas_are_off(channel: str, tmp_path: Path) -> None:
+    from shm_comm import ArrayPublisher
+
+    path = tmp_path / "exact.mcap"
+    with ArrayPublisher(channel, dtype=np.uint8, shape=(8, 8, 3)) as pub, \
+            Recorder([channel], path, foxglove_schemas=False):
+        pub.send(np.full((8, 8, 3), 9, np.uint8))
+    with open(path, "rb") as stream:
+        summary = make_reader(stream).get_summary()
+        assert summary is not None
+        (chan,) = summary.channels.values()
+        assert chan.message_encoding == "shm_comm.ndarray"
+    assert np.array_equal(load(path)[channel].data[0], np.full((8, 8, 3), 9, np.uint8))

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     names = [valid_name(name) for name in args.channels]
     try:
         recorder = Recorder(names, args.output, json_compatible=args.json_messages,
-                            timeout_connect=args.timeout)
+                            timeout_connect=args.timeout,
+                            foxglove_schemas=not args.exact_arrays)
     except ValueError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
     until = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
@@ -64,4 +65,9 @@ def add_parser(commands: Commands) -> None:
                      help="store pickle/msgpack messages that are dicts of JSON values as JSON, "
                           "which Foxglove displays (their replay is then re-encoded, not byte "
                           "for byte)")
+    sub.add_argument("--exact-arrays", action="store_true",
+                     help="store image and point-cloud channels as shm_comm typed arrays "
+                          "(exact bytes) instead of Foxglove's foxglove.RawImage / "
+                          "foxglove.PointCloud, which Foxglove shows (load and play give back "
+                          "the same arrays either way)")
     add_wait_option(sub)
