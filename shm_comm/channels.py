@@ -129,7 +129,8 @@ def channel_info(name: str, kind: str = "pubsub",
     try:
         segment = Segment.attach(seg, name, {"pubsub": L.KIND_PUBSUB, "reqrep": L.KIND_REQREP,
                                              "pipeline": L.KIND_PIPELINE}[kind], readonly=True,
-                                 trusted=trust.trusted_uids(trusted_users))
+                                 trusted=trust.trusted_uids(trusted_users),
+                                 populate=False)
     except FileNotFoundError:
         return None
     try:

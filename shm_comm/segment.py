@@ -146,16 +146,18 @@ class Segment:
 
     @classmethod
     def attach(cls, name: str, channel: str, kind: int, readonly: bool = False,
-               trusted: frozenset[int] | None = None) -> Segment:
+               trusted: frozenset[int] | None = None, populate: bool = True) -> Segment:
         """Map existing segment ``name`` after checking that a trusted user owns it and that it
         is ``channel`` of ``kind``.
 
         ``trusted``: the uids whose segments are accepted (default: :func:`trust.trusted_uids`,
-        this process's own uid, root, and ``$SHM_COMM_TRUSTED_USERS``). Raises
-        ``FileNotFoundError`` if it does not exist (yet), :class:`SHMUntrustedSegmentError`
-        for a segment of an untrusted owner, writable by all, or a symbolic link,
-        :class:`SHMFormatError` if it is not a channel this library can read, and
-        :class:`SHMConnectionError` for a mismatch.
+        this process's own uid, root, and ``$SHM_COMM_TRUSTED_USERS``). ``populate`` maps
+        every page once the header is valid, so that the first messages read are as fast as
+        later ones (``backend.populate``); tools that only read the counters pass False.
+        Raises ``FileNotFoundError`` if it does not exist (yet),
+        :class:`SHMUntrustedSegmentError` for a segment of an untrusted owner, writable by all,
+        or a symbolic link, :class:`SHMFormatError` if it is not a channel this library can
+        read, and :class:`SHMConnectionError` for a mismatch.
         """
         uids = trust.trusted_uids() if trusted is None else trusted
         try:
@@ -195,6 +197,8 @@ class Segment:
                 raise SHMConnectionError(
                     f"segment {name} belongs to channel {header.name!r}, not {channel!r}"
                 )
+            if populate:
+                backend.populate(mapping, write=False)
         except BaseException:
             mapping.close()
             os.close(fd)

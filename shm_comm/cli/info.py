@@ -42,7 +42,8 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
     if info is None:
         return None
     try:
-        segment = Segment.attach(info["segment"], name, KIND_IDS[info["kind"]], readonly=True)
+        segment = Segment.attach(info["segment"], name, KIND_IDS[info["kind"]], readonly=True,
+                                 populate=False)
     except FileNotFoundError:
         return None
     except (SHMError, OSError) as exc:
