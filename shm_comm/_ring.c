@@ -44,6 +44,11 @@ typedef struct {
     uint64_t w_head, w_bytes;
     long long loaned;       /* the reserved buffer, or -1 */
     PyObject *full_error;   /* raised when every buffer is pinned (a corrupted segment) */
+    /* Blocking sends (after watch_cursors()): where the rows' state and cursor words and the
+     * membership counter are, and the last lowest cursor seen with the membership then. */
+    Py_ssize_t membership, rec_state, rec_cursor;
+    uint64_t active_code, room_membership, room_bound;
+    int watching;
 } Ring;
 
 static inline uint64_t rd_le64(const char *p)
@@ -948,6 +953,103 @@ fail:
     return NULL;
 }
 
+/* ---- blocking sends: is there room for the next `count` messages? ---- */
+
+/* watch_cursors(membership, rec_state, rec_cursor, active_code): where the membership
+ * counter is, and row 0's state and cursor words (row r's are record_size * r further on);
+ * a row whose state's low byte is active_code is a reader that has_room() waits for. */
+static PyObject *
+Ring_watch_cursors(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t active;
+    CHECK_NARGS(4, "watch_cursors");
+    if (writer_base(self) == NULL || arg_u64(args[3], &active) < 0)
+        return NULL;
+    Py_ssize_t words[3];
+    for (int i = 0; i < 3; i++) {
+        words[i] = PyLong_AsSsize_t(args[i]);
+        if (words[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t len = self->atom->view.len, last = self->record_size * (Py_ssize_t)
+        (self->num_rows ? self->num_rows - 1 : 0);
+    if (words[0] < 0 || words[0] > len - 8 || words[0] % 8 != 0 ||
+        words[1] < 0 || words[1] % 8 != 0 || words[1] > len - 8 - last ||
+        words[2] < 0 || words[2] % 8 != 0 || words[2] > len - 8 - last) {
+        PyErr_SetString(PyExc_ValueError, "membership/state/cursor words outside the buffer");
+        return NULL;
+    }
+    self->membership = words[0];
+    self->rec_state = words[1];
+    self->rec_cursor = words[2];
+    self->active_code = active & 0xFF;
+    self->room_membership = UINT64_MAX;  /* nothing cached yet */
+    self->room_bound = 0;
+    self->watching = 1;
+    Py_RETURN_NONE;
+}
+
+/* Whether `count` more messages evict nothing that an active reader has not taken yet.
+ * Cursors only grow, so the lowest cursor seen stays a safe bound until a reader joins or
+ * leaves (membership changes); only then, or when the bound no longer leaves room, are the
+ * rows read again. Membership is loaded before the rows: a reader joining during the scan
+ * bumps it afterwards, so the next call scans again. */
+static int
+room_for(Ring *self, uint64_t count)
+{
+    uint64_t head = self->w_head;
+    uint64_t membership = a_load(word(self, self->membership));
+    if (membership == self->room_membership && head - self->room_bound + count <= self->num_slots)
+        return 1;
+    uint64_t lowest = head;
+    for (uint64_t row = 0; row < self->num_rows; row++) {
+        Py_ssize_t rec = (Py_ssize_t)row * self->record_size;
+        if ((a_load(word(self, self->rec_state + rec)) & 0xFF) == self->active_code) {
+            uint64_t cursor = a_load(word(self, self->rec_cursor + rec));
+            if (cursor < lowest)
+                lowest = cursor;
+        }
+    }
+    self->room_membership = membership;
+    self->room_bound = lowest;
+    return head - lowest + count <= self->num_slots;
+}
+
+static char *
+watching_base(Ring *self)
+{
+    char *base = writer_base(self);
+    if (base != NULL && !self->watching) {
+        PyErr_SetString(PyExc_RuntimeError, "call watch_cursors() first");
+        return NULL;
+    }
+    return base;
+}
+
+/* has_room(count) -> bool */
+static PyObject *
+Ring_has_room(Ring *self, PyObject *arg)
+{
+    uint64_t count;
+    if (watching_base(self) == NULL || arg_u64(arg, &count) < 0)
+        return NULL;
+    return PyBool_FromLong(room_for(self, count));
+}
+
+/* write_if_room(payload, encoding, timestamp_ns) -> seq | None: write() if the message
+ * evicts nothing an active reader has not taken, else None (the caller waits and retries):
+ * a blocking send's common case in the same single call as a non-blocking one. */
+static PyObject *
+Ring_write_if_room(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    CHECK_NARGS(3, "write_if_room");
+    if (watching_base(self) == NULL)
+        return NULL;
+    if (!room_for(self, 1))
+        Py_RETURN_NONE;
+    return Ring_write(self, args, nargs);
+}
+
 static PyMethodDef Ring_methods[] = {
     {"writer_init", (PyCFunction)Ring_writer_init, METH_O,
      "writer_init(full_error): become the writer (free list from the ring entries)."},
@@ -975,6 +1077,12 @@ static PyMethodDef Ring_methods[] = {
      "(first, count): batch read of fixed-size messages into caller-owned arrays."},
     {"take_many", (PyCFunction)(void (*)(void))Ring_take_many, METH_FASTCALL,
      "take_many(start, n) -> (first, payloads, encodings)."},
+    {"watch_cursors", (PyCFunction)(void (*)(void))Ring_watch_cursors, METH_FASTCALL,
+     "watch_cursors(membership, rec_state, rec_cursor, active_code): where has_room() looks."},
+    {"has_room", (PyCFunction)Ring_has_room, METH_O,
+     "has_room(count) -> bool: count more messages evict nothing an active reader needs."},
+    {"write_if_room", (PyCFunction)(void (*)(void))Ring_write_if_room, METH_FASTCALL,
+     "write_if_room(payload, encoding, timestamp_ns) -> seq | None: write() if has_room(1)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -81,8 +81,6 @@ class Publisher(ForkAware):
                                        metadata, permissions)
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
         self._layout = layout
-        self._min_cursor_bound = 0
-        self._membership = -1
         self._closed = False
         self._finalizer = weakref.finalize(self, _close_segment, self._segment, self._writer)
         self._track()
@@ -108,7 +106,13 @@ class Publisher(ForkAware):
         :class:`SHMSerializationError` if ``obj`` cannot be serialized; nothing is sent then.
         """
         serializer = self._serializer
-        if block or self._closed:
+        if block:
+            data = serializer.encode(obj)
+            if self._closed or self._writer.write_if_room(data, serializer.encoding,
+                                                          _time_ns()) is None:
+                return self._publish(data, serializer.encoding, True, timeout)
+            return True
+        if self._closed:
             return self._publish(serializer.encode(obj), serializer.encoding, block, timeout)
         self._writer.write(serializer.encode(obj), serializer.encoding, _time_ns())
         return True
@@ -119,7 +123,12 @@ class Publisher(ForkAware):
 
         Same blocking rules and errors as :meth:`send`.
         """
-        if block or self._closed:
+        if block:  # the common case, room for it, in the same one call as without block
+            if self._closed or self._writer.write_if_room(data, _RAW_ENCODING,
+                                                          _time_ns()) is None:
+                return self._publish(data, _RAW_ENCODING, True, timeout)
+            return True
+        if self._closed:
             return self._publish(data, _RAW_ENCODING, block, timeout)
         self._writer.write(data, _RAW_ENCODING, _time_ns())  # the common case, inlined
         return True
@@ -166,19 +175,13 @@ class Publisher(ForkAware):
         return self._writer.write_many(payloads, encoding, time.time_ns())
 
     def _wait_for_room(self, timeout: float | None, count: int = 1) -> bool:
-        writer = self._writer
-        room = self._layout.num_slots - count + 1
-        # Cursors only grow, so an old minimum is a safe bound until somebody joins.
-        membership = self._segment.atom.load(L.MEMBERSHIP)
-        if membership == self._membership and writer.head - self._min_cursor_bound < room:
+        has_room = self._writer.has_room  # in C, scanning the rows only when it must
+        if has_room(count):
             return True
-        self._membership = membership
         deadline = None if timeout is None else time.monotonic() + timeout
         next_reap = time.monotonic() + 0.1
         while True:
-            lowest = writer.min_cursor()
-            self._min_cursor_bound = writer.head if lowest is None else lowest
-            if writer.head - self._min_cursor_bound < room:
+            if has_room(count):
                 return True
             now = time.monotonic()
             if deadline is not None and now >= deadline:

@@ -82,6 +82,8 @@ class RingWriter:
         self._slot_size = layout.slot_size
         self._fast = fast_path(atom, layout)
         self._fast.writer_init(SHMBufferFullError)
+        self._fast.watch_cursors(L.MEMBERSHIP, L.RECORDS_OFFSET + L.REC_STATE,
+                                 L.RECORDS_OFFSET + L.REC_CURSOR, L.STATE_ACTIVE)
 
     @property
     def head(self) -> int:
@@ -142,6 +144,14 @@ class RingWriter:
             payload = memoryview(payload).cast("B")  # any C-contiguous buffer, as bytes
         return self._fast.write(payload, encoding, timestamp_ns)
 
+    def write_if_room(self, payload: bytes | bytearray | memoryview, encoding: int,
+                      timestamp_ns: int) -> int | None:
+        """:meth:`write` if the message evicts nothing an active subscriber has not read yet
+        (:meth:`has_room`), else None and nothing is published: a blocking send's fast path."""
+        if type(payload) is not bytes:
+            payload = memoryview(payload).cast("B")
+        return self._fast.write_if_room(payload, encoding, timestamp_ns)
+
     def write_stamped(self, prefix: bytes, data: bytes, stamp_offset: int, encoding: int,
                       timestamp_ns: int) -> int:
         """Publish ``prefix + data`` with the message's seq and timestamp stored as u64s at
@@ -167,10 +177,11 @@ class RingWriter:
                 result = cursor if result is None else min(result, cursor)
         return result
 
-    def has_room(self) -> bool:
-        """Whether the next message evicts nothing that an active subscriber has not read."""
-        lowest = self.min_cursor()
-        return lowest is None or self.head - lowest < self._layout.num_slots
+    def has_room(self, count: int = 1) -> bool:
+        """Whether ``count`` more messages evict nothing that an active subscriber has not
+        read. In C: the rows are read only when a subscriber joined or left since the last
+        look, or when the lowest cursor seen then no longer leaves room."""
+        return self._fast.has_room(count)
 
     def close(self) -> None:
         """Mark the channel closed and wake every sleeping reader."""

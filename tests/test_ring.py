@@ -997,3 +997,48 @@ def test_write_stamped_and_matching_holds(anon_ring) -> None:
     with pytest.raises(ValueError, match="does not fit"):
         r.writer.write_stamped(prefix, bytes(33), 8, L.ENCODING_ARRAY, 1)
     assert r.writer.head == 6  # the refused ones published nothing
+
+
+def test_write_if_room_waits_for_every_active_reader(anon_ring) -> None:
+    """The blocking send's C check: room is judged from the rows, read again whenever a
+    reader joins or leaves (a cached lowest cursor would miss a reader joining behind it)."""
+    r = anon_ring(num_slots=4)
+    w = r.writer
+    reader = r.reader()
+    for i in range(4):
+        assert w.write_if_room(b"m", L.ENCODING_RAW, 0) == i
+    assert w.write_if_room(b"m", L.ENCODING_RAW, 0) is None  # the reader would lose one
+    assert w.head == 4
+    assert (w.has_room(0), w.has_room(1)) == (True, False)
+    assert r.take(reader) == (0, b"m")
+    assert w.has_room(1)
+    assert not w.has_room(2)
+    while r.take(reader) is not None:
+        pass
+    assert w.has_room(4)
+    assert not w.has_room(5)
+    assert w.write_if_room(bytearray(b"n"), L.ENCODING_RAW, 0) == 4  # any buffer
+    late = r.reader(pid=1001, oldest=True)  # starts at the oldest message still there: 1
+    assert late.cursor == 1
+    assert w.write_if_room(b"m", L.ENCODING_RAW, 0) is None
+    release_record(r.atom, r.layout, late.row, r.atom.load(r.layout.record(late.row)))
+    assert w.write_if_room(b"m", L.ENCODING_RAW, 0) == 5
+    assert w.min_cursor() == reader.cursor
+
+
+def test_room_needs_to_know_where_the_rows_are(anon_ring) -> None:
+    r = anon_ring()
+    fast = ring.fast_path(r.atom, r.layout)
+    fast.writer_init(SHMBufferFullError)
+    with pytest.raises(RuntimeError, match="watch_cursors"):
+        fast.has_room(1)
+    with pytest.raises(RuntimeError, match="watch_cursors"):
+        fast.write_if_room(b"x", 0, 0)
+    rows = L.RECORDS_OFFSET + L.REC_STATE, L.RECORDS_OFFSET + L.REC_CURSOR
+    for bad in [(r.layout.total_size, *rows), (3, *rows), (L.MEMBERSHIP, r.layout.total_size,
+                                                         rows[1]), (L.MEMBERSHIP, rows[0], 5)]:
+        with pytest.raises(ValueError, match="outside"):
+            fast.watch_cursors(*bad, L.STATE_ACTIVE)
+    fast.watch_cursors(L.MEMBERSHIP, *rows, L.STATE_ACTIVE)
+    assert fast.has_room(r.layout.num_slots)
+    assert r.atom.load(L.HEAD) == 0
