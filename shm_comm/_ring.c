@@ -1050,6 +1050,40 @@ Ring_write_if_room(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     return Ring_write(self, args, nargs);
 }
 
+/* commit_stamped(index, length, encoding, timestamp_ns, prefix, stamp_offset) -> seq: write
+ * `prefix` at the start of the reserved buffer's payload with the message's seq and
+ * timestamp as u64s at stamp_offset in it, then publish it as commit() does. A loan's whole
+ * exit in one call: the typed-array header goes in while the caller's data is already there. */
+static PyObject *
+Ring_commit_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t index, length, encoding, timestamp, stamp_offset;
+    CHECK_NARGS(6, "commit_stamped");
+    char *base = writer_base(self);
+    if (base == NULL || check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
+        arg_u64(args[2], &encoding) < 0 || arg_u64(args[3], &timestamp) < 0 ||
+        arg_u64(args[5], &stamp_offset) < 0)
+        return NULL;
+    Py_buffer prefix;
+    if (PyObject_GetBuffer(args[4], &prefix, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (length > (uint64_t)self->slot_size || (uint64_t)prefix.len > length ||
+        stamp_offset + 16 > (uint64_t)prefix.len) {
+        PyErr_Format(PyExc_ValueError, "length %llu, prefix of %zd bytes or stamp offset %llu "
+                     "do not fit a slot of %zd bytes", (unsigned long long)length, prefix.len,
+                     (unsigned long long)stamp_offset, self->slot_size);
+        PyBuffer_Release(&prefix);
+        return NULL;
+    }
+    char *dst = payload_at(self, base, index);
+    memcpy(dst, prefix.buf, (size_t)prefix.len);
+    PyBuffer_Release(&prefix);
+    wr_le64(dst + stamp_offset, self->w_head);
+    wr_le64(dst + stamp_offset + 8, timestamp);
+    self->loaned = -1;
+    return PyLong_FromUnsignedLongLong(publish(self, base, index, length, encoding, timestamp, 1));
+}
+
 static PyMethodDef Ring_methods[] = {
     {"writer_init", (PyCFunction)Ring_writer_init, METH_O,
      "writer_init(full_error): become the writer (free list from the ring entries)."},
@@ -1083,6 +1117,9 @@ static PyMethodDef Ring_methods[] = {
      "has_room(count) -> bool: count more messages evict nothing an active reader needs."},
     {"write_if_room", (PyCFunction)(void (*)(void))Ring_write_if_room, METH_FASTCALL,
      "write_if_room(payload, encoding, timestamp_ns) -> seq | None: write() if has_room(1)."},
+    {"commit_stamped", (PyCFunction)(void (*)(void))Ring_commit_stamped, METH_FASTCALL,
+     "commit_stamped(index, length, encoding, timestamp_ns, prefix, stamp_offset) -> seq: "
+     "write the prefix with seq and timestamp, then publish the reserved buffer."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -86,6 +86,12 @@ class RingWriter:
                                  L.RECORDS_OFFSET + L.REC_CURSOR, L.STATE_ACTIVE)
 
     @property
+    def fast(self) -> Ring:
+        """The C object doing the work, for callers whose hot path cannot afford a Python
+        frame per step (a loan's enter and exit)."""
+        return self._fast
+
+    @property
     def head(self) -> int:
         """Messages published so far (the sequence number the next message gets)."""
         return self._fast.head
@@ -151,6 +157,14 @@ class RingWriter:
         if type(payload) is not bytes:
             payload = memoryview(payload).cast("B")
         return self._fast.write_if_room(payload, encoding, timestamp_ns)
+
+    def commit_stamped(self, index: int, length: int, encoding: int, timestamp_ns: int,
+                       prefix: bytes, stamp_offset: int) -> int:
+        """Write ``prefix`` at the start of reserved buffer ``index``'s payload, with the
+        message's seq and timestamp as u64s at ``stamp_offset`` in it, and publish the buffer
+        as :meth:`commit` does; returns the sequence number."""
+        return self._fast.commit_stamped(index, length, encoding, timestamp_ns, prefix,
+                                         stamp_offset)
 
     def write_stamped(self, prefix: bytes, data: bytes, stamp_offset: int, encoding: int,
                       timestamp_ns: int) -> int:

@@ -312,3 +312,40 @@ def test_small_and_large_sends_agree_with_loans(channel: str) -> None:
             np.testing.assert_array_equal(b, data)
             assert (ha.seq, hb.seq) == (0, 1)
             assert first[24:] == second[24:]  # equal but for the stamped seq and timestamp
+
+
+def test_loans_and_large_sends_stamp_the_header_when_they_publish(channel: str) -> None:
+    """The typed header's seq and timestamp are the message's own (written in the one C call
+    that publishes), for loans of the full shape, of a smaller shape, and large sends."""
+    with ArrayPublisher(channel, max_shape=(3, 4096), dtype=np.float64, num_slots=4) as pub, \
+            Subscriber(channel, serialization="raw") as raw:
+        with pub.loan(shape=(3, 4096)) as out:
+            out[:] = 1
+        with pub.loan(shape=(2, 100)) as out:
+            out[:] = 2
+        pub.send(np.full((3, 2000), 3.0))
+        for seq, shape, value in [(0, (3, 4096), 1), (1, (2, 100), 2), (2, (3, 2000), 3)]:
+            payload = raw.recv_bytes(timeout=2)
+            assert payload is not None
+            arr, header = decode_array(payload)
+            assert arr.shape == shape
+            assert (arr == value).all()
+            assert (header.seq, raw.last_seq) == (seq, seq)
+            assert header.timestamp_ns == raw.last_timestamp_ns > 0
+
+
+def test_loan_of_the_full_shape_is_reused_and_cheap(channel: str) -> None:
+    with ArrayPublisher(channel, shape=(8,), dtype=np.int16, num_slots=4) as pub:
+        loan = pub.loan()
+        assert pub.loan() is loan  # not in use: the same object, nothing allocated
+        with loan as out:
+            other = pub.loan()
+            assert other is not loan  # in use: a new one, which cannot reserve meanwhile
+            with pytest.raises(RuntimeError, match="reserved"), other:
+                pass
+            out[:] = 4
+        with pub.loan() as again:
+            assert again.base is not None  # a view of the segment, not a copy
+            again[:] = 5
+        assert pub.stats()["msg_count"] == 2
+        assert pub._writer.free_buffers == pub._segment.layout.num_buffers - 2

@@ -1026,6 +1026,28 @@ def test_write_if_room_waits_for_every_active_reader(anon_ring) -> None:
     assert w.min_cursor() == reader.cursor
 
 
+def test_commit_stamped_writes_the_prefix_and_stamps(anon_ring) -> None:
+    r = anon_ring(slot_size=64)
+    w = r.writer
+    reader = r.reader()
+    reader.enable_holding()
+    prefix = bytes(range(32))
+    index = w.reserve()
+    with w.payload_view(index) as view:
+        view[32:36] = b"DATA"
+    for bad in [(index, 36, prefix, 20), (index, 65, prefix, 8), (index, 31, prefix, 8)]:
+        with pytest.raises(ValueError, match="do not fit"):
+            w.commit_stamped(bad[0], bad[1], L.ENCODING_ARRAY, 1, bad[2], bad[3])
+    assert w.commit_stamped(index, 36, L.ENCODING_ARRAY, 777, prefix, 8) == 0
+    seq, _index, offset, length, encoding, stamp, matches = reader.take_held(prefix, 8, 36)
+    assert (seq, length, encoding, stamp, matches) == (0, 36, L.ENCODING_ARRAY, 777, True)
+    payload = bytes(r.view[offset:offset + length])
+    assert struct.unpack_from("<QQ", payload, 8) == (0, 777)
+    assert payload[24:] == prefix[24:] + b"DATA"
+    with pytest.raises(RuntimeError, match="not the reserved one"):
+        w.commit_stamped(index, 36, L.ENCODING_ARRAY, 1, prefix, 8)
+
+
 def test_room_needs_to_know_where_the_rows_are(anon_ring) -> None:
     r = anon_ring()
     fast = ring.fast_path(r.atom, r.layout)
