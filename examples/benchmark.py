@@ -59,11 +59,14 @@ from benchpeers.report import (  # noqa: E402
     shm_comm_table,
 )
 from benchpeers.runner import Runner, Task, TaskResult, expand_combo  # noqa: E402
-from benchpeers.workloads import KIB, MIB  # noqa: E402
+from benchpeers.workloads import FRAME_1080P, KIB, MIB  # noqa: E402
 
-WORKLOAD_CHOICES = ("latency", "stream", "arrays", "idle", "wakeup", "typed", "batch", "loan")
+WORKLOAD_CHOICES = (
+    "latency", "stream", "arrays", "first", "idle", "wakeup", "typed", "batch", "loan"
+)
 LAT_SIZES = [64, 4 * KIB]
 ARRAY_SIZES = [1 * MIB, 16 * MIB]
+FIRST_SIZES = [FRAME_1080P, 16 * MIB]
 MICRO_SIZES = [1 * KIB, 1 * MIB, 16 * MIB]
 TYPED_PEER = "shm_comm[typed]"
 
@@ -78,6 +81,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         "batch": {"n": 1000, "rounds": 30, "slots": 2048},
         "bstream": {"size": 64, "count": 2_000_000, "batch": 1000, "slots": 16384},
         "micro": {"reps_small": 2000, "reps_big": 40},
+        "first": {"count": 24},
     }
     if quick:
         s["pingpong"].update(warmup=50, iterations=300, max_seconds=0.5)
@@ -87,6 +91,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         s["batch"].update(rounds=5)
         s["bstream"].update(count=300_000)
         s["micro"].update(reps_small=200, reps_big=8)
+        s["first"].update(count=16)
     if iterations:
         s["pingpong"]["iterations"] = iterations
         s["wake"]["count"] = max(10, iterations // 10)
@@ -151,6 +156,9 @@ def plan(
         if "arrays" in only:
             params = dict(cfg["arrays"], sizes=ARRAY_SIZES, variants=list(peer.array_variants))
             seq.append(Task(f"arrays/{name}", name, "arrays", params, tmo * 2))
+        if "first" in only:  # fresh processes: nothing of the channel's memory is warm yet
+            params = dict(cfg["first"], sizes=FIRST_SIZES)
+            seq.append(Task(f"first/{name}", name, "first", params, tmo * 2))
         if "idle" in only:
             idle.append(Task(f"idle/block/{name}", name, "idle", dict(quiet, mode="block"), tmo))
         if subject and "typed" in only:
@@ -348,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[benchmark] child logs kept in {run_dir}", file=sys.stderr)
 
     metrics, errors, per_round = compute_metrics(list(peers), results, args.rounds)
-    rows = comparison_rows(LAT_SIZES, ARRAY_SIZES, args.only_set)
+    rows = comparison_rows(LAT_SIZES, ARRAY_SIZES, args.only_set, FIRST_SIZES)
     spin_unsupported = {n for n, p in peers.items() if not p.supports_spin}
     table, table_data = build_table(
         rows, SUBJECT, peer_names, metrics, errors, skipped, spin_unsupported

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .runner import TaskResult
-from .workloads import KIB, MIB
+from .workloads import FRAME_1080P, KIB, MIB
 
 Metrics = dict[str, dict[str, float]]  # peer -> metric id -> value
 Errors = dict[str, dict[str, str]]  # peer -> task group -> error
@@ -22,6 +22,8 @@ def pct(values: list[int] | list[float], q: float) -> float:
 
 def size_label(nbytes: int) -> str:
     """64 -> "64 B", 4096 -> "4 KiB", 1048576 -> "1 MiB"."""
+    if nbytes == FRAME_1080P:
+        return "1080p RGB frame (6.2 MB)"
     if nbytes >= MIB and nbytes % MIB == 0:
         return f"{nbytes // MIB} MiB"
     if nbytes >= KIB and nbytes % KIB == 0:
@@ -97,6 +99,22 @@ def extract(res: TaskResult) -> dict[str, float]:
         m["batch.ratio"] = m["batch.loop_us"] / max(1e-9, m["batch.batch_us"])
         m["batch.got_batch"] = float(min(b["got_batch"]))
         m["batch.got_loop"] = float(min(b["got_loop"]))
+    elif wl == "first":
+        for key, bv in res.roles["b"].items():
+            av = res.roles["a"][key]
+            n = int(key)
+            lat = bv["lat_ns"]
+            first, later = float(np.median(lat[:8])), float(np.median(lat[8:]))
+            base = f"first.{n}"
+            m[base + ".first8_ms"] = first / 1e6
+            m[base + ".later_ms"] = later / 1e6
+            m[base + ".ratio"] = first / later if later > 0 else math.nan
+            m[base + ".open_pub_ms"] = av["open_ns"] / 1e6
+            m[base + ".open_sub_ms"] = bv["open_ns"] / 1e6
+            files = {**av["shm"], **bv["shm"]}  # both processes' mappings, each file once
+            if files:
+                m[base + ".shm_used_mib"] = sum(used for _size, used in files.values()) / MIB
+                m[base + ".shm_size_mib"] = sum(size for size, _used in files.values()) / MIB
     elif wl == "micro":
         for key, v in res.roles["a"].items():
             n = int(key)
@@ -125,7 +143,8 @@ class Row:
     peer_metric: str = ""
 
 
-def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[str]) -> list[Row]:
+def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[str],
+                    first_sizes: list[int] | None = None) -> list[Row]:
     """Rows of the main table (shm_comm vs peers), in display order."""
     rows: list[Row] = []
     if "latency" in include:
@@ -199,6 +218,22 @@ def comparison_rows(lat_sizes: list[int], array_sizes: list[int], include: set[s
                     3,
                     f"arr.main.{n}.lat_p50_ms",
                 ),
+            ]
+    if "first" in include:
+        for n in first_sizes or []:
+            lab = size_label(n)
+            rows += [
+                Row(f"first.{n}.first8_ms",
+                    f"{lab}, fresh channel: latency of messages 1-8 (median)", "ms", "lower",
+                    "first", 3),
+                Row(f"first.{n}.ratio", f"{lab}, fresh channel: messages 1-8 / later ones",
+                    "x", "lower", "first", 2),
+                Row(f"first.{n}.open_pub_ms", f"{lab}, 4 deep: open the publishing end", "ms",
+                    "lower", "first", 1),
+                Row(f"first.{n}.open_sub_ms", f"{lab}, 4 deep: open the subscribing end",
+                    "ms", "lower", "first", 1),
+                Row(f"first.{n}.shm_used_mib", f"{lab}, 4 deep: /dev/shm in use per channel",
+                    "MiB", "lower", "first", 1),
             ]
     if "idle" in include:
         rows.append(

@@ -12,6 +12,7 @@ so a timestamp taken by the sender can be compared with the receiver's clock.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ HANDSHAKE_TIMEOUT = 10.0
 
 KIB = 1024
 MIB = 1024 * 1024
+FRAME_1080P = 1080 * 1920 * 3  # bytes of a 1080p RGB uint8 camera frame
 
 
 def now_ns() -> int:
@@ -618,6 +620,126 @@ def micro_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. first frames of a fresh channel, what opening it costs, and its shared memory
+# ---------------------------------------------------------------------------------------------
+def shm_mapped() -> dict[str, tuple[int, int]]:
+    """The ``/dev/shm`` files this process maps: ``dev:inode -> (size, bytes allocated)``.
+
+    Read from ``/proc/self/maps`` and stat-ed through ``/proc/self/map_files`` (which works
+    for files already unlinked, as some peers do), so the figure is exact and counts nothing
+    of other processes on the machine.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        with open("/proc/self/maps") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.rstrip("\n").split(maxsplit=5)
+        if len(parts) < 6 or not parts[5].startswith("/dev/shm/"):
+            continue
+        key = f"{parts[3]}:{parts[4]}"
+        if key in out:
+            continue
+        try:
+            st = os.stat(f"/proc/self/map_files/{parts[0]}")
+        except OSError:
+            try:
+                st = os.stat(parts[5].removesuffix(" (deleted)"))
+            except OSError:
+                continue
+        out[key] = (st.st_size, st.st_blocks * 512)
+    return out
+
+
+def _new_mappings(before: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    return {k: v for k, v in shm_mapped().items() if k not in before}
+
+
+def first_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """One fresh array channel per size (the peer's primary array path)."""
+    specs: Specs = {}
+    for nbytes in p["sizes"]:
+        spec = peer.make_channel(
+            ctx, f"{p['tag']}_first{nbytes}", "array", nbytes, (nbytes // 8,)
+        )
+        spec.data["variant"] = peer.array_variants[0]
+        spec.purpose = "throughput"
+        specs[str(nbytes)] = spec
+    return specs
+
+
+def first_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Producer: opens a fresh channel (timed), then sends ``count`` arrays one at a time
+    (a credit each), the first ones into buffers nobody has used yet; then reports the
+    ``/dev/shm`` files it mapped for the channel."""
+    out: dict[str, Any] = {}
+    credits = sync["credits"]
+    for key, spec in specs.items():
+        before = shm_mapped()
+        t0 = now_ns()
+        tx = peer.open_array_sender(spec)
+        open_ns = now_ns() - t0
+        src = tx.new_source(spec.shape)
+        src[:] = 1.0
+        _wait(sync)
+        _wait(sync)
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+        while not sync["ack"].is_set():
+            tx.send_array(src, SEQ_PROBE, 0)
+            if sync["ack"].wait(0.05):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("array consumer never acknowledged the probes")
+        for i in range(p["count"]):
+            if not credits.acquire(timeout=30):
+                raise TimeoutError("consumer stopped returning credits")
+            tx.send_array(src, i, now_ns())
+        _wait(sync)
+        mapped = _new_mappings(before)
+        sync["ack"].clear()
+        tx.close()
+        out[key] = {"open_ns": open_ns, "shm": mapped}
+        _wait(sync)
+    return out
+
+
+def first_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Consumer: attaches (timed); per array, the latency from the send stamp to having read
+    one word of every 4 KiB page of it (what first-touch costs show up in)."""
+    out: dict[str, Any] = {}
+    credits = sync["credits"]
+    for key, spec in specs.items():
+        _wait(sync)
+        before = shm_mapped()
+        t0 = now_ns()
+        rx = peer.open_array_receiver(spec)
+        open_ns = now_ns() - t0
+        _wait(sync)
+        lat_ns: list[int] = []
+        while len(lat_ns) < p["count"]:
+            seq, stamp, arr = rx.recv_array()
+            if seq == SEQ_PROBE:
+                if not sync["ack"].is_set():
+                    sync["ack"].set()
+                    time.sleep(0.1)  # let the remaining probes arrive, then drop them
+                    credits.release()
+                continue
+            float(arr.reshape(-1)[::512].sum())  # one float64 per 4 KiB page
+            lat_ns.append(now_ns() - stamp)
+            credits.release()
+        _wait(sync)
+        mapped = _new_mappings(before)
+        while credits.acquire(False):
+            pass
+        rx.close()
+        out[key] = {"lat_ns": lat_ns, "open_ns": open_ns, "shm": mapped}
+        _wait(sync)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------------------------
 RoleFn = Callable[[Peer, Specs, Params, Sync], dict[str, Any]]
@@ -697,6 +819,7 @@ WORKLOADS: dict[str, Workload] = {
     "batch": Workload(batch_channels, {"a": batch_a, "b": batch_b}),
     "bstream": Workload(bstream_channels, {"a": bstream_a, "b": bstream_b}),
     "micro": Workload(micro_channels, {"a": micro_a, "b": micro_b}),
+    "first": Workload(first_channels, {"a": first_a, "b": first_b}),
 }
 WORKLOADS["combo"] = Workload(combo_channels, {"a": _combo_role("a"), "b": _combo_role("b")})
 
