@@ -166,8 +166,13 @@ class ArrayPublisher(Publisher):
         """
         arr = obj if type(obj) is np.ndarray else np.asarray(obj)
         if arr.dtype is not self.dtype and arr.dtype != self.dtype:
-            raise TypeError(f"channel {self.name!r} carries {self.dtype}, got {arr.dtype}; "
-                            f"convert with arr.astype({str(self.dtype)!r})")
+            dtype = str(self.dtype)
+            if arr is obj:
+                raise TypeError(f"channel {self.name!r} carries {dtype}, got {arr.dtype}; "
+                                f"convert with arr.astype({dtype!r})")
+            raise TypeError(f"channel {self.name!r} carries {dtype}, got a "
+                            f"{type(obj).__name__} that NumPy reads as {arr.dtype}; pass "
+                            f"np.asarray(value, dtype={dtype!r})")
         if arr.shape != self.shape or not self.fixed_shape:
             self._check_shape(arr.shape)
         if self._closed:

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import atexit
 import fnmatch
-import importlib
 import json
 import re
 import socket
@@ -81,6 +80,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import layout as L
+from ._optional import require
 from .channels import list_channels
 from .errors import SHMConnectionError, SHMError, SHMFormatError
 from .naming import MAX_CHANNEL_NAME, validate_channel_name
@@ -109,7 +109,6 @@ __all__ = [
 ]
 
 EXTRA = "bridge"
-DISTRIBUTION = "shm-comm-streams"
 
 WIRE_MAGIC = b"SHMB"
 WIRE_VERSION = 1
@@ -483,12 +482,7 @@ class _MirrorPublisher(Publisher):
 # --------------------------------------------------------------------------------------------
 
 def _load_zenoh() -> Any:
-    try:
-        return importlib.import_module("zenoh")
-    except ImportError as exc:
-        raise ImportError(
-            f"the shm_comm Zenoh bridge needs the '{EXTRA}' extra (eclipse-zenoh): "
-            f"pip install '{DISTRIBUTION}[{EXTRA}]'") from exc
+    return require("zenoh", "the shm_comm Zenoh bridge", EXTRA, "eclipse-zenoh")
 
 
 SampleCallback = Callable[[str, bytes, bytes | None], None]

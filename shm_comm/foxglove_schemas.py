@@ -20,8 +20,9 @@ numeric arrays become JSON (:func:`json_of_array`, with a JSON schema from the d
 :func:`json_schema_of_dtype`); everything else has no well-known form.
 
 The protobuf schemas are Foxglove's own (``foxglove-schemas-protobuf``), encoded with
-Google's ``protobuf``: ``pip install 'shm-comm-streams[record]'``. Both are imported only
-when a mapping is built.
+Google's ``protobuf``: the ``record`` extra (``pip install -e ".[record]"`` in the checkout,
+or ``pip install protobuf foxglove-schemas-protobuf``). Both are imported only when a mapping
+is built.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._optional import missing
 
 __all__ = [
     "JSON_MAX_ELEMENTS",
@@ -71,11 +74,9 @@ def _require_protobuf() -> None:
     try:
         import foxglove_schemas_protobuf  # noqa: F401
         import google.protobuf  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "Foxglove's schemas need protobuf and foxglove-schemas-protobuf: "
-            "pip install 'shm-comm-streams[record]'"
-        ) from None
+    except ImportError as exc:
+        raise missing("Foxglove's schemas", "record", "protobuf foxglove-schemas-protobuf",
+                      exc) from exc
 
 
 @functools.lru_cache(maxsize=8)

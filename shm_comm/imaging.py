@@ -2,8 +2,8 @@
 pixels a viewer can show (colormaps, value ranges, downscaling, JPEG/PNG encoding).
 
 Used by :class:`shm_comm.widgets.ImageView` and by the Foxglove bridge; it knows nothing of
-Jupyter or Foxglove. Encoding needs Pillow (``pip install 'shm-comm-streams[jupyter]'``),
-imported only when an image is encoded.
+Jupyter or Foxglove. Encoding needs Pillow (the ``jupyter`` extra: ``pip install -e ".[jupyter]"``
+in the checkout, or ``pip install pillow``), imported only when an image is encoded.
 
 Which messages are images (after picking a structured field and dropping leading axes of
 length 1):
@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ._optional import missing
 
 __all__ = [
     "COLORMAPS",
@@ -241,7 +243,10 @@ def encode_image(pixels: UInt8Array, *, encoding: str = "auto", quality: int = 8
     ``encoding="auto"``: raw when it is at most RAW_MAX_BYTES, else JPEG (``quality`` 1-95),
     or PNG for RGBA with some transparency (JPEG has no alpha). Needs Pillow.
     """
-    from PIL import Image
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise missing("encoding images", "jupyter", "pillow", exc) from exc
 
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")

@@ -6,9 +6,9 @@
     runs = load("run.mcap")            # {"imu": LoadedChannel(data=array (n,), ...), ...}
     play("run.mcap", rate=2.0, remap={"imu": "imu_replay"})
 
-Needs the ``mcap`` package (``pip install 'shm-comm-streams[record]'``), imported only when a
-function here runs. docs/recording.md describes the file for other tools (Foxglove, the
-``mcap`` CLI).
+Needs the ``mcap`` package (``pip install -e ".[record]"`` in the checkout, or ``pip install
+mcap``), imported only when a function here runs. docs/recording.md describes the file for
+other tools (Foxglove, the ``mcap`` CLI).
 
 Design (the why):
 
@@ -63,6 +63,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from . import layout as L
+from ._optional import require
 from .arrays import ArrayPublisher, ArraySubscriber, decode_array
 from .channels import channel_info
 from .errors import (
@@ -102,6 +103,7 @@ __all__ = [
     "parse_remap",
     "play",
     "record",
+    "require_mcap",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -139,17 +141,14 @@ MAX_DRAIN = 4096  # messages taken from one channel before the loop looks at the
 MAX_WAIT_SLICE = 0.05  # replay sleeps in slices of at most this, so stop_event is seen
 
 
-def _require_mcap() -> None:
-    # Importing now (mcap, zstandard, lz4: a noticeable time on a busy machine) means the
-    # recorder starts polling right after it attaches, before a ring can fill up.
-    try:
-        import mcap.reader
-        import mcap.writer  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "recording and replay need the mcap package: pip install 'shm-comm-streams[record]' "
-            "(or pip install mcap)"
-        ) from None
+def require_mcap() -> None:
+    """Import mcap now, or raise ``ModuleNotFoundError`` saying how to install it.
+
+    Importing early (mcap, zstandard, lz4: a noticeable time on a busy machine) means the
+    recorder starts polling right after it attaches, before a ring can fill up.
+    """
+    require("mcap.reader", "recording and replay", "record", "mcap")
+    require("mcap.writer", "recording and replay", "record", "mcap")
 
 
 def _check_names(channels: Sequence[str] | str) -> list[str]:
@@ -289,6 +288,7 @@ class Recorder:
                  timeout_connect: float = 5.0, poll_interval: float = 0.001,
                  compression: str = "zstd", chunk_size: int = 1 << 20,
                  foxglove_schemas: bool = True) -> None:
+        require_mcap()  # fail here, not once recording has been announced
         self.channels = _check_names(channels)
         self.path = os.fspath(path)
         if timeout_connect < 0:
@@ -408,7 +408,7 @@ class Recorder:
         if self._started:
             raise RuntimeError("a Recorder records once; create a new one")
         self._started = True
-        _require_mcap()
+        require_mcap()
         deadline = time.monotonic() + self.timeout_connect
         try:
             for name in self.channels:
@@ -958,7 +958,7 @@ def load(path: PathLike, channels: Sequence[str] | None = None, *,
     :class:`SHMSerializationError` for a message that does not decode, and ``KeyError`` for
     a requested channel the file does not have.
     """
-    _require_mcap()
+    require_mcap()
     from mcap.exceptions import McapError
 
     path = os.fspath(path)
@@ -1161,7 +1161,7 @@ def play(path: PathLike, rate: float = 1.0, loop: bool = False,
         raise ValueError(f"rate must be > 0 (math.inf: as fast as possible), got {rate}")
     if spin < 0 or wait_subscribers < 0:
         raise ValueError("spin and wait_subscribers must be >= 0")
-    _require_mcap()
+    require_mcap()
     from mcap.exceptions import McapError
 
     path = os.fspath(path)

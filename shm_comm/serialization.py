@@ -39,6 +39,12 @@ class Serializer:
     def decode(self, data: bytes | memoryview, encoding: int) -> Any:
         """Deserialize a payload; raises :class:`SHMSerializationError` if it cannot be."""
         if encoding != self.encoding:
+            if encoding == L.ENCODING_ARRAY:
+                raise SHMSerializationError(
+                    "message is a typed NumPy array (the channel has an ArrayPublisher); "
+                    "receive it with shm_comm.ArraySubscriber, or with recv_bytes() and "
+                    "shm_comm.decode_array()"
+                )
             got = L.ENCODING_NAMES.get(encoding, f"unknown ({encoding})")
             raise SHMSerializationError(
                 f"message is encoded as {got} but this subscriber uses {self.name}; "

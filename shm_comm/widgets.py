@@ -62,10 +62,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import numpy as np
 import numpy.typing as npt
-import traitlets
+
+from shm_comm._optional import missing
+
+try:
+    import anywidget
+    import traitlets
+except ImportError as _exc:
+    raise missing("shm_comm.widgets", "jupyter", "anywidget ipywidgets jupyterlab pillow",
+                  _exc) from _exc
 
 import shm_comm
 from shm_comm.errors import SHMError

@@ -219,7 +219,7 @@ def test_missing_zenoh_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", without_zenoh)
-    with pytest.raises(ImportError, match=r"shm-comm-streams\[bridge\]"):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[bridge\]".*eclipse-zenoh'):
         Bridge(export=["imu"])
 
 

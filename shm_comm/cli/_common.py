@@ -7,13 +7,14 @@ waited for, how a watcher attaches, what state a segment is in, how rates come f
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import time
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from .. import layout as L
-from ..channels import channel_info
+from ..channels import channel_info, list_channels
 from ..errors import SHMConnectionError, SHMError
 from ..naming import validate_channel_name
 from ..pubsub import Subscriber
@@ -23,6 +24,7 @@ from ._format import note
 __all__ = ["CHANNEL_POLL", "DEFAULT_TIMEOUT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_PIPE",
            "EXIT_TERMINATED", "EXIT_USAGE", "KINDS", "KIND_IDS", "CLIError", "Commands",
            "add_command", "add_json_option", "add_wait_option", "age_of", "attach_observer",
+           "close_matches",
            "counter_rate", "lookup", "matches", "non_negative", "positive", "receive",
            "segment_state", "valid_name", "wait_for_channel"]
 
@@ -88,9 +90,20 @@ def wait_for_channel(name: str, timeout: float, kind: str | None = None) -> dict
             noted = True
         if time.monotonic() >= deadline:
             what = f"{kind} channel" if kind else "channel"
-            raise CLIError(f"no {what} {name!r} (waited {timeout:g} s); `shm-comm list` shows "
-                           "the channels there are")
+            matches = close_matches(name, kind)
+            guess = f"did you mean {' or '.join(map(repr, matches))}? " if matches else ""
+            raise CLIError(f"no {what} {name!r} (waited {timeout:g} s); {guess}`shm-comm list` "
+                           "shows the channels there are")
         sleep(CHANNEL_POLL)
+
+
+def close_matches(name: str, kind: str | None = None) -> list[str]:
+    """Names of existing channels (of ``kind``, if given) that look like a typo of ``name``,
+    best first: ``imuu`` -> ``["imu"]``."""
+    names = {info["name"] for info in list_channels()
+             if "name" in info and (kind is None or info["kind"] == kind)}
+    names.discard(name)
+    return difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.6)
 
 
 def attach_observer(name: str, timeout: float, command: str, latest: bool = False

@@ -56,8 +56,8 @@ def add_parser(commands: Commands) -> None:
         "import other bridges' channels as local channels <host>.<channel>, with "
         "their encoding and dtype/shape (docs/bridge.md). Exported channels are read "
         "as an observer, so local publishers never wait for the network; every drop "
-        "is counted. Needs the bridge extra: pip install "
-        "'shm-comm-streams[bridge]'. Runs until Ctrl-C, printing a status line per "
+        "is counted. Needs the bridge extra: pip install -e '.[bridge]' in the checkout "
+        "(or pip install eclipse-zenoh). Runs until Ctrl-C, printing a status line per "
         "channel every --interval.")
     sub.add_argument("--export", action="append", default=[], metavar="PATTERNS",
                      help="local channels to export: comma-separated globs, e.g. "

@@ -64,6 +64,16 @@ def _short(value: float, dtype: np.dtype[Any]) -> str:
     return f"{value:.{digits}g}"
 
 
+def _at_precision(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """float16/float32 values as the float64 nearest to their shortest decimal form, so that
+    they print with the digits the dtype holds (``0.05219843``, not ``0.05219842866063118``)
+    and still read back to the same float32."""
+    if arr.dtype.kind != "f" or arr.dtype.itemsize >= 8:
+        return arr
+    flat = [float(str(value)) for value in arr.flat]  # str of a float32: shortest digits
+    return np.array(flat, dtype=np.float64).reshape(arr.shape)
+
+
 def summarize_array(arr: np.ndarray[Any, Any], full: bool = False) -> dict[str, Any]:
     """A small description of ``arr``: dtype, shape and either its values or statistics.
 
@@ -76,7 +86,7 @@ def summarize_array(arr: np.ndarray[Any, Any], full: bool = False) -> dict[str, 
         out["fields"] = {name: summarize_array(arr[name], full) for name in arr.dtype.names}
         return out
     if full or arr.size <= ARRAY_VALUES_SHOWN:
-        out["values"] = _jsonable(arr.tolist())
+        out["values"] = _jsonable(_at_precision(arr).tolist())
         return out
     kind = arr.dtype.kind
     with warnings.catch_warnings(), np.errstate(all="ignore"):

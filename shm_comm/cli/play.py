@@ -12,12 +12,15 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     """Publish an MCAP recording again with its recorded timing."""
-    from ..recording import parse_remap, play
+    from ..recording import parse_remap, play, require_mcap
 
     try:
         remap = parse_remap(args.remap)
+        require_mcap()
     except ValueError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
     looping = ", looping" if args.loop else ""
     write_line(f"playing {args.file} at {args.rate:g}x speed{looping} (Ctrl-C stops)")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from ._common import (
     EXIT_USAGE,
@@ -12,6 +13,7 @@ from ._common import (
     add_wait_option,
     non_negative,
     valid_name,
+    wait_for_channel,
 )
 from ._format import note, write_line
 
@@ -20,12 +22,19 @@ __all__ = ["add_parser", "run"]
 
 def run(args: argparse.Namespace) -> int:
     """Record pub/sub channels into an MCAP file until --duration, Ctrl-C or SIGTERM."""
-    from ..recording import Recorder
+    from ..recording import Recorder, require_mcap
 
     names = [valid_name(name) for name in args.channels]
     try:
+        require_mcap()  # before anything is announced or waited for
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    deadline = time.monotonic() + args.timeout
+    for name in names:  # a missing one is reported (with close matches) before anything else
+        wait_for_channel(name, max(0.0, deadline - time.monotonic()), "pubsub")
+    try:
         recorder = Recorder(names, args.output, json_compatible=args.json_messages,
-                            timeout_connect=args.timeout,
+                            timeout_connect=max(0.0, deadline - time.monotonic()),
                             foxglove_schemas=not args.exact_arrays)
     except ValueError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
@@ -54,8 +63,8 @@ def add_parser(commands: Commands) -> None:
         "--duration seconds pass or Ctrl-C. The recorder attaches as a read-only "
         "observer: the channels' subscribers and drop counts are unaffected; "
         "messages the recorder itself missed are counted and reported. Needs the "
-        "mcap package (pip install 'shm-comm-streams[record]'); docs/recording.md "
-        "describes the file.")
+        "mcap package (pip install -e '.[record]' in the checkout, or pip install mcap); "
+        "docs/recording.md describes the file.")
     sub.add_argument("channels", nargs="+", metavar="CHANNEL", help="channel names")
     sub.add_argument("-o", "--output", required=True, metavar="FILE",
                      help="the MCAP file to write (replaced if it exists)")
