@@ -52,11 +52,16 @@ written once at creation, e.g. a typed channel's dtype and shape (see arrays.py)
 Subscriber records (offset 576, ``max_subscribers`` rows of 64 bytes)::
 
     +0 state   pid << 8 | code; code 0 free, 1 claimed (being set up), 2 active, 3 leaving
-    +8 pid     +16 start_token (tells a reused pid apart)   +24 cursor (next sequence to read)
+    +8 pid     +16 token (non-zero, new with every claim: tells a row that changed hands
+    apart; the start time of the pid where liveness falls back to pids)
+    +24 cursor (next sequence to read)
     +32 start (cursor at attach)   +40 dropped   +48 held (buffer index + 1 of the zero-copy
     view this subscriber holds, or 0)   +56 extra
     A subscriber is the only writer of its own row (besides a reaper freeing a dead one), so
-    received = cursor - start - dropped needs no extra store per message.
+    received = cursor - start - dropped needs no extra store per message. Pids are for people:
+    a row's holder shows it lives by an open-file-description lock on the row's 64 bytes of
+    the segment file, taken before it claims the row and kept until it has freed it; a
+    reaper frees a row only while holding that lock (docs/design.md, "Record liveness").
 
 Ring entries (after the metadata, ``num_slots`` u64 words): entry ``s % N`` holds
 ``(s + 1) << 16 | buffer_index`` for message ``s``; 0 means never written.
@@ -457,7 +462,7 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
 # FREE(p) -> OWNED(p,row) -> READY(p) -> FREE(p+N) in a request queue (many requesters write,
 # the replier reads) and FREE(p) -> READY(p) -> OWNED(p,row) -> FREE(p+N) in a push/pull
 # queue (the pusher writes, pullers compete). OWNED(p, row) is "abandoned" when row is not
-# active, or its REC_CLAIM is not p + 1, or its process is dead (pid + start token); then the
+# active, or its REC_CLAIM is not p + 1, or its holder is dead (its record lock is free); then the
 # replier frees it (request lost with its dead writer) or a puller takes it over (redelivery).
 #
 # Counters (the 8 ``extra`` words at 512; head, waiters, closed, bytes_total, membership and
@@ -487,7 +492,7 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
 #
 # Buffers: buffer ``s < N`` is queue slot ``s``'s payload (header: seq = queue position,
 # timestamp, length, encoding; a request also carries, at BUF_EXTRA, its correlation id, the
-# requester's row, pid and start token). In request/reply, buffer ``N + r`` is requester row
+# requester's row, pid and token). In request/reply, buffer ``N + r`` is requester row
 # ``r``'s reply buffer (header seq = the correlation id it answers); the last buffer is
 # unused. In push/pull the ``max_subscribers + 1`` buffers after the queue are unused.
 
@@ -518,7 +523,7 @@ REC_REPLY = REC_EXTRA
 REC_TAKEN_OVER = REC_EXTRA
 REPLY_WRITING = 1 << 63
 
-REQUEST_META = struct.Struct("<QQQQ")  # at BUF_EXTRA: correlation id, row, pid, start token
+REQUEST_META = struct.Struct("<QQQQ")  # at BUF_EXTRA: correlation id, row, pid, token
 
 
 def queue_entry(lap: int, state: int, row: int = 0) -> int:

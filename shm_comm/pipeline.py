@@ -14,7 +14,7 @@ the argument. In short:
 * **A puller that dies holding a slot** (between the two compare-and-swaps) leaves the entry
   OWNED. Live pullers scan for such claims (every 0.25 s, and at once when the pusher, finding
   its next slot blocked, asks them to): a claim is abandoned when its row left, its claim word
-  moved on, or its process is dead (pid plus start time). A puller takes the abandoned slot
+  moved on, or its holder is dead (its record lock is free). A puller takes the abandoned slot
   over with a compare-and-swap (OWNED by the dead row -> OWNED by itself) and delivers the item,
   flagged (``Puller.last_redelivered``) and counted (``stats()["redelivered"]``). Because the
   commit is a compare-and-swap, even a puller wrongly taken for dead cannot deliver the item a
@@ -37,7 +37,6 @@ from typing import Any
 from . import layout as L
 from . import ring
 from ._atomic import AtomicBuffer
-from ._backend import backend
 from .endpoint import ForkAware
 from .errors import (
     SHMBufferFullError,
@@ -57,6 +56,7 @@ from .reqrep import (
     release_row,
     sleep_on,
 )
+from .ring import RowLiveness
 from .segment import Segment
 from .serialization import RAW, get_serializer
 from .trust import TrustedUsers, trusted_uids
@@ -82,14 +82,14 @@ def _close_pusher(segment: Segment) -> None:
     segment.close()
 
 
-def _abandoned_slots(atom: AtomicBuffer, lay: L.SegmentLayout) -> bool:
+def _abandoned_slots(atom: AtomicBuffer, lay: L.SegmentLayout, liveness: RowLiveness) -> bool:
     """Whether some queue slot is held by a puller that is gone (asks pullers to recover)."""
     for slot in range(lay.num_slots):
         offset = lay.entries_offset + 8 * slot
         entry = atom.load(offset)
         if (entry >> L.QUEUE_STATE_SHIFT) & 0xFF == L.QUEUE_OWNED:
             position = (entry >> L.QUEUE_LAP_SHIFT) * lay.num_slots + slot
-            if claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive):
+            if claim_abandoned(atom, lay, offset, entry, position, liveness):
                 return True
     return False
 
@@ -220,7 +220,7 @@ class Pusher(ForkAware):
             if now >= next_reap:
                 # Dead pullers' wait bits would cost us a wake-up call per item.
                 next_reap = now + LIVENESS_CHECK_INTERVAL
-                ring.reap_dead_records(atom, lay, backend.pid_alive)
+                ring.reap_dead_records(atom, lay, self._segment.liveness)
             if now >= next_check:
                 next_check = now + BLOCKED_CHECK_INTERVAL
                 if self._blocked_by_dead(blocked):
@@ -239,13 +239,13 @@ class Pusher(ForkAware):
     def _blocked_by_dead(self, offset: int | None) -> bool:
         atom, lay = self._atom, self._layout
         if offset is None:
-            return _abandoned_slots(atom, lay)
+            return _abandoned_slots(atom, lay, self._segment.liveness)
         entry = atom.load(offset)
         if (entry >> L.QUEUE_STATE_SHIFT) & 0xFF != L.QUEUE_OWNED:
             return False
         slot = (offset - lay.entries_offset) // 8
         position = (entry >> L.QUEUE_LAP_SHIFT) * lay.num_slots + slot
-        return claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive)
+        return claim_abandoned(atom, lay, offset, entry, position, self._segment.liveness)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every item sent so far has been taken by a puller; False on timeout.
@@ -269,7 +269,7 @@ class Pusher(ForkAware):
         """
         atom, lay = self._atom, self._layout
         if self._finalizer.alive:
-            ring.reap_dead_records(atom, lay, backend.pid_alive)
+            ring.reap_dead_records(atom, lay, self._segment.liveness)
         taken = atom.load(L.PIPE_TAKEN)
         return {
             **queue_counters(atom, lay),
@@ -426,7 +426,7 @@ class Puller(ForkAware):
                 continue
             lap = entry >> L.QUEUE_LAP_SHIFT
             position = lap * lay.num_slots + slot
-            if not claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive):
+            if not claim_abandoned(atom, lay, offset, entry, position, self._segment.liveness):
                 continue
             atom.store(claim, position + 1)
             mine = L.queue_entry(lap, L.QUEUE_OWNED, self.row)

@@ -22,7 +22,6 @@ from typing import Any
 
 from . import layout as L
 from . import ring
-from ._backend import backend
 from .endpoint import ForkAware
 from .errors import SHMConnectionError, SHMUntrustedSegmentError
 from .naming import segment_name, validate_channel_name
@@ -187,7 +186,8 @@ class Publisher(ForkAware):
             if deadline is not None and now >= deadline:
                 return False
             if now >= next_reap:
-                ring.reap_dead_records(self._segment.atom, self._layout, backend.pid_alive)
+                ring.reap_dead_records(self._segment.atom, self._layout,
+                                       self._segment.liveness)
                 next_reap = now + 0.1
             sleep(BLOCKING_SEND_POLL)
 
@@ -202,7 +202,7 @@ class Publisher(ForkAware):
         """
         atom, lay = self._segment.atom, self._layout
         if not self._closed:
-            ring.reap_dead_records(atom, lay, backend.pid_alive)
+            ring.reap_dead_records(atom, lay, self._segment.liveness)
         return {
             "channel": self.name,
             "segment": self._segment.name,
@@ -231,6 +231,7 @@ def _release_reader(segment: Segment, reader: RingReader | None) -> None:
         state = segment.atom.load(segment.layout.record(reader.row) + L.REC_STATE)
         if state >> L.STATE_BITS == os.getpid():
             ring.release_record(segment.atom, segment.layout, reader.row, state)
+        segment.liveness.unclaim(reader.row)
     segment.close()
 
 
@@ -284,15 +285,17 @@ class _ChannelReader(ForkAware):
                     max(0, head - 1) if latest else head)
                 reader = RingReader(atom, segment.view, lay, None, cursor)
             else:
-                pid = os.getpid()
-                token = backend.process_token(pid)
+                pid, live = os.getpid(), segment.liveness
+                token = live.token(pid)
                 # After a publisher restart, take what the new one sent before we came.
                 try:
-                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest)
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest,
+                                                    live)
                 except SHMConnectionError:
-                    if not ring.reap_dead_records(atom, lay, backend.pid_alive):
+                    if not ring.reap_dead_records(atom, lay, live):
                         raise
-                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest)
+                    row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest,
+                                                    live)
                 reader = RingReader(atom, segment.view, lay, row, cursor)
         except BaseException:
             segment.close()

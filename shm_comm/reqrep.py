@@ -11,7 +11,7 @@ short:
   strictly in order, so requests arrive in the order they were claimed.
 * **A requester that dies between claim and publish** leaves its slot OWNED. The replier,
   waiting on that slot, finds the claim abandoned (the row left, its claim word moved on, or
-  its process is dead: pid plus start time) and frees the slot; that request died with its
+  its holder is dead: its record lock is free) and frees the slot; that request died with its
   writer and is counted in ``stats()["abandoned"]``. The replier is never wedged by it.
 * **Replies** go to a mailbox per requester row: the reply buffer plus one word holding the
   correlation id of the reply in it (unique per channel, handed out when a request is sent).
@@ -29,13 +29,11 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from . import layout as L
 from . import ring
 from ._atomic import AtomicBuffer, has_futex
-from ._backend import backend
 from .endpoint import ForkAware
 from .errors import (
     SHMBufferFullError,
@@ -46,6 +44,7 @@ from .errors import (
     SHMUntrustedSegmentError,
 )
 from .naming import segment_name, validate_channel_name
+from .ring import RowLiveness
 from .segment import Segment
 from .serialization import RAW, get_serializer
 from .trust import TrustedUsers, trusted_uids
@@ -54,7 +53,6 @@ from .wait import FALLBACK_POLL, MAX_SLEEP, sleep
 __all__ = ["Replier", "Requester"]
 
 BytesLike = bytes | bytearray | memoryview
-IsAlive = Callable[[int, int], bool]
 
 LIVENESS_CHECK_INTERVAL = 0.2
 CONNECT_POLL = 0.002
@@ -84,13 +82,14 @@ def sleep_on(atom: AtomicBuffer, offset: int, expected: int, deadline: float | N
 
 
 def claim_abandoned(atom: AtomicBuffer, layout: L.SegmentLayout, offset: int, entry: int,
-                    position: int, is_alive: IsAlive) -> bool:
+                    position: int, liveness: RowLiveness) -> bool:
     """Whether the OWNED queue ``entry`` at ``offset`` (for ``position``) lost its owner.
 
     The owner records ``position + 1`` in its row before claiming and clears it after
     releasing the slot, so the claim is abandoned if the row is no longer active, its claim
-    word names another position, or its process is gone; and the entry must still be the
-    same afterwards (else the owner finished meanwhile).
+    word names another position, or its holder is gone (``liveness``: its record lock is
+    free); and the entry must still be the same afterwards (else the owner finished
+    meanwhile).
     """
     row = entry & L.QUEUE_ROW_MASK
     if row >= layout.max_subscribers:
@@ -101,7 +100,8 @@ def claim_abandoned(atom: AtomicBuffer, layout: L.SegmentLayout, offset: int, en
     if state & 0xFF != L.STATE_ACTIVE or atom.load(rec + L.REC_CLAIM) != position + 1:
         gone = True
     else:
-        gone = not is_alive(state >> L.STATE_BITS, atom.load(rec + L.REC_START_TOKEN))
+        gone = not liveness.alive(row, state >> L.STATE_BITS,
+                                  atom.load(rec + L.REC_START_TOKEN))
     return gone and atom.load(offset) == entry
 
 
@@ -127,15 +127,15 @@ def attach_segment(kind_name: str, kind: int, channel: str, timeout: float,
 
 def claim_row(segment: Segment, role: str, creator: str) -> int:
     """Take a free row of ``segment`` for this process, reaping dead owners' rows if needed."""
-    atom, lay = segment.atom, segment.layout
+    atom, lay, live = segment.atom, segment.layout, segment.liveness
     pid = os.getpid()
-    token = backend.process_token(pid)
+    token = live.token(pid)
     try:
-        return ring.claim_record(atom, lay, pid, token, False)[0]
+        return ring.claim_record(atom, lay, pid, token, False, liveness=live)[0]
     except SHMConnectionError:
-        if ring.reap_dead_records(atom, lay, backend.pid_alive):
+        if ring.reap_dead_records(atom, lay, live):
             try:
-                return ring.claim_record(atom, lay, pid, token, False)[0]
+                return ring.claim_record(atom, lay, pid, token, False, liveness=live)[0]
             except SHMConnectionError:
                 pass
     raise SHMConnectionError(
@@ -150,6 +150,7 @@ def release_row(segment: Segment, row: int) -> None:
         state = segment.atom.load(segment.layout.record(row) + L.REC_STATE)
         if state >> L.STATE_BITS == os.getpid() and state & 0xFF == L.STATE_ACTIVE:
             ring.release_record(segment.atom, segment.layout, row, state)
+        segment.liveness.unclaim(row)
     segment.close()
 
 
@@ -277,7 +278,8 @@ class Replier(ForkAware):
                     self._stuck_check = now + ABANDON_CHECK_INTERVAL
                 elif now >= self._stuck_check:
                     self._stuck_check = now + ABANDON_CHECK_INTERVAL
-                    if claim_abandoned(atom, lay, offset, entry, position, backend.pid_alive):
+                    if claim_abandoned(atom, lay, offset, entry, position,
+                                       self._segment.liveness):
                         if atom.compare_exchange(offset, entry,
                                                  L.queue_entry(lap + 1, L.QUEUE_FREE)):
                             atom.fetch_add(L.REQ_ABANDONED, 1)
@@ -381,7 +383,7 @@ class Replier(ForkAware):
         """
         atom, lay = self._atom, self._layout
         if self._finalizer.alive:
-            ring.reap_dead_records(atom, lay, backend.pid_alive)
+            ring.reap_dead_records(atom, lay, self._segment.liveness)
         return {
             "channel": self.name,
             "segment": self._segment.name,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from . import layout as L
 from ._atomic import AtomicBuffer, Ring
@@ -38,10 +38,68 @@ from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["RingReader", "RingWriter", "claim_record", "reap_dead_records", "release_record"]
+__all__ = ["PidLiveness", "RingReader", "RingWriter", "RowLiveness", "claim_record",
+           "reap_dead_records", "release_record"]
 
 IsAlive = Callable[[int, int], bool]
 """``is_alive(pid, start_token) -> bool``: whether the process that owns a row still runs."""
+
+
+class RowLiveness(Protocol):
+    """How the holder of a subscriber (requester, puller) row shows that it lives, and how
+    others tell. The real one, ``segment.RecordLocks``, is a lock the holder keeps on its row
+    and the kernel drops when it dies; :class:`PidLiveness` asks about the row's pid.
+
+    The protocol the record functions below follow with it: a claimer takes a free row's
+    lock *before* it claims the row, and gives it back only after the row is free again; a
+    reaper frees a row only while holding that row's lock itself. So a live holder's row is
+    never reaped, and no claim can slip in between a reaper's look and its release.
+    """
+
+    def token(self, pid: int) -> int:
+        """The start-token word a new holder ``pid`` stores in its row (never 0)."""
+
+    def claim(self, row: int) -> bool:
+        """Before claiming free ``row``: take its liveness lock; False: leave that row."""
+
+    def unclaim(self, row: int) -> None:
+        """Give ``row``'s lock back: after a failed claim, after freeing it, after a reap."""
+
+    def reap(self, row: int, pid: int, token: int) -> bool:
+        """Whether ``row``'s holder (``pid``, ``token``; 0 while being claimed) is dead; if
+        True the caller holds the row's lock until :meth:`unclaim`."""
+
+    def alive(self, row: int, pid: int, token: int) -> bool:
+        """Whether the holder of ``row`` lives (changes nothing)."""
+
+
+class PidLiveness:
+    """Rows judged by their pid and start token: where there are no record locks (macOS),
+    and for rings in anonymous memory (tests). Wrong across pid namespaces."""
+
+    def __init__(self, is_alive: IsAlive, token_of: Callable[[int], int] = lambda pid: 1
+                 ) -> None:
+        self._is_alive = is_alive
+        self._token_of = token_of
+
+    def token(self, pid: int) -> int:
+        """The process's start token (its start time on Linux)."""
+        return self._token_of(pid)
+
+    def claim(self, row: int) -> bool:
+        """Nothing to take: True."""
+        return True
+
+    def unclaim(self, row: int) -> None:
+        """Nothing to give back."""
+
+    def reap(self, row: int, pid: int, token: int) -> bool:
+        """Whether ``pid`` (started at ``token``) is gone."""
+        return not self._is_alive(pid, token)
+
+    def alive(self, row: int, pid: int, token: int) -> bool:
+        """Whether ``pid`` (started at ``token``) runs."""
+        return self._is_alive(pid, token)
 
 
 _INDEX_BITS = L.ENTRY_INDEX_BITS
@@ -542,16 +600,23 @@ def ring_out(atom: AtomicBuffer) -> None:
 
 
 def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: int,
-                 latest: bool, oldest: bool = False) -> tuple[int, int]:
+                 latest: bool, oldest: bool = False,
+                 liveness: RowLiveness | None = None) -> tuple[int, int]:
     """Take a free subscriber row; returns ``(row, start_cursor)``.
 
     The reader starts at the current head (only new messages), at the newest message when
     ``latest`` is true, or at the oldest message still in the ring when ``oldest`` is true.
-    The row becomes visible (``membership`` bumped) only with its final cursor.
-    Raises :class:`SHMConnectionError` when every row is taken.
+    The row becomes visible (``membership`` bumped) only with its final cursor. With
+    ``liveness``, the row's liveness lock is taken before the row is claimed (and kept: the
+    holder gives it back after :func:`release_record`). Raises :class:`SHMConnectionError`
+    when every row is taken.
     """
     for row in range(layout.max_subscribers):
         rec = layout.record(row)
+        if atom.load(rec + L.REC_STATE) != L.STATE_FREE:
+            continue
+        if liveness is not None and not liveness.claim(row):
+            continue
         if atom.compare_exchange(rec + L.REC_STATE, L.STATE_FREE,
                                  (pid << L.STATE_BITS) | L.STATE_CLAIMED):
             atom.store(rec + L.REC_PID, pid)
@@ -568,6 +633,8 @@ def claim_record(atom: AtomicBuffer, layout: L.SegmentLayout, pid: int, token: i
             atom.store(rec + L.REC_STATE, (pid << L.STATE_BITS) | L.STATE_ACTIVE)
             atom.fetch_add(L.MEMBERSHIP, 1)
             return row, cursor
+        if liveness is not None:
+            liveness.unclaim(row)
     raise SHMConnectionError(
         f"all {layout.max_subscribers} subscriber rows of this channel are taken; "
         "create the Publisher with a larger max_subscribers"
@@ -603,8 +670,13 @@ def release_record(atom: AtomicBuffer, layout: L.SegmentLayout, row: int,
     return True
 
 
-def reap_dead_records(atom: AtomicBuffer, layout: L.SegmentLayout, is_alive: IsAlive) -> int:
-    """Free the rows of subscribers whose process is gone; returns how many were freed."""
+def reap_dead_records(atom: AtomicBuffer, layout: L.SegmentLayout,
+                      liveness: RowLiveness) -> int:
+    """Free the rows of subscribers whose process is gone; returns how many were freed.
+
+    A row is freed only while holding its liveness lock (``liveness.reap``), so a live
+    holder's row never is, and the row cannot change hands in between.
+    """
     freed = 0
     for row in range(layout.max_subscribers):
         rec = layout.record(row)
@@ -614,8 +686,13 @@ def reap_dead_records(atom: AtomicBuffer, layout: L.SegmentLayout, is_alive: IsA
             continue
         pid = state >> L.STATE_BITS
         token = atom.load(rec + L.REC_START_TOKEN) if code == L.STATE_ACTIVE else 0
-        if not is_alive(pid, token) and release_record(atom, layout, row, state):
-            freed += 1
+        if not liveness.reap(row, pid, token):
+            continue
+        try:
+            if release_record(atom, layout, row, state):
+                freed += 1
+        finally:
+            liveness.unclaim(row)
     return freed
 
 
@@ -630,6 +707,7 @@ class RecordInfo:
     dropped: int
     holding: bool
     waiting: bool
+    token: int = 0
 
 
 def read_records(atom: AtomicBuffer, layout: L.SegmentLayout) -> list[RecordInfo]:
@@ -646,7 +724,7 @@ def read_records(atom: AtomicBuffer, layout: L.SegmentLayout) -> list[RecordInfo
         start = atom.load(rec + L.REC_START)
         out.append(RecordInfo(row, state >> L.STATE_BITS, cursor, max(0, cursor - start - dropped),
                               dropped, bool(atom.load(rec + L.REC_HELD)),
-                              bool(waiters >> row & 1)))
+                              bool(waiters >> row & 1), atom.load(rec + L.REC_START_TOKEN)))
     return out
 
 

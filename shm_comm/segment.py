@@ -20,9 +20,9 @@ from . import trust
 from ._atomic import AtomicBuffer
 from ._backend import backend
 from .errors import SHMConnectionError, SHMFormatError, SHMUntrustedSegmentError
-from .ring import ring_out
+from .ring import PidLiveness, RowLiveness, ring_out
 
-__all__ = ["Segment"]
+__all__ = ["RecordLocks", "Segment"]
 
 
 class Segment:
@@ -43,6 +43,8 @@ class Segment:
         self.view = memoryview(mapping)
         self.atom = AtomicBuffer(mapping)
         self.closed = False
+        self.liveness: RowLiveness = (RecordLocks(self) if backend.RECORD_LOCKS else
+                                      PidLiveness(backend.pid_alive, backend.process_token))
 
     @classmethod
     def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str,
@@ -70,6 +72,8 @@ class Segment:
             except FileExistsError:
                 cls._reclaim(name, channel)
                 continue
+            except FileNotFoundError:
+                continue  # our half-built file was taken for a dead creator's: build anew
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
                     raise SHMConnectionError(
@@ -254,6 +258,59 @@ class Segment:
         """Remove the segment's name if it still refers to this segment."""
         if not self.closed and backend.same_file(self._fd, self.name):
             backend.unlink(self.name)
+
+
+class RecordLocks:
+    """Row liveness by record locks (see ``ring.RowLiveness`` and ``_backend/posix.py``).
+
+    A row's holder keeps an exclusive open-file-description lock on the row's 64 bytes of the
+    segment file, through the segment's own descriptor; the kernel drops it when the holder
+    dies, however it dies, in whatever pid namespace it runs, and with or without ``/proc``.
+    Others probe it (``alive``) or take it to free a dead holder's row (``reap``). Tokens are
+    random per claim, so a row that changed hands is told apart even if both holders had the
+    same pid (as two containers' first processes do).
+    """
+
+    def __init__(self, segment: Segment) -> None:
+        self._segment = segment
+        self._held: set[int] = set()  # rows whose lock this segment handle holds
+
+    def _usable(self) -> int | None:
+        segment = self._segment
+        return None if segment.closed else segment._fd
+
+    def token(self, pid: int) -> int:
+        """A random number, new for every claim (the pid is kept for people only)."""
+        return secrets.randbits(62) + 1
+
+    def claim(self, row: int) -> bool:
+        """Take ``row``'s lock; False if another open of the segment holds it."""
+        fd = self._usable()
+        if fd is None or row in self._held:
+            return False
+        if not backend.lock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE):
+            return False
+        self._held.add(row)
+        return True
+
+    def unclaim(self, row: int) -> None:
+        """Give ``row``'s lock back (closing the segment does too)."""
+        fd = self._usable()
+        if row in self._held:
+            self._held.discard(row)
+            if fd is not None:
+                backend.unlock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE)
+
+    def reap(self, row: int, pid: int, token: int) -> bool:
+        """Take a dead holder's ``row`` (its lock is free); False while the holder lives."""
+        return row not in self._held and self.claim(row)
+
+    def alive(self, row: int, pid: int, token: int) -> bool:
+        """Whether some open of the segment holds ``row``'s lock (``F_OFD_GETLK``)."""
+        fd = self._usable()
+        if row in self._held or fd is None:
+            return True
+        return backend.range_locked(fd, self._segment.layout.record(row), L.RECORD_SIZE)
 
 
 def retire(mapping: mmap.mmap) -> None:

@@ -206,7 +206,7 @@ class RingMachine(RuleBasedStateMachine):
         m = self.readers[which % len(self.readers)]
         self.dead.add(m.pid)
         freed = ring.reap_dead_records(self.ring.atom, self.ring.layout,
-                                       lambda pid, _token: pid not in self.dead)
+                                       ring.PidLiveness(lambda pid, _token: pid not in self.dead))
         assert freed == 1
         self._forget(m)
 
@@ -676,7 +676,8 @@ def test_reap_dead_records(anon_ring) -> None:
     rec = r.layout.record(2)
     assert r.atom.compare_exchange(rec + L.REC_STATE, 0, (13 << 8) | L.STATE_CLAIMED)
     alive = {(12, 6)}
-    freed = ring.reap_dead_records(r.atom, r.layout, lambda pid, tok: (pid, tok) in alive)
+    freed = ring.reap_dead_records(r.atom, r.layout,
+                                   ring.PidLiveness(lambda pid, tok: (pid, tok) in alive))
     assert freed == 2
     assert [x.pid for x in ring.read_records(r.atom, r.layout)] == [12]
     assert a.row is not None
@@ -692,7 +693,7 @@ def test_reap_uses_start_token_for_reused_pids(anon_ring) -> None:
         seen.append((pid, token))
         return token == 100
 
-    assert ring.reap_dead_records(r.atom, r.layout, is_alive) == 0
+    assert ring.reap_dead_records(r.atom, r.layout, ring.PidLiveness(is_alive)) == 0
     assert seen == [(21, 100)]
 
 

@@ -9,6 +9,15 @@ Ownership: the creator holds an exclusive ``flock`` on its descriptor for the se
 life. The kernel drops the lock when the creator dies, however it dies, so "is the owner
 alive?" is answered by trying a shared lock: no guessing from pids that may be reused.
 
+Record holders (subscribers, requesters, pullers) show that they live the same way: each
+holds an exclusive byte-range lock on its own record, owned by its open file description
+(``F_OFD_SETLK``, Linux >= 3.15), which the kernel drops when the last descriptor of that open
+goes, however the process ends. Others probe it with ``F_OFD_GETLK``, which changes nothing.
+Locks know nothing of pid namespaces and need no ``/proc``, so this holds in containers that
+share ``/dev/shm`` but not pids. ``flock`` (the creator's) and these locks do not interact.
+Where there are no OFD locks (macOS), ``RECORD_LOCKS`` is False and callers fall back to pids
+(``pid_alive``), with the limits docs/design.md states.
+
 Existing segments are opened without following symbolic links (``O_NOFOLLOW``) and without
 blocking on a FIFO (``O_NONBLOCK``), and ``open_segment`` returns the ``fstat`` of the very
 descriptor it opened, so callers judge who owns what they map, not what a name pointed at a
@@ -24,11 +33,15 @@ import mmap
 import os
 import pwd
 import secrets
+import stat
+import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
+    "RECORD_LOCKS",
     "SHM_DIR",
     "OpenSegment",
     "create_exclusive",
@@ -36,15 +49,18 @@ __all__ = [
     "is_owner_alive",
     "list_names",
     "lock_for_reclaim",
+    "lock_range",
     "lstat",
     "open_segment",
     "pid_alive",
     "populate",
     "process_token",
+    "range_locked",
     "remove_dead_temporaries",
     "same_file",
     "uid_of",
     "unlink",
+    "unlock_range",
     "user_name",
 ]
 
@@ -57,8 +73,9 @@ def _path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
 
 
-# Opening an existing segment never follows a symbolic link and never blocks on a FIFO.
-_EXISTING = os.O_NOFOLLOW | os.O_NONBLOCK
+# Opening an existing segment never follows a symbolic link and never blocks on a FIFO
+# (shm_open, on macOS, has no links or FIFOs to guard against and takes neither flag).
+_EXISTING = os.O_NOFOLLOW | os.O_NONBLOCK if SHM_DIR is not None else 0
 
 
 def _open_fd(name: str, flags: int) -> int:
@@ -127,8 +144,11 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
 def remove_dead_temporaries(name: str = "") -> list[str]:
     """Remove half-built segments (``.NAME.PID.RANDOM.tmp``) whose creator died mid-creation.
 
-    Only names starting with ``.`` + ``name`` are considered, and only if the pid in the name
-    is not alive. Returns the names removed.
+    Only names starting with ``.`` + ``name`` are considered, only our own (same uid, regular
+    files), and only if no process holds the creator's ``flock`` (taken right after the file
+    is created) and the pid in the name is gone or the file is older than ``TEMP_GRACE``
+    seconds: a creator in another pid namespace has a pid that means nothing here. Returns
+    the names removed.
     """
     if SHM_DIR is None:
         return []
@@ -137,29 +157,46 @@ def remove_dead_temporaries(name: str = "") -> list[str]:
         if not (entry.startswith("." + name) and entry.endswith(".tmp")):
             continue
         parts = entry.rsplit(".", 3)
-        if len(parts) != 4 or not parts[1].isdigit() or pid_alive(int(parts[1])):
+        if len(parts) != 4 or not parts[1].isdigit():
             continue
-        if unlink(entry):
-            removed.append(entry)
+        try:
+            fd = _open_fd(entry, os.O_RDONLY | _EXISTING)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+                    or is_owner_alive(fd)):
+                continue
+            if pid_alive(int(parts[1])) and time.time() - st.st_mtime < TEMP_GRACE:
+                continue
+            if same_file(fd, entry) and unlink(entry):
+                removed.append(entry)
+        finally:
+            os.close(fd)
     return removed
+
+
+TEMP_GRACE = 10.0
 
 
 def _setup(fd: int, size: int, initialize: Callable[[mmap.mmap], None], mode: int,
            name: str) -> tuple[int, mmap.mmap]:
-    os.fchmod(fd, mode)
-    _reserve(fd, size)
-    mapping = mmap.mmap(fd, size)
+    # The liveness lock first, so that nobody takes the half-built file for a dead one's.
+    lock_fd = _open_fd(name, os.O_RDWR | _EXISTING)
     try:
-        populate(mapping, write=True)
-        initialize(mapping)
-        lock_fd = _open_fd(name, os.O_RDWR)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.fchmod(fd, mode)
+        _reserve(fd, size)
+        mapping = mmap.mmap(fd, size)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            populate(mapping, write=True)
+            initialize(mapping)
         except BaseException:
-            os.close(lock_fd)
+            mapping.close()
             raise
     except BaseException:
-        mapping.close()
+        os.close(lock_fd)
         raise
     return lock_fd, mapping
 
@@ -188,7 +225,7 @@ def open_segment(name: str, readonly: bool = False,
     also in a ``fork()``ed child that still holds the mapping.
     """
     flags = os.O_RDONLY if readonly else os.O_RDWR
-    fd = _open_fd(name, flags | (_EXISTING if SHM_DIR is not None else 0))
+    fd = _open_fd(name, flags | _EXISTING)
     try:
         st = os.fstat(fd)
         if check is not None:
@@ -297,6 +334,66 @@ def list_names(prefix: str) -> list[str]:
         return []
     return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
 
+
+# --- record locks: open-file-description byte-range locks (Linux >= 3.15) ---------------------
+
+_FLOCK = struct.Struct("@hhqqi")  # struct flock: l_type, l_whence, l_start, l_len, l_pid
+
+
+def _probe_record_locks() -> bool:
+    if not sys.platform.startswith("linux") or not hasattr(fcntl, "F_OFD_GETLK"):
+        return False
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+    except OSError:  # EINVAL: a kernel older than 3.15
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+RECORD_LOCKS = _probe_record_locks()
+"""Whether record holders prove they live with OFD locks (else: by pid, see pid_alive)."""
+
+
+def lock_range(fd: int, start: int, length: int) -> bool:
+    """Lock bytes ``[start, start + length)`` of ``fd``'s file for ``fd``'s open file
+    description (exclusive, without waiting); False if another one holds a lock on them.
+
+    Needs a descriptor opened for writing. The lock lasts until :func:`unlock_range` or
+    until the last descriptor of this open is closed (the process exit closes them all).
+    """
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
+                    _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def unlock_range(fd: int, start: int, length: int) -> None:
+    """Release this open file description's lock on bytes ``[start, start + length)``."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, start, length, 0))
+
+
+def range_locked(fd: int, start: int, length: int) -> bool:
+    """Whether another open file description holds a lock on any of these bytes.
+
+    ``F_OFD_GETLK``: changes nothing, works on a read-only descriptor. Locks of ``fd``'s own
+    open file description do not count.
+    """
+    got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK,
+                      _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    return bool(_FLOCK.unpack(got)[0] != fcntl.F_UNLCK)
+
+
+# --- pids: information for people, and liveness where there are no record locks -----------
 
 def process_token(pid: int) -> int:
     """A number that changes when ``pid`` is reused: the start time on Linux, else 0."""

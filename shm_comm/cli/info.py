@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import layout as L
 from .. import ring
-from .._backend import backend
 from ..errors import SHMError
 from ..segment import Segment
 from ._common import (
@@ -53,7 +52,8 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
         records = ring.read_records(segment.atom, segment.layout)
         info["max_subscribers"] = segment.layout.max_subscribers
         info["subscriber_records"] = [
-            {"pid": r.pid, "alive": backend.pid_alive(r.pid), "received": r.received,
+            {"pid": r.pid, "alive": segment.liveness.alive(r.row, r.pid, r.token),
+             "received": r.received,
              "dropped": r.dropped, "lag": max(0, head - r.cursor), "cursor": r.cursor,
              "waiting": r.waiting, "holding": r.holding} for r in records]
         raw = segment.header.metadata
