@@ -11,6 +11,7 @@
     shm-comm record CHANNEL... -o run.mcap [--duration S]   record channels to an MCAP file
     shm-comm play run.mcap [--rate X] [--loop] [--remap old:new]   replay a recording
     shm-comm bridge --export P --import P   carry channels to/from other machines (Zenoh)
+    shm-comm foxglove [PATTERN...]     serve channels live to Foxglove (WebSocket, loopback)
 
 This package is the outer ring of shm_comm: it may import anything, nothing imports it. As in
 ros2cli, each verb is one module (``list.py``, ``echo.py``, ...) with ``add_parser(commands)``
@@ -49,7 +50,7 @@ from types import FrameType
 
 from .. import __version__
 from ..errors import SHMError
-from . import bridge, bw, clean, echo, hz, info, pub, record, top
+from . import bridge, bw, clean, echo, foxglove, hz, info, pub, record, top
 from . import list as list_verb
 from . import play as play_verb
 from ._common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_PIPE, EXIT_TERMINATED, CLIError
@@ -59,7 +60,7 @@ __all__ = ["build_parser", "main"]
 
 # The verbs in the order `shm-comm --help` lists them. Each module adds its own subparser
 # (``add_parser``) and runs it (``run``): a new verb is a new module and one entry here.
-VERBS = (list_verb, info, echo, hz, bw, pub, top, record, play_verb, bridge, clean)
+VERBS = (list_verb, info, echo, hz, bw, pub, top, record, play_verb, bridge, foxglove, clean)
 
 
 class _Terminated(BaseException):
