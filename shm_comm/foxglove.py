@@ -5,9 +5,9 @@
         ...                                              # open it in Foxglove
     bridge.stats()                                       # per channel: read, sent, missed
 
-Needs the ``foxglove`` extra (``pip install 'shm-comm-streams[foxglove]'``: Foxglove's SDK,
-``foxglove-sdk``, which runs the server, and Foxglove's protobuf schemas); docs/foxglove.md
-has the commands. ``shm-comm foxglove`` runs one from a shell.
+Needs the ``foxglove`` extra (``pip install -e ".[foxglove]"`` in the checkout: Foxglove's
+SDK, ``foxglove-sdk``, which runs the server, and Foxglove's protobuf schemas);
+docs/foxglove.md has the commands. ``shm-comm foxglove`` runs one from a shell.
 
 Design (the why):
 
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import layout as L
+from ._optional import missing
 from .arrays import ArraySubscriber, decode_array
 from .channels import channel_info, list_channels
 from .errors import SHMError
@@ -88,11 +89,8 @@ _OUTBOX_LOGGER = "foxglove.websocket.connected_client.send_lossy"  # where the S
 def _require_sdk() -> None:
     try:
         import foxglove  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "the Foxglove bridge needs Foxglove's SDK: pip install 'shm-comm-streams[foxglove]' "
-            "(or pip install foxglove-sdk)"
-        ) from None
+    except ImportError as exc:
+        raise missing("the Foxglove bridge", "foxglove", "foxglove-sdk", exc) from exc
 
 
 @dataclass

@@ -82,7 +82,7 @@ def add_parser(commands: Commands) -> None:
         "anything else bytes. Channels that appear later are advertised at once; a "
         "publisher that exits shows as a warning in Foxglove. Channels are read as an "
         "observer: publishers never wait for Foxglove and their counters do not change. "
-        "Needs the foxglove extra: pip install 'shm-comm-streams[foxglove]'. Runs until "
+        "Needs the foxglove extra (pip install -e '.[foxglove]' in the checkout). Runs until "
         "Ctrl-C, printing a status line per channel every --interval.")
     sub.add_argument("patterns", nargs="*", metavar="PATTERN",
                      help="channel names or globs, e.g. imu 'camera*' (default: every channel)")
