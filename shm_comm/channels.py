@@ -42,6 +42,8 @@ def _describe(name: str) -> dict[str, Any]:
         seen = backend.lstat(name)
         if seen is not None:
             _owner(info, seen.st_uid)
+            info["shm_bytes"] = seen.st_blocks * 512  # unreadable, but it takes memory
+        info.update(_space())
         return info
     _owner(info, st.st_uid)
     try:
@@ -58,6 +60,12 @@ def _describe(name: str) -> dict[str, Any]:
     finally:
         os.close(fd)
     return info
+
+
+def _space() -> dict[str, int | None]:
+    """``shm_total`` and ``shm_free``: size and free bytes of /dev/shm (None on macOS)."""
+    space = backend.space()
+    return {"shm_total": space[0] if space else None, "shm_free": space[1] if space else None}
 
 
 def _info_from_segment(segment: Segment) -> dict[str, Any]:
@@ -93,6 +101,8 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
         "num_slots": lay.num_slots,
         "slot_size": lay.slot_size,
         "size": lay.total_size,
+        "shm_bytes": segment.shm_bytes,
+        **_space(),
         "created": header.created_ns / 1e9,
         "last_timestamp": last_ts,
         "format_version": f"{header.version[0]}.{header.version[1]}",
@@ -113,7 +123,9 @@ def list_channels() -> list[dict[str, Any]]:
 
     Each entry has ``segment`` and either the channel fields (``name``, ``kind``,
     ``publisher_pid``, ``publisher_alive``, ``stale``, ``msg_count``, ``drop_count``,
-    ``subscribers``...) or ``error`` for a segment that cannot be read.
+    ``subscribers``...) or ``error`` for a segment that cannot be read; and the memory:
+    ``shm_bytes`` (what the segment takes of /dev/shm), ``shm_total`` and ``shm_free`` (the
+    size of /dev/shm and what is left of it, the same in every entry).
     """
     return [_describe(name) for name in list_segments()]
 

@@ -76,11 +76,7 @@ class Segment:
                 continue  # our half-built file was taken for a dead creator's: build anew
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise SHMConnectionError(
-                        f"cannot reserve {layout.total_size} bytes of shared memory for channel "
-                        f"{channel!r}: {exc.strerror}; free space in /dev/shm or enlarge it "
-                        "(sudo mount -o remount,size=... /dev/shm), or use fewer/smaller slots"
-                    ) from exc
+                    raise SHMConnectionError(_no_room(layout, channel, exc)) from exc
                 raise SHMConnectionError(f"cannot create segment {name}: {exc}") from exc
             return cls(name, fd, mapping, header, owner=True)
         raise SHMConnectionError(f"could not create segment {name}: it keeps being re-created")
@@ -214,6 +210,12 @@ class Segment:
         """The uid of the user who owns the segment (its creator)."""
         return os.fstat(self._fd).st_uid
 
+    @property
+    def shm_bytes(self) -> int:
+        """Bytes of shared memory (``/dev/shm``) the segment occupies: what ``df`` counts for
+        it, every page being reserved at creation."""
+        return os.fstat(self._fd).st_blocks * 512
+
     def owner_alive(self) -> bool:
         """Whether the segment's creator is alive and has not closed it."""
         if self.closed:
@@ -311,6 +313,25 @@ class RecordLocks:
         if row in self._held or fd is None:
             return True
         return backend.range_locked(fd, self._segment.layout.record(row), L.RECORD_SIZE)
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"
+
+
+def _no_room(layout: L.SegmentLayout, channel: str, exc: OSError) -> str:
+    """What a channel that does not fit in shared memory needed, what is left, what to do."""
+    space = backend.space()
+    where = backend.SHM_DIR or "shared memory"
+    left = (f"; {where} has {_mib(space[1])} free of {_mib(space[0])} (`shm-comm list` "
+            "shows what takes it)" if space else "")
+    return (
+        f"cannot reserve {_mib(layout.total_size)} ({layout.total_size} bytes) of shared "
+        f"memory for channel {channel!r}, {layout.num_buffers} buffers of "
+        f"{_mib(layout.buffer_stride)}: {exc.strerror}{left}. Free some, enlarge {where} "
+        "(Docker: docker run --shm-size=512m; elsewhere: sudo mount -o remount,size=512M "
+        "/dev/shm), or give the channel fewer or smaller slots (num_slots=, slot_size=)"
+    )
 
 
 def retire(mapping: mmap.mmap) -> None:

@@ -1283,7 +1283,8 @@ class StatsMonitor(_ThreadedWidget):
         autostart: start polling immediately (else call :meth:`start`).
 
     Per channel: publisher state and pid, message rate (Hz) and bandwidth over the last
-    second, messages and drops so far, subscriber count, age of the newest message. It only
+    second, messages and drops so far, subscriber count, age of the newest message, and the
+    shared memory (``/dev/shm``) the channel takes. It only
     reads the segment header, it subscribes to nothing. ``rows`` holds the same numbers for
     Python code.
     """
@@ -1342,7 +1343,7 @@ class StatsMonitor(_ThreadedWidget):
                 "channel": name, "state": "missing",
                 "publisher_text": error or "waiting for publisher", "publisher_alive": None,
                 "rate_hz": None, "bytes_per_s": None, "drops_per_s": None, "msg_count": None,
-                "drop_count": None, "subscribers": None, "age_s": None,
+                "drop_count": None, "subscribers": None, "age_s": None, "shm_bytes": None,
             }  # fmt: skip
         pid = info.get("publisher_pid")
         alive = bool(info.get("publisher_alive"))
@@ -1368,4 +1369,5 @@ class StatsMonitor(_ThreadedWidget):
             "publisher_alive": alive, "rate_hz": rate, "bytes_per_s": bandwidth,
             "drops_per_s": drop_rate, "msg_count": count, "drop_count": drops,
             "subscribers": info.get("subscribers"), "age_s": age,
+            "shm_bytes": info.get("shm_bytes"),
         }  # fmt: skip

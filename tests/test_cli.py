@@ -300,6 +300,35 @@ def test_clean_removes_only_stale_segments(channel: str,
     assert "no stale segments" in run_cli("clean", f"*{channel}_*").stdout
 
 
+def test_list_and_info_show_the_shared_memory_each_channel_takes(channel: str) -> None:
+    from shm_comm import ArrayPublisher
+
+    with ArrayPublisher(channel, shape=(480, 640, 3), dtype=np.uint8, num_slots=4) as pub:
+        taken = os.stat(SHM / segment_name("pubsub", channel)).st_blocks * 512
+        layout = pub._segment.layout
+        assert taken >= layout.total_size  # every page reserved at creation
+
+        (entry,) = json.loads(run_cli("list", channel, "--json").stdout)
+        assert entry["shm_bytes"] == taken
+        total, free = backend.space() or (0, 0)
+        assert entry["shm_total"] == total
+        assert abs(entry["shm_free"] - free) < 256 * 2**20  # others use /dev/shm meanwhile
+        assert 0 < entry["shm_free"] <= entry["shm_total"]
+
+        text = run_cli("list", channel).stdout
+        (row,) = [line for line in text.splitlines() if line.startswith(channel)]
+        assert f" {format_bytes(taken)} " in row
+        assert re.search(r"^/dev/shm: \S+ \S+ free of \S+ \S+; this channel takes "
+                         + re.escape(format_bytes(taken)) + "$", text, re.MULTILINE), text
+
+        info = run_cli("info", channel).stdout
+        (memory,) = [line for line in info.splitlines() if line.startswith("memory")]
+        assert f"{format_bytes(taken)} of shared memory ({layout.num_buffers} buffers of " \
+               f"{format_bytes(layout.buffer_stride)}" in memory
+        assert " free of " in memory
+        assert json.loads(run_cli("info", channel, "--json").stdout)["shm_bytes"] == taken
+
+
 SUBSCRIBER = r"""
 import json, sys
 from shm_comm import ArraySubscriber

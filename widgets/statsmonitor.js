@@ -29,6 +29,18 @@ function formatAge(s) {
   return `${(s / 60).toFixed(0)} min`;
 }
 
+function formatMemory(n) {
+  if (n == null) return "\u2014";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v >= 100 || u === 0 ? 0 : 1)} ${units[u]}`;
+}
+
 function formatCount(n) {
   return n == null ? "\u2014" : n.toLocaleString("en-US");
 }
@@ -41,6 +53,7 @@ const COLUMNS = [
   ["messages", "Messages", (r) => formatCount(r.msg_count)],
   ["drops", "Drops", (r) => formatCount(r.drop_count)],
   ["subscribers", "Subscribers", (r) => formatCount(r.subscribers)],
+  ["memory", "Shared memory", (r) => formatMemory(r.shm_bytes)],
   ["age", "Last message", (r) => (r.age_s == null ? "\u2014" : `${formatAge(r.age_s)} ago`)],
 ];
 

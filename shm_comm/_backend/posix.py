@@ -58,6 +58,7 @@ __all__ = [
     "range_locked",
     "remove_dead_temporaries",
     "same_file",
+    "space",
     "uid_of",
     "unlink",
     "unlock_range",
@@ -460,3 +461,15 @@ def populate(mapping: mmap.mmap, write: bool) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def space() -> tuple[int, int] | None:
+    """``(total, free)`` bytes of the file system that holds segments (``/dev/shm``), as
+    ``df`` counts them; None where segments are not files (macOS)."""
+    if SHM_DIR is None:
+        return None
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize

@@ -51,6 +51,8 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
         head = segment.atom.load(L.HEAD)
         records = ring.read_records(segment.atom, segment.layout)
         info["max_subscribers"] = segment.layout.max_subscribers
+        info["num_buffers"] = segment.layout.num_buffers
+        info["buffer_stride"] = segment.layout.buffer_stride
         info["subscriber_records"] = [
             {"pid": r.pid, "alive": segment.liveness.alive(r.row, r.pid, r.token),
              "received": r.received,
@@ -64,6 +66,22 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError):
         info["metadata"] = {"bytes": len(raw), "hex": raw[:64].hex()}
     return info
+
+
+def format_memory(info: dict[str, Any]) -> str:
+    """``"43.5 MiB of /dev/shm (7 buffers of 6.2 MiB: 4 slots, 2 zero-copy holders, 1
+    spare); 20.1 MiB free of 64 MiB"``."""
+    text = f"{format_bytes(info['shm_bytes'])} of shared memory"
+    if info.get("num_buffers"):
+        text += f" ({info['num_buffers']} buffers of {format_bytes(info['buffer_stride'])}"
+        if info.get("max_holders") is not None and info["kind"] == "pubsub":
+            text += (f": {info['num_slots']} slots, {info['max_holders']} zero-copy holder"
+                     f"{'s' if info['max_holders'] != 1 else ''}, 1 spare")
+        text += ")"
+    if info.get("shm_total") is not None:
+        text += (f"; {format_bytes(info['shm_free'])} free of "
+                 f"{format_bytes(info['shm_total'])}")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         ("created", f"{created} ({format_age(now - info['created'])} ago)"),
         ("encoding", info["encoding"]),
         ("slots", format_slots(info)),
+        ("memory", format_memory(info)),
         ("messages", f"{info['msg_count']} ({format_bytes(info['bytes_total'])})"),
         ("drops", str(info["drop_count"])),
         ("last message", format_age(age_of(info["last_timestamp"], now))
