@@ -454,7 +454,8 @@ PyInit__atomic(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (shmc_add_ring_type(m) < 0 || PyModule_AddIntConstant(m, "has_futex", SHMC_HAVE_FUTEX) < 0) {
+    if (shmc_add_ring_type(m) < 0 || shmc_add_notifier_type(m) < 0 ||
+        PyModule_AddIntConstant(m, "has_futex", SHMC_HAVE_FUTEX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -64,6 +64,8 @@ int shmc_sleep_past(volatile uint64_t *head, uint64_t cursor, volatile uint64_t 
 
 /* Adds the Ring type (_ring.c) to the module. */
 int shmc_add_ring_type(PyObject *module);
+/* Adds the Notifier type (_notify.c; Linux only) to the module. */
+int shmc_add_notifier_type(PyObject *module);
 extern PyTypeObject shmc_AtomicBufferType;
 
 #endif

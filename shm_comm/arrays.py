@@ -506,3 +506,49 @@ class ArraySubscriber(_ChannelReader):
 
     def __repr__(self) -> str:
         return f"<ArraySubscriber {self.name!r} {self.dtype} shape={self.shape}>"
+
+    # --- event loops (aio.py) ---
+
+    async def recv_async(self, timeout: float | None = None, copy: bool = False
+                         ) -> np.ndarray[Any, Any] | None:
+        """Await the next array; None if none arrived within ``timeout`` seconds or the
+        subscriber was closed while waiting.
+
+        The awaitable :meth:`recv`, same ``copy`` and lifetime rule (a view stays valid until
+        this subscriber's next receive). Cancelling it loses no message. See
+        :meth:`Subscriber.recv_async <shm_comm.Subscriber.recv_async>`.
+        """
+        from . import aio
+
+        got = await aio.receive(self, lambda: self._take(copy), timeout)
+        return None if got is aio.CLOSED else got  # type: ignore[return-value]
+
+    async def recv_batch_async(self, max_n: int = 1000, timeout: float | None = None
+                               ) -> np.ndarray[Any, Any]:
+        """Await at least one array, then return all waiting ones (up to ``max_n``) as in
+        :meth:`recv_batch`; ``k == 0`` if none came within ``timeout`` seconds (None: no
+        limit) or the subscriber was closed meanwhile."""
+        from . import aio
+
+        def take() -> np.ndarray[Any, Any] | None:
+            batch = self.recv_batch(max_n, 0.0)
+            return batch if len(batch) else None
+
+        got = await aio.receive(self, take, timeout)
+        if got is None or got is aio.CLOSED:
+            return np.empty((0, *self.shape), dtype=self.dtype)
+        return got  # type: ignore[return-value]
+
+    def __aiter__(self) -> ArraySubscriber:
+        return self
+
+    async def __anext__(self) -> np.ndarray[Any, Any]:
+        """``async for arr in sub``: every array (read-only views, valid until the next
+        one), until the subscriber is closed."""
+        from . import aio
+
+        got = await aio.receive(self, lambda: self._take(False), None) if not self._closed \
+            else aio.CLOSED
+        if got is aio.CLOSED or got is None:
+            raise StopAsyncIteration
+        return got  # type: ignore[return-value]

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import layout as L
-from . import ring
+from . import notify, ring
 from ._atomic import AtomicBuffer
 from .endpoint import ForkAware
 from .errors import (
@@ -46,6 +46,7 @@ from .errors import (
     SHMUntrustedSegmentError,
 )
 from .naming import segment_name, validate_channel_name
+from .notify import Readiness
 from .reqrep import (
     LIVENESS_CHECK_INTERVAL,
     as_bytes,
@@ -378,8 +379,12 @@ class Puller(ForkAware):
                 if got is not None:
                     return got
                 if timeout == 0 or (deadline is not None and time.monotonic() >= deadline):
+                    if self._ready is not None:
+                        self._rearm()
                     return None
             elif timeout == 0 or not self._wait(deadline):
+                if self._ready is not None:
+                    self._rearm()  # found nothing: fileno() turns readable at the next item
                 return None
 
     def _take(self) -> tuple[bytes, int] | None:
@@ -484,6 +489,8 @@ class Puller(ForkAware):
 
     def _wait(self, deadline: float | None) -> bool:
         """Sleep until an item may be there; False once the deadline passed."""
+        if self._ready is not None:
+            self._park()
         atom = self._atom
         bit = 1 << self.row
         longest = min(MAX_SLEEP, max(0.0, self._next_scan - time.monotonic()) + 0.001)
@@ -533,6 +540,9 @@ class Puller(ForkAware):
             except (FileNotFoundError, SHMConnectionError, SHMFormatError):
                 pass
             else:
+                if self._ready is not None:
+                    self._ready.disarm()  # (its announcement goes with the old row)
+                    self._ready.set()
                 self._finalizer()
                 self._connect(segment)
                 self._reconnects += 1
@@ -562,7 +572,10 @@ class Puller(ForkAware):
         }
 
     def close(self) -> None:
-        """Leave the queue (frees this puller's row). Idempotent."""
+        """Leave the queue (frees this puller's row). Idempotent. A task awaiting this puller
+        wakes and gets None; ``fileno()``'s descriptor is closed."""
+        if self._ready is not None:
+            self._ready.close()
         self._finalizer()
 
     def __enter__(self) -> Puller:
@@ -571,3 +584,114 @@ class Puller(ForkAware):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._received} received"
         return f"<Puller {self.name!r} row={self.row} {state}>"
+
+    # --- event loops: fileno() and recv_async() (notify.py, aio.py) ---
+
+    _ready: Readiness | None = None
+
+    def fileno(self) -> int:
+        """A file descriptor that is readable while an item may be waiting for this puller.
+
+        Same rules as :meth:`Subscriber.fileno <shm_comm.Subscriber.fileno>`: level-triggered,
+        re-armed by a receive that finds nothing (``recv(timeout=0)`` returning None), so
+        receive with ``timeout=0`` until None when it fires. Other pullers may take an item
+        first, and like a blocking receive it also fires now and then (at most every 50 ms)
+        to look for items abandoned by dead pullers and for a gone pusher. Closed by
+        :meth:`close`.
+        """
+        self._ensure_open_puller()
+        ready = self._readiness()
+        self._rearm()
+        return ready.fileno()
+
+    def _ensure_open_puller(self) -> None:
+        if not self._finalizer.alive:
+            raise ValueError(f"puller of queue {self.name!r} is closed")
+
+    def _readiness(self) -> Readiness:
+        if self._ready is None:
+            self._ensure_open_puller()
+            self._ready = ready = Readiness()
+            weakref.finalize(self, ready.close)
+        return self._ready
+
+    def _longest_wait(self) -> float:
+        """How long a wait may last before the next look at peers (as in :meth:`_wait`)."""
+        return min(MAX_SLEEP, max(0.0, self._next_scan - time.monotonic()) + 0.001)
+
+    def _arm(self, ready: Readiness, timeout: float) -> bool:
+        """Announce, look, and arm the watch on ``head`` (the doorbell protocol of
+        :meth:`_wait`); False when an item (or a close) is there already."""
+        atom, bit = self._atom, 1 << self.row
+        if atom.load(L.CLOSED):
+            # Nobody pushes any more: look again as the blocking receive does.
+            return ready.arm(atom, self._view[:8], L.HEAD, atom.load(L.HEAD),
+                             timeout=BLOCKED_CHECK_INTERVAL)
+        atom.fetch_or(L.WAITERS, bit)
+        head = atom.load(L.HEAD)
+        if (atom.load(L.QUEUE_TAIL) >= head and not atom.load(L.PIPE_RECOVER_HINT)
+                and not atom.load(L.CLOSED)
+                and ready.arm(atom, self._view[:8], L.HEAD, head, L.WAITERS, bit,
+                              notify.WITHDRAW_BITS, timeout)):
+            return True
+        atom.fetch_and(L.WAITERS, ~bit & _MASK64)
+        return False
+
+    def _rearm(self) -> None:
+        ready = self._ready
+        if ready is not None and not ready.closed and not ready.armed and not self._arm(
+                ready, self._longest_wait()):
+            ready.set()
+
+    def _park(self) -> None:
+        """A blocking receive is about to sleep with the same bit: take the watch back."""
+        ready = self._ready
+        if ready is not None and not ready.closed:
+            if ready.disarm():
+                self._atom.fetch_and(L.WAITERS, ~(1 << self.row) & _MASK64)
+            ready.set()
+
+    async def recv_async(self, timeout: float | None = None) -> Any:
+        """Await the next item, deserialized; None if none came within ``timeout`` seconds or
+        the puller was closed while waiting.
+
+        The awaitable :meth:`recv` (same errors: :class:`SHMPeerGoneError` once the pusher is
+        gone and every item taken). An item is taken in one step after the await, so a
+        cancelled await takes nothing. One task at a time may await a puller.
+        """
+        got = await self._next_async(timeout)
+        return None if got is None else self._serializer.decode(got[0], got[1])
+
+    async def recv_bytes_async(self, timeout: float | None = None) -> bytes | None:
+        """Await the next item's payload bytes (see :meth:`recv_async`)."""
+        got = await self._next_async(timeout)
+        return None if got is None else got[0]
+
+    async def _next_async(self, timeout: float | None) -> tuple[bytes, int] | None:
+        from . import aio
+
+        got = self._next(0)
+        if got is not None or timeout == 0:
+            return got
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if self._pusher_gone():
+                # The last items are being taken, or a restarted pusher is about to come:
+                # look every 20 ms, as recv does.
+                await aio.sleep(BLOCKED_CHECK_INTERVAL if remaining is None
+                                else min(BLOCKED_CHECK_INTERVAL, remaining))
+            else:
+                ready = self._readiness()
+                longest = self._longest_wait()
+                if ready.armed or self._arm(ready, longest):
+                    await aio.wait_readable(ready, longest if remaining is None
+                                            else min(longest, remaining),
+                                            f"puller of {self.name!r}")
+            if not self._finalizer.alive:
+                return None  # closed while we waited
+            got = self._next(0)
+            if got is not None:
+                return got

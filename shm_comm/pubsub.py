@@ -21,15 +21,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import layout as L
-from . import ring
+from . import notify, ring
 from .endpoint import ForkAware
 from .errors import SHMConnectionError, SHMUntrustedSegmentError
 from .naming import segment_name, validate_channel_name
+from .notify import Readiness
 from .ring import RingReader, RingWriter
 from .segment import Segment
 from .serialization import RAW, get_serializer
 from .trust import TrustedUsers, trusted_uids
-from .wait import Waiter, sleep
+from .wait import OBSERVER_POLL, SUBSCRIBER_SLICE, Waiter, sleep
 
 _time_ns = time.time_ns
 _RAW_ENCODING = RAW.encoding
@@ -320,6 +321,7 @@ class _ChannelReader(ForkAware):
         old_reader = self._reader
         self._received_before += old_reader.received
         self._dropped_before += old_reader.dropped
+        self._drop_watch()
         self._finalizer()
         self._segment, self._reader = segment, reader
         self._finalizer = weakref.finalize(self, _release_reader, segment, reader)
@@ -337,6 +339,8 @@ class _ChannelReader(ForkAware):
         if now >= self._next_check:
             self._next_check = now + LIVENESS_CHECK_INTERVAL
             self._check_publisher()
+        if self._ready is not None:
+            self._rearm()  # a receive found nothing: fileno() turns readable at the next one
         return now
 
     def _wait(self, deadline: float | None) -> bool:
@@ -360,6 +364,8 @@ class _ChannelReader(ForkAware):
             return True
         self._dead_polls = 0
         atom, cursor = self._segment.atom, self._reader.cursor
+        if self._ready is not None:
+            self._park()
         woke = self._waiter.wait(atom, cursor, deadline, self._reader.waiter_bit)
         if self._waiter.use_futex and atom.load(L.HEAD) <= cursor:
             # Woken without a message: a slice ended, or the segment was closed or retired
@@ -409,10 +415,73 @@ class _ChannelReader(ForkAware):
         """Leave the channel (frees this subscriber's row). Idempotent.
 
         Zero-copy views received earlier stay memory-safe, but their contents may change
-        once the subscriber is closed.
+        once the subscriber is closed. A task awaiting this subscriber (``recv_async``,
+        ``async for``) wakes and ends; ``fileno()``'s descriptor is closed.
         """
         self._closed = True
+        if self._ready is not None:
+            self._ready.close()
         self._finalizer()
+
+    # --- event loops: fileno() and the awaitable receives (logic in notify.py, aio.py) ---
+
+    _ready: Readiness | None = None
+
+    def fileno(self) -> int:
+        """A file descriptor that is readable while a message is waiting for this subscriber.
+
+        For ``selectors``, ``loop.add_reader``, Qt's ``QSocketNotifier``. Level-triggered,
+        with one rule: it can stay readable after the last waiting message was taken, until
+        a receive finds nothing (``recv(timeout=0)`` returning None, an empty batch), which
+        re-arms it. So when it fires, receive with ``timeout=0`` until nothing is left. It
+        may also fire when nothing is there (a publisher restart, a blocking receive in
+        between); receiving nothing then re-arms it. Valid until :meth:`close`, which
+        closes it: unregister it first. Do not wait on it in a loop in which this subscriber
+        is also awaited (``recv_async``, ``async for``): those use it themselves.
+        """
+        self._ensure_open()
+        ready = self._readiness()
+        self._rearm()
+        return ready.fileno()
+
+    def _readiness(self) -> Readiness:
+        if self._ready is None:
+            self._ensure_open()
+            self._ready = ready = Readiness()
+            weakref.finalize(self, ready.close)
+        return self._ready
+
+    def _rearm(self) -> None:
+        """Arm the readiness descriptor unless it is armed; readable if something is there."""
+        ready = self._ready
+        if ready is None or ready.closed or ready.armed:
+            return
+        atom, reader = self._segment.atom, self._reader
+        if not self._alive:
+            # Nothing rings a dead publisher's doorbell: look again when recv would.
+            if not ready.arm(atom, self._segment.view[:8], L.DOORBELL, atom.load(L.DOORBELL),
+                             timeout=DEAD_POLL_MAX):
+                ready.set()
+        elif not notify.arm_subscriber(ready, atom, self._segment.view[:8], reader.cursor,
+                                       reader.waiter_bit,
+                                       OBSERVER_POLL if self.observer else SUBSCRIBER_SLICE):
+            ready.set()  # (the slice: a look at the publisher now and then, as recv does)
+
+    def _park(self) -> None:
+        """A blocking receive is about to sleep, announcing itself with the same bit: take the
+        watch back. The descriptor turns readable (nothing is known from now on)."""
+        ready = self._ready
+        if ready is not None and not ready.closed:
+            notify.disarm_subscriber(ready, self._segment.atom, self._reader.waiter_bit)
+            ready.set()
+
+    def _drop_watch(self) -> None:
+        """The segment is about to be replaced (a reconnect): its record, and the watch's
+        announcement with it, goes; the descriptor turns readable."""
+        if self._ready is not None and not self._ready.closed:
+            self._ready.disarm()
+            self._ready.set()
+
 
 
 class Subscriber(_ChannelReader):
@@ -477,6 +546,8 @@ class Subscriber(_ChannelReader):
         sleep_for = self._waiter.futex_sleep(deadline) if self._alive and self._next_check else None
         if sleep_for is None:
             return False, None
+        if self._ready is not None:
+            self._park()
         started = time.perf_counter()
         taken = self._reader.take_copy(sleep=sleep_for)
         self._waiter.slept(time.perf_counter() - started)
@@ -566,3 +637,61 @@ class Subscriber(_ChannelReader):
     def last_timestamp(self) -> float | None:
         """Publisher's send time of the last received message, seconds since the epoch."""
         return self.last_timestamp_ns / 1e9 if self.last_seq >= 0 else None
+
+    # --- event loops (aio.py) ---
+
+    async def recv_async(self, timeout: float | None = None) -> Any:
+        """Await the next message, deserialized; None if none arrived within ``timeout`` s.
+
+        The awaitable :meth:`recv`, for asyncio (also inside Jupyter's running loop) and,
+        through anyio, trio. Nothing spins while it waits: a shared helper thread sleeps on
+        the channel's futex for it (docs/event-loops.md). Cancelling it (or
+        ``asyncio.timeout``) loses no message: the next receive gets it. Returns None too
+        if the subscriber is closed while it waits. One task at a time may await a
+        subscriber.
+        """
+        got = await self._receive_async(timeout)
+        return None if got is None else self._serializer.decode(got[0], got[1])
+
+    async def recv_bytes_async(self, timeout: float | None = None) -> bytes | None:
+        """Await the next message's payload bytes (see :meth:`recv_async`)."""
+        got = await self._receive_async(timeout)
+        return None if got is None else got[0]
+
+    async def recv_batch_async(self, max_n: int = 1000, timeout: float | None = None
+                               ) -> list[Any]:
+        """Await at least one message, then return all waiting ones (up to ``max_n``),
+        deserialized, oldest first; an empty list if none came within ``timeout`` seconds
+        (None: no limit) or the subscriber was closed meanwhile."""
+        from . import aio
+
+        if max_n < 1:
+            raise ValueError(f"max_n must be >= 1, got {max_n}")
+        def take() -> tuple[list[bytes], list[int]] | None:
+            batch = self._take_many(max_n, 0.0)
+            return batch if batch[0] else None
+
+        got = await aio.receive(self, take, timeout)
+        if got is None or got is aio.CLOSED:
+            return []
+        payloads, encodings = got  # type: ignore[misc]
+        decode = self._serializer.decode
+        return [decode(p, e) for p, e in zip(payloads, encodings, strict=True)]
+
+    async def _receive_async(self, timeout: float | None) -> tuple[bytes, int] | None:
+        from . import aio
+
+        got = await aio.receive(self, self._take, timeout)
+        return None if got is aio.CLOSED else got  # type: ignore[return-value]
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Any:
+        """``async for msg in sub``: every message, until the subscriber is closed."""
+        from . import aio
+
+        got = await aio.receive(self, self._take, None) if not self._closed else aio.CLOSED
+        if got is aio.CLOSED or got is None:
+            raise StopAsyncIteration
+        return self._serializer.decode(got[0], got[1])  # type: ignore[index]

@@ -29,10 +29,11 @@ from __future__ import annotations
 import os
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from . import layout as L
-from . import ring
+from . import notify, ring
 from ._atomic import AtomicBuffer, has_futex
 from .endpoint import ForkAware
 from .errors import (
@@ -44,6 +45,7 @@ from .errors import (
     SHMUntrustedSegmentError,
 )
 from .naming import segment_name, validate_channel_name
+from .notify import Readiness
 from .ring import RowLiveness
 from .segment import Segment
 from .serialization import RAW, get_serializer
@@ -692,7 +694,10 @@ class Requester(ForkAware):
         }
 
     def close(self) -> None:
-        """Leave the channel (frees this requester's row). Idempotent."""
+        """Leave the channel (frees this requester's row). Idempotent. A task awaiting
+        :meth:`request_async` wakes and gets ``ValueError`` (the requester is closed)."""
+        if self._ready is not None:
+            self._ready.close()
         self._finalizer()
 
     def __enter__(self) -> Requester:
@@ -701,3 +706,92 @@ class Requester(ForkAware):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{self._sent} sent"
         return f"<Requester {self.name!r} row={self.row} {state}>"
+
+    # --- event loops (notify.py, aio.py) ---
+
+    _ready: Readiness | None = None
+
+    async def request_async(self, obj: Any, timeout: float = 5.0) -> Any:
+        """Await the reply to ``obj``: the awaitable :meth:`request`, same errors.
+
+        Nothing spins while it waits, for a free queue slot or for the reply. If it is
+        cancelled after the request went out, that request is given up as after a timeout
+        of :meth:`request` (its reply is dropped when it comes). Raises ``ValueError`` if
+        the requester is closed meanwhile. One task at a time may await a requester.
+        """
+        from . import aio
+
+        deadline = time.monotonic() + timeout
+        data, encoding = self._serializer.encode(obj), self._serializer.encoding
+        while True:
+            try:
+                self._send(data, encoding, 0)
+                break
+            except SHMBufferFullError as exc:
+                if time.monotonic() >= deadline:
+                    self._timeouts += 1
+                    raise SHMTimeoutError(f"no reply from channel {self.name!r} within "
+                                          f"{timeout} s: the request queue stayed full") from exc
+            await self._wait_async(aio, self._queue_full_watch, deadline)
+        while True:
+            got = self._next(0)
+            if got is not None:
+                return self._serializer.decode(got[0], got[1])
+            if time.monotonic() >= deadline:
+                self._timeouts += 1
+                raise SHMTimeoutError(f"no reply from channel {self.name!r} within {timeout} s")
+            await self._wait_async(aio, self._reply_watch, deadline)
+
+    async def _wait_async(self, aio: Any, arm: Any, deadline: float) -> None:
+        """Arm with ``arm(ready)`` (False: look again now) and wait up to ``MAX_SLEEP`` (the
+        replier's liveness is checked between waits, as in :meth:`recv`); the watch never
+        outlives the wait."""
+        if self._ready is None:
+            self._ensure_open()
+            self._ready = ready = Readiness()
+            weakref.finalize(self, ready.close)
+        ready = self._ready
+        withdraw = arm(ready)
+        if withdraw is None:
+            return
+        try:
+            await aio.wait_readable(ready, min(MAX_SLEEP, max(0.0, deadline - time.monotonic())),
+                                    f"requester of {self.name!r}")
+        finally:
+            if ready.disarm():
+                withdraw()
+        self._ensure_open()
+
+    def _reply_watch(self, ready: Readiness) -> Callable[[], None] | None:
+        atom, bit, word = self._atom, 1 << self.row, self._rec + L.REC_REPLY
+
+        def withdraw() -> None:
+            atom.fetch_and(L.WAITERS, ~bit & _MASK64)
+
+        # Announce, then look (the replier stores the id, then reads our bit).
+        atom.fetch_or(L.WAITERS, bit)
+        value = atom.load(word)
+        if (value != self._correlation and not atom.load(L.CLOSED)
+                and ready.arm(atom, self._view[:8], word, value, L.WAITERS, bit,
+                              notify.WITHDRAW_BITS)):
+            return withdraw
+        withdraw()
+        return None
+
+    def _queue_full_watch(self, ready: Readiness) -> Callable[[], None] | None:
+        atom, lay = self._atom, self._layout
+        position = atom.load(L.QUEUE_TAIL)
+        offset = lay.entries_offset + 8 * (position % lay.num_slots)
+
+        def withdraw() -> None:
+            atom.fetch_add(L.REQ_PRODUCERS_WAITING, -1)
+
+        # Announce, then look (the replier frees the slot, then reads the count).
+        atom.fetch_add(L.REQ_PRODUCERS_WAITING, 1)
+        entry = atom.load(offset)
+        still_full = entry >> L.QUEUE_LAP_SHIFT < position // lay.num_slots
+        if still_full and ready.arm(atom, self._view[:8], offset, entry,
+                                    L.REQ_PRODUCERS_WAITING, 1, notify.WITHDRAW_COUNT):
+            return withdraw
+        withdraw()
+        return None
