@@ -137,6 +137,8 @@ def plan(
                 part("stream@block", dict(cfg["stream"], block_send=True))
         if "wakeup" in only:
             part("wake", dict(wake, mode="block"))
+            if subject:  # awaiting in asyncio, right after the blocking row (same processes)
+                part("wake@async", dict(wake, mode="async"))
         if subject:
             # busy-poll contrast; the spinning idle phase only in full runs (2 s)
             spin = dict(cfg["wake"], mode="spin")
@@ -161,6 +163,9 @@ def plan(
             seq.append(Task(f"first/{name}", name, "first", params, tmo * 2))
         if "idle" in only:
             idle.append(Task(f"idle/block/{name}", name, "idle", dict(quiet, mode="block"), tmo))
+            if subject:
+                idle.append(Task(f"idle/async/{name}", name, "idle", dict(quiet, mode="async"),
+                                 tmo))
         if subject and "typed" in only:
             base = dict(cfg["pingpong"], sizes=[48], modes=["block"])
             seq.append(Task(f"typed/{TYPED_PEER}", TYPED_PEER, "pingpong", base, tmo))

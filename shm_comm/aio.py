@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import layout as L
-from .notify import Readiness, arm_subscriber
+from .notify import Readiness, arm_subscriber, drain
 from .wait import OBSERVER_POLL, SUBSCRIBER_SLICE
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class _LoopBinding:
         self.ready = ready
         self.loop = loop
         self.waiter: asyncio.Future[bool] | None = None
+        self.fd = ready.fileno()
         self.attached = ready.hold()
         if self.attached:
             loop.add_reader(ready.fileno(), self._on_readable)
@@ -90,7 +91,9 @@ class _LoopBinding:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
-        self.ready.clear()  # level-triggered: else the loop calls us again each round
+        # Level-triggered: empty it, or the loop calls us again every round. (Open for as
+        # long as we are registered: the registration holds it.)
+        drain(self.fd)
 
     def detach(self) -> None:
         """Unregister (in the loop's thread, or while the loop does not run) and wake the

@@ -37,7 +37,7 @@ from .wait import FALLBACK_POLL
 _CNotifier = getattr(_atomic, "Notifier", None)  # Linux only
 
 __all__ = ["WITHDRAW_BITS", "WITHDRAW_COUNT", "WITHDRAW_NONE", "Readiness", "arm_subscriber",
-           "disarm_subscriber", "notifier_kind"]
+           "disarm_subscriber", "drain", "notifier_kind"]
 
 WITHDRAW_NONE = 0
 WITHDRAW_BITS = 1
@@ -82,7 +82,7 @@ class _PollingNotifier:
         with self._lock:
             fd = self._fds[slot]
             self._armed.pop(slot, None)
-            _drain(fd)
+            drain(fd)
             if atom.load(word) & _LOW32 != expected & _LOW32:
                 return False
             deadline = None if timeout < 0 else time.monotonic() + timeout
@@ -134,7 +134,8 @@ class _PollingNotifier:
                 self._changed.wait(FALLBACK_POLL)
 
 
-def _drain(fd: int) -> None:
+def drain(fd: int) -> None:
+    """Empty a readiness descriptor (non-blocking)."""
     try:
         if len(os.read(fd, 4096)) == 8 and hasattr(os, "eventfd"):
             return  # an eventfd: one read takes it all
@@ -271,7 +272,7 @@ class Readiness:
         """Empty the descriptor."""
         with self._lock:
             if self._holders:
-                _drain(self._fd)
+                drain(self._fd)
 
     def hold(self) -> bool:
         """Keep the descriptor open until :meth:`release`; False (nothing held) if closed."""

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-Mode = Literal["block", "spin"]
+Mode = Literal["block", "spin", "async"]
 Kind = Literal["bytes", "array"]
 
 #: Header at the start of every benchmark message: sequence number, sender timestamp (ns,
@@ -86,7 +86,8 @@ class Sender:
 
 
 class Receiver:
-    """Receiving end of a channel, opened in ``block`` (sleep in the OS) or ``spin`` mode."""
+    """Receiving end of a channel, opened in ``block`` (sleep in the OS), ``spin`` or (shm_comm
+    only) ``async`` mode."""
 
     mode: Mode = "block"
 
@@ -110,6 +111,11 @@ class Receiver:
         (faster-fifo ``get_many``, iceoryx2 drain-after-event) override it.
         """
         return [self.recv()]
+
+    async def recv_async(self) -> Any:
+        """Await the next message inside an asyncio loop (receivers opened in ``async``
+        mode, which only shm_comm offers here)."""
+        raise NotImplementedError
 
     def recv_for(self, timeout: float) -> Any | None:
         """Bounded wait used on control paths only (handshakes, draining), never timed."""

@@ -1,7 +1,8 @@
 """shm_comm peer: the library under test.
 
 * bytes: ``Publisher.send_bytes`` / ``Subscriber.recv_bytes``; blocking = the default
-  subscriber (futex wake-up, no spinning), spin = ``Subscriber(..., poll_interval=0)``;
+  subscriber (futex wake-up, no spinning), spin = ``Subscriber(..., poll_interval=0)``,
+  async = ``await Subscriber.recv_bytes_async()`` in an asyncio loop;
 * arrays: ``ArrayPublisher.send(arr)`` (one copy into the slot) or ``ArrayPublisher.loan()``
   (fill the slot in place), ``ArraySubscriber.recv(copy=False)`` (read-only view, no copy);
 * "typed": the same ping-pong with 6 x float64 through ``ArrayPublisher``/``ArraySubscriber``
@@ -77,6 +78,9 @@ class _SReceiver(Receiver):
 
     def try_recv(self) -> Any | None:
         return self.sub.recv_bytes(timeout=0)
+
+    async def recv_async(self) -> Any:
+        return await self.sub.recv_bytes_async()
 
     def recv_many(self) -> list[Any]:
         # The documented batch receive: everything waiting, copied and validated at once.

@@ -433,6 +433,18 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
         "streamblk.delivered_frac",
         "{:.1f} %",
     )
+    add("idle CPU, awaiting subscriber (recv_bytes_async in asyncio), 2 s", "idle.async.cpu_ms",
+        "{:.2f} ms")
+    add("idle CPU, blocked subscriber (default), 2 s, same run", "idle.block.cpu_ms", "{:.2f} ms")
+    add("voluntary context switches while awaiting 2 s", "idle.async.vcsw", "{:.0f}")
+    add("wake-up latency, awaiting subscriber (recv_bytes_async) p50", "wake.async.p50",
+        "{:.1f} µs")
+    add("wake-up latency, awaiting subscriber (recv_bytes_async) p99", "wake.async.p99",
+        "{:.1f} µs")
+    for q in ("p50", "p99"):
+        if f"wake.async.{q}" in m and f"wake.block.{q}" in m:
+            ratio = m[f"wake.async.{q}"] / max(1e-9, m[f"wake.block.{q}"])
+            lines.append(f"| wake-up latency {q}, awaiting / blocked (same run) | {ratio:.2f}x |")
     add("idle CPU, busy-poll subscriber (poll_interval=0), 2 s", "idle.spin.cpu_ms", "{:.0f} ms")
     add("wake-up latency, busy-poll subscriber p50", "wake.spin.p50", "{:.1f} µs")
     add("wake-up latency, busy-poll subscriber p99", "wake.spin.p99", "{:.1f} µs")

@@ -391,6 +391,10 @@ def wake_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
 
 def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     """Receiver: wake-up latency samples, then CPU time while blocked for ``idle_seconds``."""
+    if p["mode"] == "async":
+        import asyncio
+
+        return asyncio.run(_wake_b_async(peer, specs, p, sync))
     _wait(sync)
     r = peer.open_receiver(specs["data"], p["mode"])
     _wait(sync)
@@ -414,6 +418,48 @@ def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         cpu0 = time.process_time()
         w0 = time.monotonic()
         while unpack_header(r.recv())[0] != SEQ_WAKE:
+            pass  # stray connection probes
+        cpu1 = time.process_time()
+        w1 = time.monotonic()
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        sync["finished"].set()
+        out.update(
+            idle_cpu_s=cpu1 - cpu0,
+            idle_wall_s=w1 - w0,
+            idle_vcsw=ru1.ru_nvcsw - ru0.ru_nvcsw,
+            idle_ivcsw=ru1.ru_nivcsw - ru0.ru_nivcsw,
+        )
+    _wait(sync)
+    r.close()
+    return out
+
+
+async def _wake_b_async(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """:func:`wake_b` with ``await r.recv_async()`` in one asyncio loop, started before the
+    measurements (the loop's start-up is not counted); the same steps, line for line."""
+    _wait(sync)
+    r = peer.open_receiver(specs["data"], p["mode"])
+    _wait(sync)
+    while unpack_header(await r.recv_async())[0] != SEQ_PROBE:
+        pass
+    sync["ack"].set()
+    out: dict[str, Any] = {}
+    lat: list[int] = []
+    while len(lat) < p["count"]:
+        m = await r.recv_async()
+        t = now_ns()
+        seq, stamp = unpack_header(m)
+        if seq >= 0:
+            lat.append(t - stamp)
+            if seq == p["count"] - 1:
+                break
+    out["wake_ns"] = lat
+    if p["idle_seconds"] > 0:
+        sync["ready"].set()
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = time.process_time()
+        w0 = time.monotonic()
+        while unpack_header(await r.recv_async())[0] != SEQ_WAKE:
             pass  # stray connection probes
         cpu1 = time.process_time()
         w1 = time.monotonic()
