@@ -17,8 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from shm_comm import ArraySubscriber, SHMConnectionError
 
 HERE = Path(__file__).resolve().parent
@@ -53,7 +51,7 @@ async def main_async(seconds: float) -> dict[str, int]:
     print("ready", flush=True)
     await asyncio.gather(*(follow(s, counts, last) for s in subs),
                          report(subs, counts, seconds))
-    print("last samples at t =", {k: np.round(v, 3) for k, v in last.items()}, flush=True)
+    print("last samples at t =", ", ".join(f"{k} {v:.3f}" for k, v in last.items()), flush=True)
     return counts
 
 

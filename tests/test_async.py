@@ -11,9 +11,11 @@ import asyncio
 import os
 import random
 import selectors
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import ROOT
 from test_processes import CONTROLLED_PUBLISHER, Proc, Spawn
 
 from shm_comm import (
@@ -710,3 +713,19 @@ def test_async_after_fork(channel: str, spawn: Spawn) -> None:
     assert proc.wait_for("CHILD") == "CHILD to child"
     assert proc.wait_for("PARENT") == "PARENT to child 0"
     proc.exit_ok()
+
+
+def test_example_two_channels_in_one_loop() -> None:
+    """examples/async_subscriber.py starts the simulator, follows two channels with
+    asyncio.gather and ends both loops by closing the subscribers."""
+    shm_dir = tempfile.mkdtemp(prefix="shmc-async-", dir="/dev/shm")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "async_subscriber.py"), "--seconds", "1"],
+            capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, SHM_COMM_DIR=shm_dir))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "received {'joints': " in proc.stdout
+        assert not os.listdir(shm_dir), "segments left behind"
+    finally:
+        shutil.rmtree(shm_dir, ignore_errors=True)
