@@ -82,6 +82,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         "bstream": {"size": 64, "count": 2_000_000, "batch": 1000, "slots": 16384},
         "micro": {"reps_small": 2000, "reps_big": 40},
         "first": {"count": 24},
+        "blocksend": {"chunks": 20, "chunk": 500},
     }
     if quick:
         s["pingpong"].update(warmup=50, iterations=300, max_seconds=0.5)
@@ -92,6 +93,7 @@ def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
         s["bstream"].update(count=300_000)
         s["micro"].update(reps_small=200, reps_big=8)
         s["first"].update(count=16)
+        s["blocksend"].update(chunks=6, chunk=200)
     if iterations:
         s["pingpong"]["iterations"] = iterations
         s["wake"]["count"] = max(10, iterations // 10)
@@ -150,6 +152,8 @@ def plan(
                 part("batch", dict(cfg["batch"]))
             if "stream" in only:
                 part("bstream", dict(cfg["bstream"]))
+            if "latency" in only:
+                part("blocksend", dict(cfg["blocksend"]))
             if "loan" in only:
                 part("micro", dict(cfg["micro"], sizes=MICRO_SIZES))
         if combo["parts"]:

@@ -116,6 +116,14 @@ def extract(res: TaskResult) -> dict[str, float]:
             if files:
                 m[base + ".shm_used_mib"] = sum(used for _size, used in files.values()) / MIB
                 m[base + ".shm_size_mib"] = sum(size for size, _used in files.values()) / MIB
+    elif wl == "blocksend":
+        a = res.roles["a"]
+        for key, label in (("nonblock_ns", "nonblock"), ("block_ns", "block")):
+            one_way_us = [x / 2 / 1000 for x in a[key]]
+            m[f"blocksend.{label}.p50"] = pct(one_way_us, 50)
+            m[f"blocksend.{label}.p99"] = pct(one_way_us, 99)
+        for q in ("p50", "p99"):
+            m[f"blocksend.ratio.{q}"] = m[f"blocksend.block.{q}"] / m[f"blocksend.nonblock.{q}"]
     elif wl == "micro":
         for key, v in res.roles["a"].items():
             n = int(key)
@@ -448,6 +456,13 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
         if f"wake.async.{q}" in m and f"wake.block.{q}" in m:
             ratio = m[f"wake.async.{q}"] / max(1e-9, m[f"wake.block.{q}"])
             lines.append(f"| wake-up latency {q}, awaiting / blocked (same run) | {ratio:.2f}x |")
+    for q in ("p50", "p99"):
+        add(f"busy-poll ping-pong 64 B, send_bytes(block=False), one-way {q}",
+            f"blocksend.nonblock.{q}", "{:.2f} µs")
+        add(f"busy-poll ping-pong 64 B, send_bytes(block=True), one-way {q}",
+            f"blocksend.block.{q}", "{:.2f} µs")
+        add(f"block=True / block=False {q} (alternating chunks, same channels)",
+            f"blocksend.ratio.{q}", "{:.2f}x")
     add("idle CPU, busy-poll subscriber (poll_interval=0), 2 s", "idle.spin.cpu_ms", "{:.0f} ms")
     add("wake-up latency, busy-poll subscriber p50", "wake.spin.p50", "{:.1f} µs")
     add("wake-up latency, busy-poll subscriber p99", "wake.spin.p99", "{:.1f} µs")

@@ -479,6 +479,61 @@ async def _wake_b_async(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict
 # ---------------------------------------------------------------------------------------------
 # shm_comm only: recv_batch vs recv loop, loan cost, memcpy reference
 # ---------------------------------------------------------------------------------------------
+def blocksend_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
+    """Ping and pong channels of 64 B for the blocking-send ping-pong."""
+    return {d: peer.make_channel(ctx, f"{p['tag']}_bs{d}", "bytes", 64) for d in ("ping", "pong")}
+
+
+def blocksend_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Busy-poll ping-pong of 64 B that alternates, chunk by chunk on the same channels,
+    ``send_bytes(block=False)`` and ``send_bytes(block=True)`` (both sides), so that the two
+    are compared in the same run under the same noise. RTT / 2 per round trip."""
+    import shm_comm
+
+    pub = shm_comm.Publisher(str(specs["ping"].data["channel"]), slot_size=64)
+    _wait(sync)
+    sub = shm_comm.Subscriber(str(specs["pong"].data["channel"]), poll_interval=0,
+                              timeout_connect=HANDSHAKE_TIMEOUT)
+    _wait(sync)
+    out: dict[str, list[int]] = {"nonblock_ns": [], "block_ns": []}
+    msg = bytearray(64)
+    for chunk in range(2 * p["chunks"] + 1):
+        block = bool(chunk % 2)
+        msg[0] = block
+        for _ in range(p["chunk"]):
+            t0 = now_ns()
+            pub.send_bytes(msg, block=block, timeout=5.0)
+            sub.recv_bytes()
+            if chunk:  # the first chunk warms up
+                out["block_ns" if block else "nonblock_ns"].append(now_ns() - t0)
+    msg[1] = 1
+    pub.send_bytes(msg)
+    _wait(sync)
+    sub.close()
+    pub.close()
+    return out
+
+
+def blocksend_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
+    """Echo side: answers with the blocking mode the message asks for."""
+    import shm_comm
+
+    pub = shm_comm.Publisher(str(specs["pong"].data["channel"]), slot_size=64)
+    sub = shm_comm.Subscriber(str(specs["ping"].data["channel"]), poll_interval=0,
+                              timeout_connect=HANDSHAKE_TIMEOUT)
+    _wait(sync)
+    _wait(sync)
+    while True:
+        msg = sub.recv_bytes()
+        pub.send_bytes(msg, block=msg[0] == 1, timeout=5.0)
+        if msg[1]:
+            break
+    _wait(sync)
+    sub.close()
+    pub.close()
+    return {}
+
+
 def batch_channels(peer: Peer, ctx: Any, p: Params) -> Specs:
     """One 6 x float64 array channel."""
     return {"data": peer.make_channel(ctx, f"{p['tag']}_batch", "array", 48, (6,))}
@@ -863,6 +918,7 @@ WORKLOADS: dict[str, Workload] = {
     "wake": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "idle": Workload(wake_channels, {"a": wake_a, "b": wake_b}),
     "batch": Workload(batch_channels, {"a": batch_a, "b": batch_b}),
+    "blocksend": Workload(blocksend_channels, {"a": blocksend_a, "b": blocksend_b}),
     "bstream": Workload(bstream_channels, {"a": bstream_a, "b": bstream_b}),
     "micro": Workload(micro_channels, {"a": micro_a, "b": micro_b}),
     "first": Workload(first_channels, {"a": first_a, "b": first_b}),
