@@ -336,7 +336,8 @@ def quadrants(colors, shape=(480, 640)):
 
 pattern = ArrayPublisher("nb9_pattern", dtype=np.uint8, shape=(480, 640, 3), num_slots=4)
 pattern.send(quadrants([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]))
-ImageView("nb9_pattern", title="pattern")""",
+pattern_view = ImageView("nb9_pattern", title="pattern")
+pattern_view""",
     """\
 depth = ArrayPublisher("nb9_depth", dtype=np.uint16, shape=(120, 160), num_slots=4)
 mm = np.full((120, 160), 1000, np.uint16)
@@ -426,6 +427,21 @@ def test_image_view_shows_the_published_pixels(lab: dict[str, Any], page: Any) -
                  ((0.25, 0.75), (0, 255, 255)), ((0.75, 0.75), (128, 0, 128))]  # fmt: skip
         for (fx, fy), colour in quads:
             assert_colour(region_rgb(page, pattern, fx, fy), colour, 12)
+        # Pause freezes the picture while the channel is still read; Resume shows the newest.
+        pattern_root = page.locator('.shmc-imageview[data-channel="nb9_pattern"]')
+        pattern_root.locator("button.shmc-pause").click()
+        pattern_root.locator('.shmc-badge[data-status="paused"]').wait_for(timeout=10_000)
+        read = int(run_in_kernel(kc, "", {"n": "pattern_view.frames_read"})["n"])
+        run_in_kernel(kc, "pattern.send(quadrants([(10, 200, 10)] * 4))")
+        deadline = time.monotonic() + 10
+        while int(run_in_kernel(kc, "", {"n": "pattern_view.frames_read"})["n"]) < read + 1:
+            assert time.monotonic() < deadline, "the paused view stopped reading"
+        assert page.locator(pattern).get_attribute("data-seq") == "1"  # still the old image
+        assert_colour(region_rgb(page, pattern, 0.25, 0.25), (0, 0, 0), 12)
+        pattern_root.locator("button.shmc-pause").click()
+        page.wait_for_function("(sel) => document.querySelector(sel).dataset.seq === '2'",
+                               arg=pattern, timeout=15_000)  # fmt: skip
+        assert_colour(region_rgb(page, pattern, 0.25, 0.25), (10, 200, 10), 12)
         # The publisher appears: a small grey image goes raw, exact to the byte.
         run_in_kernel(kc, "later = ArrayPublisher('nb9_later', dtype=np.uint8, shape=(48, 64))\n"
                           "later.send(np.full((48, 64), 200, np.uint8))")  # fmt: skip
