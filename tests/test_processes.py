@@ -712,7 +712,7 @@ def test_zero_copy_view_never_changes_while_held(channel: str, spawn: Spawn) -> 
             assert value > last
             last = value
             assert (view == value).all(), "torn array"
-            target = published(channel) + 200  # 50 times around the ring
+            target = published(channel) + 2000  # 500 times around the ring
             checks = 0
 
             def moved_on(view: np.ndarray = view, value: float = value,

@@ -396,14 +396,24 @@ def range_locked(fd: int, start: int, length: int) -> bool:
 
 # --- pids: information for people, and liveness where there are no record locks -----------
 
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields after the command name in the kernel's ``stat`` of ``pid`` (OSError if gone).
+
+    Read from ``/proc/PID/task/PID/stat`` (the main thread, the same values) rather than
+    ``/proc/PID/stat``: qemu-user answers a process's reads of its own ``/proc/PID/stat``
+    itself, with a start time a few ticks off the kernel's, so under emulation a subscriber's
+    token would never match what its publisher reads, and live subscribers would be reaped.
+    """
+    with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()
+
+
 def process_token(pid: int) -> int:
     """A number that changes when ``pid`` is reused: the start time on Linux, else 0."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])
+        return int(_stat_fields(pid)[19])
     except (OSError, IndexError, ValueError):
         return 0
 
@@ -420,8 +430,7 @@ def pid_alive(pid: int, token: int = 0) -> bool:
         pass
     if sys.platform.startswith("linux"):
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+            fields = _stat_fields(pid)
         except OSError:
             return False
         if fields[0] in (b"Z", b"X"):
