@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First, so that on a platform shm_comm does not support (Windows) the ImportError says so,
+# before a missing fcntl or compiled module fails less helpfully.
+from . import _backend  # noqa: F401
 from .arrays import ArrayPublisher, ArraySubscriber, decode_array
 from .channels import channel_info, force_unlink, list_channels, list_segments, remove_stale
 from .errors import (

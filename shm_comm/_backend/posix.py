@@ -1,6 +1,6 @@
-"""POSIX shared memory: Linux (``/dev/shm``, tested) and macOS (``shm_open``, untested here).
+"""POSIX shared memory: Linux (``/dev/shm``, tested); macOS refused with a clear error.
 
-The only module besides ``windows.py`` that makes OS calls about segments. Segments are files
+The only module that makes OS calls about segments. Segments are files
 in ``/dev/shm`` on Linux, opened with ``os.open`` rather than ``multiprocessing.shared_memory``
 so that attaching never registers with the resource tracker (cpython issue 82300: the tracker
 of a *subscriber* would unlink the publisher's segment when the subscriber exits).
@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
+    "MACOS_UNSUPPORTED",
     "RECORD_LOCKS",
     "SHM_DIR",
     "OpenSegment",
@@ -78,11 +79,21 @@ def _path(name: str) -> str:
 # (shm_open, on macOS, has no links or FIFOs to guard against and takes neither flag).
 _EXISTING = os.O_NOFOLLOW | os.O_NONBLOCK if SHM_DIR is not None else 0
 
+# macOS refuses flock() on POSIX shared-memory descriptors (ENOTSUP: they are not files), and
+# a publisher's liveness is an flock on its segment, so channels cannot work there yet.
+MACOS_UNSUPPORTED = (
+    "shm_comm cannot create or open channels on macOS yet: macOS refuses flock() on POSIX "
+    "shared memory, and shm_comm uses that lock to know whether a publisher is alive. Run "
+    "it on Linux (on a Mac, in a Linux container or VM); see docs/design.md, Portability"
+)
+
 
 def _open_fd(name: str, flags: int) -> int:
     if SHM_DIR is not None:
         return os.open(_path(name), flags | os.O_CLOEXEC, 0o600)
-    # macOS: no /dev/shm; the call multiprocessing uses, minus the resource tracker.
+    if sys.platform == "darwin":
+        raise OSError(errno.ENOTSUP, MACOS_UNSUPPORTED)
+    # No /dev/shm: the call multiprocessing uses, minus the resource tracker.
     import _posixshmem  # type: ignore[import-not-found]
 
     return int(_posixshmem.shm_open("/" + name, flags, mode=0o600))
