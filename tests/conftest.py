@@ -15,6 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import SESSION
 
 SHM_DIR = Path("/dev/shm")
+
+# Under CPU emulation (packaging/test-wheels runs the aarch64 wheel in qemu-user and sets
+# SHM_COMM_EMULATED) there is no browser or JupyterLab to drive: leave those tests out
+# rather than fail collecting them.
+EMULATED = os.environ.get("SHM_COMM_EMULATED", "")
+collect_ignore = ["browser", "test_notebooks.py"] if EMULATED else []
+
+
+def pytest_report_header() -> str | None:
+    if EMULATED:
+        return (f"emulated CPU ({EMULATED}): not collected: tests/browser/, "
+                "tests/test_notebooks.py (they need Chromium and JupyterLab)")
+    return None
 OUR_SEGMENT = re.compile(r"\.?shmc[prq]_")  # channels, and half-built ones (.name.pid.x.tmp)
 
 
