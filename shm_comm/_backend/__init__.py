@@ -1,6 +1,6 @@
 """The one place that picks the operating-system backend for segments.
 
-POSIX (Linux, tested; macOS, written to its documented interfaces) lives in ``posix.py``.
+POSIX (Linux, tested) lives in ``posix.py``; on macOS it refuses channels with a clear error.
 Windows named mappings are not implemented yet: importing shm_comm there raises a clear error
 rather than half-working (see docs/design.md, "Portability").
 """
