@@ -149,6 +149,9 @@ class Client:
                 self.channels = {t: c for t, c in self.channels.items() if c["id"] not in ids}
             elif op["op"] == "status":
                 self.statuses.append(op)
+            elif op["op"] == "removeStatus":
+                gone = set(op["statusIds"])
+                self.statuses = [s for s in self.statuses if s.get("id") not in gone]
         else:
             opcode, subscription, log_time = struct.unpack_from("<BIQ", frame)
             assert opcode == 1  # message data
@@ -331,9 +334,24 @@ def test_new_channels_gone_publishers_and_a_stalled_client(publisher: Publisher)
 
             # The publisher exits: Foxglove is told, the bridge says "gone".
             publisher.close()
-            client.until(lambda: any("publisher gone" in s["message"]
+            client.until(lambda: any(f"{p}_cam: publisher gone" in s["message"]
                                      for s in client.statuses))
             client.until(lambda: bridge.stats()["channels"][f"{p}_rgb"].state == "gone")
+            # It comes back: the status goes, the same subscription carries its frames.
+            again = Publisher(p)
+            try:
+                client.until(lambda: not any(f"{p}_cam:" in s["message"]
+                                             for s in client.statuses))
+                assert bridge.stats()["channels"][f"{p}_cam"].state == "live"
+                count = len(client.messages[f"{p}_cam"])
+                again.command("cam 3 50", "CAM")
+                client.until(lambda: len(client.messages[f"{p}_cam"]) >= count + 3)
+                frames = [RawImage.FromString(d).data[0]
+                          for _t, d in client.messages[f"{p}_cam"][count:]]
+                assert frames == [0, 1, 2]
+                assert bridge.stats()["channels"][f"{p}_cam"].reconnects == 1
+            finally:
+                again.close()
         finally:
             client.close()
             stalled.close()
