@@ -10,7 +10,7 @@ typed channel                               Foxglove schema (``protobuf`` encodi
 =========================================== ============================================
 uint8 ``(H, W)``, ``(H, W, 3)``, ``(H, W, 4)`` ``foxglove.RawImage`` ``mono8``/``rgb8``/``rgba8``
 little-endian uint16 / float32 ``(H, W)``    ``foxglove.RawImage`` ``16UC1``/``32FC1`` (depth)
-the same images, ``compressed=True``         ``foxglove.CompressedImage`` (JPEG; PNG for depth)
+the same images, ``compressed=True``         ``foxglove.CompressedImage`` (JPEG; PNG for 16UC1)
 little-endian float32 ``(N, 3)``/``(N, 4)``  ``foxglove.PointCloud``: ``x y z [intensity]``
 =========================================== ============================================
 
@@ -167,12 +167,14 @@ def mapping_for(channel: str, dtype: np.dtype[Any], shape: tuple[int, ...], *,
     """The well-known Foxglove schema of a typed channel (module docstring), or None.
 
     ``channel`` becomes the messages' ``frame_id``. ``compressed=True`` sends images as
-    ``foxglove.CompressedImage``: JPEG (``quality``) for 8-bit images, PNG for depth (which
-    JPEG would ruin); that needs Pillow.
+    ``foxglove.CompressedImage``: JPEG (``quality``) for 8-bit images, PNG for RGBA and for
+    16-bit depth (which JPEG would ruin); float depth stays a RawImage. That needs Pillow.
     """
     shape = tuple(int(d) for d in shape)
     # float32 (N, 3) and (N, 4) are points, not depth images 3 or 4 pixels wide.
     encoding = None if _is_point_cloud(dtype, shape) else _image_kind(dtype, shape)
+    if encoding == "32FC1":
+        compressed = False  # no lossless compressed form for float depth in Foxglove
     if encoding is not None and not compressed:
         cls = _message_class(RAW_IMAGE)
 
@@ -232,7 +234,7 @@ def _png_of_depth(pixels: np.ndarray[Any, Any]) -> bytes:
         raise ValueError("CompressedImage carries 8-bit images or 16-bit depth; record float "
                          "depth uncompressed")  # fmt: skip
     out = io.BytesIO()
-    Image.fromarray(pixels, mode="I;16").save(out, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(out, format="PNG", compress_level=1)
     return out.getvalue()
 
 
