@@ -9,6 +9,7 @@ from .arrays import ArrayPublisher, ArraySubscriber, decode_array
 from .channels import channel_info, force_unlink, list_channels, list_segments, remove_stale
 from .errors import (
     SHMBufferFullError,
+    SHMClosedError,
     SHMConnectionError,
     SHMError,
     SHMFormatError,
@@ -30,6 +31,7 @@ __all__ = [
     "Replier",
     "Requester",
     "SHMBufferFullError",
+    "SHMClosedError",
     "SHMConnectionError",
     "SHMError",
     "SHMFormatError",

@@ -14,7 +14,9 @@
  *
  * AtomicBuffer(buffer) holds a buffer export of a writable (or read-only, for load-only
  * observers) object such as an mmap for as long as it lives; release() drops it so the
- * mmap can be closed.
+ * mmap can be closed: at once, or, while calls are inside (another thread asleep in a wait),
+ * when the last of them leaves (the in-flight rule in _atomic.h). A released buffer refuses
+ * every call with SHMClosedError.
  */
 #include "_atomic.h"
 
@@ -26,9 +28,45 @@
 #include <time.h>
 #include <unistd.h>
 #define SHMC_HAVE_FUTEX 1
+/* futex_waitv (Linux 5.16; the same number on every architecture), declared here for
+ * older headers. */
+#ifndef __NR_futex_waitv
+#define __NR_futex_waitv 449
+#endif
+struct shmc_waitv {
+    uint64_t val;
+    uint64_t uaddr;
+    uint32_t flags;
+    uint32_t reserved;
+};
+#define SHMC_FUTEX_32 2
 #else
 #define SHMC_HAVE_FUTEX 0
 #endif
+
+static PyObject *closed_error_type;  /* shm_comm.errors.SHMClosedError, once looked up */
+
+int
+shmc_set_closed_error(void)
+{
+    if (closed_error_type == NULL) {
+        PyObject *errors = PyImport_ImportModule("shm_comm.errors");
+        if (errors != NULL) {
+            closed_error_type = PyObject_GetAttrString(errors, "SHMClosedError");
+            Py_DECREF(errors);
+        }
+        if (closed_error_type == NULL) {  /* (only if shm_comm.errors cannot be imported) */
+            PyErr_Clear();
+            Py_INCREF(PyExc_ValueError);
+            closed_error_type = PyExc_ValueError;
+        }
+    }
+    PyErr_SetString(closed_error_type,
+                    "this channel end is closed: its shared memory was released (by close(), "
+                    "garbage collection or interpreter exit), possibly by another thread "
+                    "while this call was using it");
+    return -1;
+}
 
 static int
 AtomicBuffer_init(AtomicBuffer *self, PyObject *args, PyObject *kwds)
@@ -37,9 +75,10 @@ AtomicBuffer_init(AtomicBuffer *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"buffer", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &obj))
         return -1;
-    if (self->has_view) {
-        PyBuffer_Release(&self->view);
-        self->has_view = 0;
+    if (self->has_view || self->closed) {
+        /* A Ring may hold pointers into the buffer we have: never swap it under them. */
+        PyErr_SetString(PyExc_RuntimeError, "AtomicBuffer is already initialised");
+        return -1;
     }
     if (PyObject_GetBuffer(obj, &self->view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Clear();
@@ -53,6 +92,8 @@ AtomicBuffer_init(AtomicBuffer *self, PyObject *args, PyObject *kwds)
 static void
 AtomicBuffer_dealloc(AtomicBuffer *self)
 {
+    /* No call can be inside (each holds a reference); a count left over from a fork()ed
+     * parent's threads means nothing here. */
     if (self->has_view)
         PyBuffer_Release(&self->view);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -62,8 +103,8 @@ AtomicBuffer_dealloc(AtomicBuffer *self)
 static volatile uint64_t *
 word_at(AtomicBuffer *self, PyObject *offset_obj, int need_write)
 {
-    if (!self->has_view) {
-        PyErr_SetString(PyExc_ValueError, "AtomicBuffer was released");
+    if (self->closed || !self->has_view) {
+        shmc_set_closed_error();
         return NULL;
     }
     Py_ssize_t offset = PyLong_AsSsize_t(offset_obj);
@@ -213,7 +254,8 @@ AtomicBuffer_fence(AtomicBuffer *self, PyObject *unused)
 /* wait(offset, expected, timeout) -> bool
  * Sleeps while the low 32 bits of the u64 at offset equal the low 32 bits of expected, for at
  * most timeout seconds. Returns False on timeout, True otherwise (woken, value changed, or a
- * spurious wake-up: callers re-check their condition). Releases the GIL while asleep. */
+ * spurious wake-up: callers re-check their condition). Releases the GIL while asleep;
+ * raises SHMClosedError if the buffer is released meanwhile (release() wakes it). */
 static PyObject *
 AtomicBuffer_wait(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -225,39 +267,13 @@ AtomicBuffer_wait(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nargs)
     double timeout = PyFloat_AsDouble(args[2]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
-    if (timeout < 0)
-        timeout = 0;
-#if SHMC_HAVE_FUTEX
-    uint32_t *word = (uint32_t *)p;
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    word += 1;
-#endif
-    struct timespec ts;
-    ts.tv_sec = (time_t)timeout;
-    ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
-    long rc;
-    int err;
-    Py_BEGIN_ALLOW_THREADS
-    rc = syscall(SYS_futex, word, FUTEX_WAIT, (uint32_t)expected, &ts, NULL, 0);
-    err = errno;
-    Py_END_ALLOW_THREADS
-    if (rc == 0)
-        Py_RETURN_TRUE;
-    if (err == ETIMEDOUT)
-        Py_RETURN_FALSE;
-    if (err == EINTR) {
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-        Py_RETURN_TRUE;
-    }
-    if (err == EAGAIN)
-        Py_RETURN_TRUE;
-    errno = err;
-    return PyErr_SetFromErrno(PyExc_OSError);
-#else
-    PyErr_SetString(PyExc_NotImplementedError, "futex wait is only available on Linux");
-    return NULL;
-#endif
+    if (shmc_enter(self) == NULL)
+        return NULL;
+    int rc = shmc_sleep_on(self, p, (uint32_t)expected, timeout, 0);
+    shmc_leave(self);
+    if (rc < 0)
+        return NULL;
+    return PyBool_FromLong(rc);
 }
 
 /* wait_past(head, cursor, waiters, bit, closed, doorbell, timeout) -> bool
@@ -285,56 +301,158 @@ AtomicBuffer_wait_past(AtomicBuffer *self, PyObject *const *args, Py_ssize_t nar
     double timeout = PyFloat_AsDouble(args[6]);
     if (timeout == -1.0 && PyErr_Occurred())
         return NULL;
-    int rc = shmc_sleep_past(head, cursor, waiters, bit, closed, doorbell, timeout);
+    if (shmc_enter(self) == NULL)
+        return NULL;
+    int rc = shmc_sleep_past(self, head, cursor, waiters, bit, closed, doorbell, timeout);
+    shmc_leave(self);
     if (rc < 0)
         return NULL;
     return PyBool_FromLong(rc);
 }
 
-/* The body of wait_past, for _ring.c too: 1 (woken, or no need to sleep), 0 (timed out),
- * -1 with an exception set (a signal handler raised, or an unexpected futex error). */
-int
-shmc_sleep_past(volatile uint64_t *head, uint64_t cursor, volatile uint64_t *waiters,
-                uint64_t bit, volatile uint64_t *closed, volatile uint64_t *doorbell,
-                double timeout)
-{
-    if (timeout < 0)
-        timeout = 0;
 #if SHMC_HAVE_FUTEX
-    if (bit)
-        a_fetch_or(waiters, bit);
-    uint64_t rung = a_load(doorbell);
-    long rc = 0;
-    int err = 0;
-    if (a_load(head) <= cursor && !a_load(closed)) {
-        uint32_t *word = (uint32_t *)doorbell;
+/* A relative futex timeout for `seconds`, defined for every double: NaN and anything not
+ * above 0 is 0, and anything longer is cut to SHMC_MAX_SLEEP (callers sleep again). */
+#define SHMC_MAX_SLEEP 86400.0
+static void
+to_timespec(double seconds, struct timespec *ts)
+{
+    if (!(seconds > 0.0))  /* also NaN */
+        seconds = 0.0;
+    if (seconds > SHMC_MAX_SLEEP)
+        seconds = SHMC_MAX_SLEEP;
+    ts->tv_sec = (time_t)seconds;
+    long ns = (long)((seconds - (double)ts->tv_sec) * 1e9);
+    ts->tv_nsec = ns < 0 ? 0 : (ns > 999999999L ? 999999999L : ns);
+}
+
+static inline uint32_t *
+futex_word(volatile uint64_t *p)
+{
+    uint32_t *word = (uint32_t *)p;
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        word += 1;
+    word += 1;
 #endif
-        struct timespec ts;
-        ts.tv_sec = (time_t)timeout;
-        ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
-        Py_BEGIN_ALLOW_THREADS
-        rc = syscall(SYS_futex, word, FUTEX_WAIT, (uint32_t)rung, &ts, NULL, 0);
-        err = errno;
-        Py_END_ALLOW_THREADS
+    return word;
+}
+#endif
+
+/* Whether futex_waitv works here: 0 not known yet, 1 yes, -1 no (an old kernel, or a
+ * seccomp filter that refuses it). Written without the GIL; every writer writes the same. */
+static int waitv_state;
+
+/* FUTEX_WAIT on `word` and, at the same time, on ab's private closing word (futex_waitv), so
+ * that a release() between our release of the GIL and the start of the wait still wakes us:
+ * it sets the closing word first, so the kernel finds it changed. Like syscall(): >= 0
+ * woken, -1 with errno; errno ENOSYS if futex_waitv cannot be used. No GIL. */
+static long
+sleep_two(AtomicBuffer *ab, volatile uint64_t *word, uint32_t expected,
+          const struct timespec *relative)
+{
+    if (__atomic_load_n(&waitv_state, __ATOMIC_RELAXED) < 0) {
+        errno = ENOSYS;
+        return -1;
     }
-    if (bit)
-        a_fetch_and(waiters, ~bit);
-    if (rc == 0 || err == EAGAIN)
-        return 1;
-    if (err == ETIMEDOUT)
-        return 0;
-    if (err == EINTR)
-        return PyErr_CheckSignals() < 0 ? -1 : 1;
-    errno = err;
-    PyErr_SetFromErrno(PyExc_OSError);
-    return -1;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += relative->tv_sec;
+    until.tv_nsec += relative->tv_nsec;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec += 1;
+        until.tv_nsec -= 1000000000L;
+    }
+    struct shmc_waitv waiters[2] = {
+        {expected, (uint64_t)(uintptr_t)futex_word(word), SHMC_FUTEX_32, 0},
+        {0, (uint64_t)(uintptr_t)&ab->closing, SHMC_FUTEX_32 | FUTEX_PRIVATE_FLAG, 0},
+    };
+    long rc = syscall(__NR_futex_waitv, waiters, 2, 0, &until, CLOCK_MONOTONIC);
+    if (rc < 0 && (errno == ENOSYS || errno == EPERM)) {
+        __atomic_store_n(&waitv_state, -1, __ATOMIC_RELAXED);
+        errno = ENOSYS;
+        return -1;
+    }
+    __atomic_store_n(&waitv_state, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* The sleep of a pinned call (see _atomic.h), on its own list entry so that release() can
+ * wake it. A release can come between our release of the GIL and the futex call; that
+ * wake-up must not be lost. A doorbell we may write (`bump`: readers of pub/sub rings) is
+ * bumped by release() first, so a plain FUTEX_WAIT finds it changed. Any other word (the
+ * queue words of request/reply and push/pull, an observer's read-only doorbell) must not
+ * change, so we wait on it and on ab's private closing word at once (futex_waitv); where the
+ * kernel lacks futex_waitv such a release is noticed at the end of the caller's sleep slice
+ * (at most 50 ms for those callers). Woken by a release, it returns -1 with SHMClosedError
+ * and the caller touches nothing more in the mapping. */
+int
+shmc_sleep_on(AtomicBuffer *ab, volatile uint64_t *word, uint32_t expected, double timeout,
+              int bump)
+{
+#if SHMC_HAVE_FUTEX
+    struct timespec ts;
+    to_timespec(timeout, &ts);
+    shmc_sleeper me = {ab->sleepers, word, bump && !ab->view.readonly};
+    ab->sleepers = &me;
+    long rc = -1;
+    int err = ENOSYS;
+    Py_BEGIN_ALLOW_THREADS
+    if (!me.bump) {
+        rc = sleep_two(ab, word, expected, &ts);
+        err = errno;
+    }
+    if (rc < 0 && err == ENOSYS) {
+        rc = syscall(SYS_futex, futex_word(word), FUTEX_WAIT, expected, &ts, NULL, 0);
+        err = errno;
+    }
+    Py_END_ALLOW_THREADS
+    for (shmc_sleeper **link = &ab->sleepers; *link != NULL; link = &(*link)->next) {
+        if (*link == &me) {
+            *link = me.next;
+            break;
+        }
+    }
+    int result;
+    if (rc >= 0 || err == EAGAIN)
+        result = 1;
+    else if (err == ETIMEDOUT)
+        result = 0;
+    else if (err == EINTR)
+        result = PyErr_CheckSignals() < 0 ? -1 : 1;  /* a handler may close us: checked next */
+    else {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        result = -1;
+    }
+    if (ab->closed && result >= 0)
+        result = shmc_set_closed_error();
+    return result;
 #else
-    (void)head; (void)cursor; (void)waiters; (void)bit; (void)closed; (void)doorbell;
+    (void)ab; (void)word; (void)expected; (void)timeout; (void)bump;
     PyErr_SetString(PyExc_NotImplementedError, "futex wait is only available on Linux");
     return -1;
 #endif
+}
+
+/* The body of wait_past, for _ring.c too (the caller has pinned ab): 1 (woken, or no need to
+ * sleep), 0 (timed out), -1 with an exception set (a signal handler raised, an unexpected
+ * futex error, or SHMClosedError: the buffer was released meanwhile; then the waiter bit is
+ * left alone, since whoever closed this end has freed its row). */
+int
+shmc_sleep_past(AtomicBuffer *ab, volatile uint64_t *head, uint64_t cursor,
+                volatile uint64_t *waiters, uint64_t bit, volatile uint64_t *closed,
+                volatile uint64_t *doorbell, double timeout)
+{
+    if (bit)
+        a_fetch_or(waiters, bit);
+    uint64_t rung = a_load(doorbell);
+    int rc = 1;
+    if (a_load(head) <= cursor && !a_load(closed))
+        rc = shmc_sleep_on(ab, doorbell, (uint32_t)rung, timeout, 1);
+    if (ab->closed)
+        return rc < 0 ? -1 : shmc_set_closed_error();
+    if (bit)
+        a_fetch_and(waiters, ~bit);
+    return rc;
 }
 
 /* Wakes every process sleeping in wait() on the word at p; returns how many, or -1 (errno). */
@@ -367,12 +485,30 @@ AtomicBuffer_wake(AtomicBuffer *self, PyObject *offset)
     return PyLong_FromLong(rc);
 }
 
+/* release(): from now on every call raises SHMClosedError. The buffer export is dropped at
+ * once, or, while pinned calls are inside, by the last of them to leave; those asleep are
+ * woken now (see _atomic.h). */
 static PyObject *
 AtomicBuffer_release(AtomicBuffer *self, PyObject *unused)
 {
-    if (self->has_view) {
-        PyBuffer_Release(&self->view);
+    if (self->closed || !self->has_view) {
+        self->closed = 1;
+        Py_RETURN_NONE;
+    }
+    self->closed = 1;
+    if (self->in_flight == 0) {
         self->has_view = 0;
+        PyBuffer_Release(&self->view);
+        Py_RETURN_NONE;
+    }
+#if SHMC_HAVE_FUTEX
+    __atomic_store_n(&self->closing, 1, __ATOMIC_SEQ_CST);
+    (void)syscall(SYS_futex, &self->closing, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+    for (shmc_sleeper *s = self->sleepers; s != NULL; s = s->next) {
+        if (s->bump)
+            a_fetch_add(s->word, 1);
+        (void)shmc_wake_all(s->word);
     }
     Py_RETURN_NONE;
 }
@@ -380,13 +516,25 @@ AtomicBuffer_release(AtomicBuffer *self, PyObject *unused)
 static PyObject *
 AtomicBuffer_get_size(AtomicBuffer *self, void *closure)
 {
-    return PyLong_FromSsize_t(self->has_view ? self->view.len : 0);
+    return PyLong_FromSsize_t(self->has_view && !self->closed ? self->view.len : 0);
 }
 
 static PyObject *
 AtomicBuffer_get_readonly(AtomicBuffer *self, void *closure)
 {
-    return PyBool_FromLong(self->has_view ? self->view.readonly : 1);
+    return PyBool_FromLong(self->has_view && !self->closed ? self->view.readonly : 1);
+}
+
+static PyObject *
+AtomicBuffer_get_closed(AtomicBuffer *self, void *closure)
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+AtomicBuffer_get_in_flight(AtomicBuffer *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->in_flight);
 }
 
 static PyMethodDef AtomicBuffer_methods[] = {
@@ -412,13 +560,17 @@ static PyMethodDef AtomicBuffer_methods[] = {
     {"wake", (PyCFunction)AtomicBuffer_wake, METH_O,
      "wake(offset) -> int: wake all waiters on the word (Linux; elsewhere a no-op)."},
     {"release", (PyCFunction)AtomicBuffer_release, METH_NOARGS,
-     "release(): drop the buffer export (further calls raise ValueError)."},
+     "release(): drop the buffer export, now or when the last call inside leaves; further "
+     "calls raise SHMClosedError."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef AtomicBuffer_getset[] = {
     {"size", (getter)AtomicBuffer_get_size, NULL, "size of the buffer in bytes", NULL},
     {"readonly", (getter)AtomicBuffer_get_readonly, NULL, "whether stores are refused", NULL},
+    {"closed", (getter)AtomicBuffer_get_closed, NULL, "whether release() was called", NULL},
+    {"in_flight", (getter)AtomicBuffer_get_in_flight, NULL,
+     "calls inside that pinned the buffer (a release waits for them)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -435,9 +587,32 @@ PyTypeObject shmc_AtomicBufferType = {
     .tp_getset = AtomicBuffer_getset,
 };
 
+/* _use_futex_waitv(flag) -> bool: for tests: with False, sleeps that cannot bump their word
+ * use plain FUTEX_WAIT, as on kernels without futex_waitv. Returns whether it was in use. */
+static PyObject *
+use_futex_waitv(PyObject *module, PyObject *flag)
+{
+#if SHMC_HAVE_FUTEX
+    int was = __atomic_load_n(&waitv_state, __ATOMIC_RELAXED) >= 0;
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    __atomic_store_n(&waitv_state, on ? 0 : -1, __ATOMIC_RELAXED);
+    return PyBool_FromLong(was);
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef module_functions[] = {
+    {"_use_futex_waitv", use_futex_waitv, METH_O,
+     "_use_futex_waitv(flag) -> bool: for tests (see _atomic.c)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef atomic_module = {
     PyModuleDef_HEAD_INIT, "shm_comm._atomic",
-    "Atomic u64 operations and futex wait/wake over shared buffers.", -1, NULL,
+    "Atomic u64 operations and futex wait/wake over shared buffers.", -1, module_functions,
 };
 
 PyMODINIT_FUNC

@@ -50,17 +50,66 @@ static inline int a_cas(volatile uint64_t *p, uint64_t expected, uint64_t desire
 static inline void a_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 #endif
 
+/* A call asleep on a word of the mapping, on its own C stack, linked into its AtomicBuffer's
+ * list for as long as it sleeps, so that release() can wake it. */
+typedef struct shmc_sleeper {
+    struct shmc_sleeper *next;
+    volatile uint64_t *word;  /* the futex word it sleeps on */
+    int bump;                 /* a doorbell: release() may bump it before waking */
+} shmc_sleeper;
+
+/* The in-flight rule (docs/design.md, "Closing while calls are in flight"): a call that may
+ * release the GIL, or run Python code, while it holds pointers into the mapping pins it with
+ * shmc_enter() and unpins it with shmc_leave(). release() (close) needs the GIL, so it can
+ * only happen while such a call is inside: then it marks the buffer closed, wakes this
+ * process's sleepers, and leaves the buffer export to the last call out, which drops it with
+ * the GIL held again. A call that never gets the GIL back (a daemon thread at interpreter
+ * exit) never lets the mapping go, so it never touches unmapped memory. Every field below is
+ * read and written with the GIL held. */
 typedef struct {
     PyObject_HEAD
     Py_buffer view;
-    int has_view;
+    int has_view;            /* view holds a buffer export of the object */
+    int closed;              /* release() was called: calls refuse the buffer */
+    Py_ssize_t in_flight;    /* pinned calls */
+    shmc_sleeper *sleepers;  /* pinned calls asleep on a word of the mapping */
+    uint32_t closing;        /* a private futex word: 1 once released (see shmc_sleep_on) */
 } AtomicBuffer;
 
+/* Sets shm_comm.errors.SHMClosedError (a ValueError); returns -1. */
+int shmc_set_closed_error(void);
+
+/* Pins the mapping: its base address, or NULL with SHMClosedError set once released. */
+static inline char *
+shmc_enter(AtomicBuffer *ab)
+{
+    if (ab->closed || !ab->has_view) {
+        shmc_set_closed_error();
+        return NULL;
+    }
+    ab->in_flight++;
+    return (char *)ab->view.buf;
+}
+
+/* Unpins; the last call out performs a release() that came while it was inside. */
+static inline void
+shmc_leave(AtomicBuffer *ab)
+{
+    if (--ab->in_flight == 0 && ab->closed && ab->has_view) {
+        ab->has_view = 0;
+        PyBuffer_Release(&ab->view);
+    }
+}
 
 long shmc_wake_all(volatile uint64_t *p);
-int shmc_sleep_past(volatile uint64_t *head, uint64_t cursor, volatile uint64_t *waiters,
-                    uint64_t bit, volatile uint64_t *closed, volatile uint64_t *doorbell,
-                    double timeout);
+/* The futex sleep of a pinned call on `word` while it holds `expected` (low 32 bits), for at
+ * most `timeout` seconds: 1 woken (or the word changed), 0 timed out, -1 with an exception
+ * (SHMClosedError if the buffer was released meanwhile). The caller checks nothing else. */
+int shmc_sleep_on(AtomicBuffer *ab, volatile uint64_t *word, uint32_t expected, double timeout,
+                  int bump);
+int shmc_sleep_past(AtomicBuffer *ab, volatile uint64_t *head, uint64_t cursor,
+                    volatile uint64_t *waiters, uint64_t bit, volatile uint64_t *closed,
+                    volatile uint64_t *doorbell, double timeout);
 
 /* Adds the Ring type (_ring.c) to the module. */
 int shmc_add_ring_type(PyObject *module);

@@ -452,8 +452,8 @@ arg_u64(PyObject *obj, uint64_t *out)
 static volatile uint64_t *
 buffer_word(AtomicBuffer *atom, PyObject *offset_obj, int need_write)
 {
-    if (!atom->has_view) {
-        PyErr_SetString(PyExc_ValueError, "AtomicBuffer was released");
+    if (atom->closed || !atom->has_view) {
+        shmc_set_closed_error();
         return NULL;
     }
     Py_ssize_t offset = PyLong_AsSsize_t(offset_obj);

@@ -15,7 +15,13 @@
  *
  * The memory orders are those of ring.py: every shared word goes through the seq_cst
  * operations of _atomic.h; payload and slot header are plain memory published by the
- * seq_cst store of the entry and validated by a full fence and a second load of it.
+ * seq_cst store of the entry and validated by the reader check (intact_from: a full fence
+ * and a second load of the entry), which every read path uses, ring.py's careful path too.
+ *
+ * Every method that touches the mapping pins it (ring_enter/ring_leave, the in-flight rule
+ * of _atomic.h), so a close() from another thread, or from Python code that runs inside the
+ * call (a signal handler, a finalizer), never unmaps it under us. Every size and offset that
+ * comes from Python is checked as if it were hostile, without overflow.
  * The slot header is layout.SLOT_HEADER ("<QQIBB": seq, timestamp_ns, length, encoding,
  * flags) at the start of a buffer of layout.BUFFER_HEADER_SIZE bytes; tests check the two
  * agree.
@@ -31,7 +37,7 @@
 typedef struct {
     PyObject_HEAD
     AtomicBuffer *atom;  /* strong reference; its export keeps the mapping alive */
-    char *base;          /* atom->view.buf when we were made, to notice a release */
+    char *base;          /* atom->view.buf (an AtomicBuffer never changes its buffer) */
     Py_ssize_t head, waiters, bytes_total, holders, entries, buffers, stride, slot_size;
     Py_ssize_t held_words, record_size;  /* row r's held word: held_words + r * record_size */
     Py_ssize_t doorbell;                  /* what sleeping readers wait on (see wait_past) */
@@ -49,6 +55,9 @@ typedef struct {
     Py_ssize_t membership, rec_state, rec_cursor;
     uint64_t active_code, room_membership, room_bound;
     int watching;
+    /* A reader's count of copies (or pins) the reader check discarded: the writer overwrote
+     * the message while we read it. */
+    uint64_t torn;
 } Ring;
 
 static inline uint64_t rd_le64(const char *p)
@@ -83,21 +92,45 @@ static inline volatile uint64_t *word(const Ring *self, Py_ssize_t offset)
     return (volatile uint64_t *)(self->base + offset);
 }
 
-/* The mapping's base address, or NULL with ValueError once the AtomicBuffer was released. */
-static char *
-ring_base(Ring *self, int need_write)
+static inline volatile uint64_t *entry_word(const Ring *self, uint64_t seq)
 {
-    AtomicBuffer *atom = self->atom;
-    if (!atom->has_view || atom->view.buf != self->base) {
-        PyErr_SetString(PyExc_ValueError, "the segment of this Ring was closed");
+    return word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots));
+}
+
+/* Pins the mapping for this call: its base address, or NULL with an exception (closed:
+ * SHMClosedError). Every successful ring_enter is paired with one ring_leave. */
+static char *
+ring_enter(Ring *self, int need_write)
+{
+    char *base = shmc_enter(self->atom);
+    if (base == NULL)
         return NULL;
-    }
-    if (need_write && atom->view.readonly) {
+    if (need_write && self->atom->view.readonly) {
+        shmc_leave(self->atom);
         PyErr_SetString(PyExc_TypeError, "buffer is read-only");
         return NULL;
     }
-    return self->base;
+    return base;
 }
+
+static inline void
+ring_leave(Ring *self)
+{
+    shmc_leave(self->atom);
+}
+
+/* A method body that runs with the mapping pinned, and its wrapper. */
+#define PINNED_FASTCALL(name, need_write)                                                 \
+    static PyObject *name##_pinned(Ring *, char *, PyObject *const *, Py_ssize_t);        \
+    static PyObject *name(Ring *self, PyObject *const *args, Py_ssize_t nargs)            \
+    {                                                                                     \
+        char *base = ring_enter(self, need_write);                                        \
+        if (base == NULL)                                                                 \
+            return NULL;                                                                  \
+        PyObject *result = name##_pinned(self, base, args, nargs);                        \
+        ring_leave(self);                                                                 \
+        return result;                                                                    \
+    }
 
 static int
 Ring_init(Ring *self, PyObject *args, PyObject *kwds)
@@ -115,10 +148,12 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
                                      &num_rows, &doorbell))
         return -1;
     AtomicBuffer *ab = (AtomicBuffer *)atom;
-    if (!ab->has_view) {
-        PyErr_SetString(PyExc_ValueError, "AtomicBuffer was released");
+    if (self->atom != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Ring is already initialised");
         return -1;
     }
+    if (ab->closed || !ab->has_view)
+        return shmc_set_closed_error();
     Py_ssize_t len = ab->view.len;
     Py_ssize_t words[] = {head, waiters, bytes_total, holders, entries, doorbell};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
@@ -127,12 +162,17 @@ Ring_init(Ring *self, PyObject *args, PyObject *kwds)
             return -1;
         }
     }
+    /* Each test only combines values the tests before it have bounded, so none overflows:
+     * 0 <= slot_size <= 2**32 - 1, so BUFFER_HEADER_SIZE + slot_size fits; entries <= len - 8
+     * (above), so len - entries >= 8; 0 <= buffers <= len; stride >= 64; num_rows <= 64 and
+     * record_size <= len / 64, so record_size * (num_rows - 1) < len. */
     if (num_slots < 1 || num_buffers < 1 || num_buffers > (Py_ssize_t)ENTRY_INDEX_MASK + 1 ||
-        slot_size < 0 || stride < BUFFER_HEADER_SIZE + slot_size || buffers < 0 ||
-        entries + 8 * num_slots > len || (len - buffers) / stride < num_buffers ||
-        slot_size > UINT32_MAX || num_rows < 0 || num_rows > 64 || record_size < 8 ||
-        record_size % 8 != 0 || held_words < 0 || held_words % 8 != 0 ||
-        (num_rows > 0 && held_words + record_size * (num_rows - 1) > len - 8)) {
+        slot_size < 0 || slot_size > (Py_ssize_t)UINT32_MAX ||
+        stride < BUFFER_HEADER_SIZE + slot_size || buffers < 0 || buffers > len ||
+        num_slots > (len - entries) / 8 || (len - buffers) / stride < num_buffers ||
+        num_rows < 0 || num_rows > 64 || record_size < 8 || record_size % 8 != 0 ||
+        record_size > len / 64 || held_words < 0 || held_words % 8 != 0 || held_words > len ||
+        (num_rows > 0 && record_size * (num_rows - 1) > len - 8 - held_words)) {
         PyErr_SetString(PyExc_ValueError, "ring geometry does not fit the buffer");
         return -1;
     }
@@ -200,54 +240,75 @@ publish_head_word(Ring *self)
 
 /* ---- the writer: RingWriter's steps (ring.py keeps the API and the error texts) ---- */
 
-/* writer_init(full_error): become the segment's writer; the free list is every buffer that
- * no ring entry names (the segment may be a fresh one or one we reclaimed). */
+/* writer_init(full_error): become the writer of a fresh segment (head 0, no ring entry), so
+ * every buffer starts free. Nothing ever takes over a segment that was written to: a new
+ * publisher of a channel whose publisher died builds a new segment (segment.py), and the
+ * held buffers of a written one could not be known from its entries anyway. */
 static PyObject *
 Ring_writer_init(Ring *self, PyObject *full_error)
 {
-    char *base = ring_base(self, 1);
-    if (base == NULL)
-        return NULL;
     if (self->mirror != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "writer_init() was called already");
         return NULL;
     }
-    self->mirror = PyMem_Calloc(self->num_slots, sizeof(uint64_t));
-    self->free_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
-    self->held_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
-    char *in_ring = PyMem_Calloc(self->num_buffers, 1);
-    if (!self->mirror || !self->free_list || !self->held_list || !in_ring) {
-        PyMem_Free(in_ring);
+    if (ring_enter(self, 1) == NULL)
+        return NULL;
+    int fresh = a_load(word(self, self->head)) == 0 && a_load(word(self, self->bytes_total)) == 0;
+    for (uint64_t i = 0; fresh && i < self->num_slots; i++)
+        fresh = a_load(entry_word(self, i)) == 0;
+    ring_leave(self);
+    if (!fresh) {
+        PyErr_SetString(PyExc_ValueError,
+                        "writer_init() needs a fresh segment (head 0, no ring entry)");
+        return NULL;
+    }
+    uint64_t *mirror = PyMem_Calloc(self->num_slots, sizeof(uint64_t));
+    uint16_t *free_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
+    uint16_t *held_list = PyMem_Calloc(self->num_buffers, sizeof(uint16_t));
+    if (!mirror || !free_list || !held_list) {
+        PyMem_Free(mirror);
+        PyMem_Free(free_list);
+        PyMem_Free(held_list);
         return PyErr_NoMemory();
     }
-    for (uint64_t i = 0; i < self->num_slots; i++) {
-        uint64_t entry = a_load(word(self, self->entries + 8 * (Py_ssize_t)i));
-        self->mirror[i] = entry;
-        if (entry && (entry & ENTRY_INDEX_MASK) < self->num_buffers)
-            in_ring[entry & ENTRY_INDEX_MASK] = 1;
-    }
-    self->nfree = self->nheld = 0;
     for (uint64_t i = 0; i < self->num_buffers; i++)
-        if (!in_ring[i])
-            self->free_list[self->nfree++] = (uint16_t)i;
-    PyMem_Free(in_ring);
-    self->w_head = a_load(word(self, self->head));
-    self->w_bytes = a_load(word(self, self->bytes_total));
+        free_list[i] = (uint16_t)i;
+    self->mirror = mirror;
+    self->free_list = free_list;
+    self->held_list = held_list;
+    self->nfree = (Py_ssize_t)self->num_buffers;
+    self->nheld = 0;
+    self->w_head = 0;
+    self->w_bytes = 0;
     self->loaned = -1;
     Py_INCREF(full_error);
     Py_XSETREF(self->full_error, full_error);
     Py_RETURN_NONE;
 }
 
+/* Pins the mapping for a writer method (see ring_enter); NULL with an exception if this Ring
+ * is not the writer or the segment is closed. */
 static char *
-writer_base(Ring *self)
+writer_enter(Ring *self)
 {
     if (self->mirror == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "not the writer (call writer_init first)");
         return NULL;
     }
-    return ring_base(self, 1);
+    return ring_enter(self, 1);
 }
+
+#define WRITER_FASTCALL(name)                                                             \
+    static PyObject *name##_pinned(Ring *, char *, PyObject *const *, Py_ssize_t);        \
+    static PyObject *name(Ring *self, PyObject *const *args, Py_ssize_t nargs)            \
+    {                                                                                     \
+        char *base = writer_enter(self);                                                  \
+        if (base == NULL)                                                                 \
+            return NULL;                                                                  \
+        PyObject *result = name##_pinned(self, base, args, nargs);                        \
+        ring_leave(self);                                                                 \
+        return result;                                                                    \
+    }
 
 /* Whether a zero-copy reader holds buffer `index`: some row named in the holders word has
  * index + 1 in its held word. */
@@ -301,12 +362,13 @@ take_free(Ring *self)
 }
 
 static int
-check_fits(Ring *self, Py_ssize_t length)
+check_fits(Ring *self, uint64_t length)
 {
-    if (length > self->slot_size) {
+    if (length > (uint64_t)self->slot_size) {
         PyErr_Format(PyExc_ValueError,
-                     "message of %zd bytes does not fit in a slot of %zd bytes; create the "
-                     "channel with slot_size >= %zd", length, self->slot_size, length);
+                     "message of %llu bytes does not fit in a slot of %zd bytes; create the "
+                     "channel with slot_size >= %llu", (unsigned long long)length,
+                     self->slot_size, (unsigned long long)length);
         return -1;
     }
     return 0;
@@ -354,19 +416,19 @@ publish(Ring *self, char *base, uint64_t index, uint64_t length, uint64_t encodi
     return seq;
 }
 
+WRITER_FASTCALL(Ring_write)
 static PyObject *
-Ring_write(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_write_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t encoding, timestamp;
     CHECK_NARGS(3, "write");
-    char *base = writer_base(self);
-    if (base == NULL || arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
+    if (arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
         return NULL;
     Py_buffer payload;
     if (PyObject_GetBuffer(args[0], &payload, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     long long index = -1;
-    if (check_fits(self, payload.len) == 0)
+    if (check_fits(self, (uint64_t)payload.len) == 0)
         index = take_free(self);
     if (index < 0) {
         PyBuffer_Release(&payload);
@@ -379,13 +441,13 @@ Ring_write(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         publish(self, base, (uint64_t)index, length, encoding, timestamp, 1));
 }
 
+WRITER_FASTCALL(Ring_write_stamped)
 static PyObject *
-Ring_write_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_write_stamped_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t stamp_offset, encoding, timestamp;
     CHECK_NARGS(5, "write_stamped");
-    char *base = writer_base(self);
-    if (base == NULL || arg_u64(args[2], &stamp_offset) < 0 || arg_u64(args[3], &encoding) < 0 ||
+    if (arg_u64(args[2], &stamp_offset) < 0 || arg_u64(args[3], &encoding) < 0 ||
         arg_u64(args[4], &timestamp) < 0)
         return NULL;
     Py_buffer prefix, data;
@@ -397,10 +459,10 @@ Ring_write_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *result = NULL;
     long long index = -1;
-    if (stamp_offset + 16 > (uint64_t)prefix.len)
+    if (prefix.len < 16 || stamp_offset > (uint64_t)(prefix.len - 16))
         PyErr_Format(PyExc_ValueError, "stamp offset %llu outside a prefix of %zd bytes",
                      (unsigned long long)stamp_offset, prefix.len);
-    else if (check_fits(self, prefix.len + data.len) == 0)
+    else if (check_fits(self, (uint64_t)prefix.len + (uint64_t)data.len) == 0)
         index = take_free(self);
     if (index >= 0) {
         char *dst = payload_at(self, base, (uint64_t)index);
@@ -420,13 +482,13 @@ Ring_write_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* write_many(payloads, encoding, timestamp_ns) -> count: all sizes are checked first (one
  * that does not fit: ValueError, nothing published); head is stored once, at the end. */
+WRITER_FASTCALL(Ring_write_many)
 static PyObject *
-Ring_write_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_write_many_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t encoding, timestamp;
     CHECK_NARGS(3, "write_many");
-    char *base = writer_base(self);
-    if (base == NULL || arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
+    if (arg_u64(args[1], &encoding) < 0 || arg_u64(args[2], &timestamp) < 0)
         return NULL;
     PyObject *seq_obj = PySequence_Fast(args[0], "payloads must be a sequence");
     if (seq_obj == NULL)
@@ -443,7 +505,7 @@ Ring_write_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
             failed = 1;
             break;
         }
-        if (check_fits(self, views[got].len) < 0) {
+        if (check_fits(self, (uint64_t)views[got].len) < 0) {
             got++;  /* taken: released below */
             failed = 1;
             break;
@@ -471,14 +533,15 @@ Ring_write_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Ring_reserve(Ring *self, PyObject *unused)
 {
-    if (writer_base(self) == NULL)
+    if (writer_enter(self) == NULL)
         return NULL;
-    if (self->loaned >= 0) {
+    long long index = -1;
+    if (self->loaned >= 0)
         PyErr_SetString(PyExc_RuntimeError,
                         "a buffer is already reserved; commit or cancel it first");
-        return NULL;
-    }
-    long long index = take_free(self);
+    else
+        index = take_free(self);
+    ring_leave(self);
     if (index < 0)
         return NULL;
     self->loaned = index;
@@ -498,12 +561,17 @@ check_loaned(Ring *self, PyObject *arg, uint64_t *index)
     return 0;
 }
 
-/* cancel(index): give the reserved buffer back unpublished. */
+/* cancel(index): give the reserved buffer back unpublished (this touches only our private
+ * lists, so it works after a close too: a loan's with-block that raised can always end). */
 static PyObject *
 Ring_cancel(Ring *self, PyObject *arg)
 {
     uint64_t index;
-    if (writer_base(self) == NULL || check_loaned(self, arg, &index) < 0)
+    if (self->mirror == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not the writer (call writer_init first)");
+        return NULL;
+    }
+    if (check_loaned(self, arg, &index) < 0)
         return NULL;
     self->loaned = -1;
     self->free_list[self->nfree++] = (uint16_t)index;
@@ -511,13 +579,13 @@ Ring_cancel(Ring *self, PyObject *arg)
 }
 
 /* commit(index, length, encoding, timestamp_ns) -> seq: publish the reserved buffer. */
+WRITER_FASTCALL(Ring_commit)
 static PyObject *
-Ring_commit(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_commit_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t index, length, encoding, timestamp;
     CHECK_NARGS(4, "commit");
-    char *base = writer_base(self);
-    if (base == NULL || check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
+    if (check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
         arg_u64(args[2], &encoding) < 0 || arg_u64(args[3], &timestamp) < 0)
         return NULL;
     if (length > (uint64_t)self->slot_size) {
@@ -532,7 +600,13 @@ Ring_commit(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Ring_get_head(Ring *self, void *closure)
 {
-    return PyLong_FromUnsignedLongLong(self->mirror ? self->w_head : a_load(word(self, self->head)));
+    if (self->mirror)
+        return PyLong_FromUnsignedLongLong(self->w_head);
+    if (ring_enter(self, 0) == NULL)
+        return NULL;
+    uint64_t head = a_load(word(self, self->head));
+    ring_leave(self);
+    return PyLong_FromUnsignedLongLong(head);
 }
 
 static PyObject *
@@ -544,9 +618,10 @@ Ring_get_bytes_total(Ring *self, void *closure)
 static PyObject *
 Ring_get_free_buffers(Ring *self, void *closure)
 {
-    if (writer_base(self) == NULL)
+    if (writer_enter(self) == NULL)
         return NULL;
     collect_released(self);
+    ring_leave(self);
     return PyLong_FromSsize_t(self->nfree);
 }
 
@@ -564,7 +639,7 @@ Ring_get_held_buffers(Ring *self, void *closure)
 static const char *
 locate(Ring *self, char *base, uint64_t seq, uint64_t *entry_out, uint32_t *length)
 {
-    uint64_t entry = a_load(word(self, self->entries + 8 * (Py_ssize_t)(seq % self->num_slots)));
+    uint64_t entry = a_load(entry_word(self, seq));
     uint64_t index = entry & ENTRY_INDEX_MASK;
     if ((entry >> ENTRY_INDEX_BITS) - 1 != seq || index >= self->num_buffers)
         return NULL;
@@ -599,25 +674,55 @@ prefetch_message(Ring *self, const char *base, uint64_t seq, size_t payload)
 #endif
 }
 
-/* take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False
- * None: nothing new. False: not the common case; use ring.py's careful path. On success the
- * new cursor is stored at offset rec_cursor (unless it is negative: an observer). */
-/* Parses take()'s (cursor, rec_cursor) arguments; NULL with an exception if they are bad. */
-static char *
+/* ---- the readers: the common case only; ring.py's careful path handles the rest ---- */
+
+/* The reader check, the one place that says whether copies are intact (docs/design.md,
+ * "Stale readers"): messages start .. start + count - 1 were copied from the buffers their
+ * entries named when we loaded them, entries[0 .. count - 1]. One full fence (our copies
+ * before the loads below), then their entries again, newest first. The writer fences after
+ * evicting a buffer and before writing into it, so if a copy may hold any of its new bytes,
+ * that message's entry has changed; and eviction goes in sequence order, so the copies whose
+ * entries are unchanged are a suffix. Returns its first index: copies first .. count - 1 are
+ * intact, 0 .. first - 1 are to be discarded (they are counted in self->torn). */
+static uint64_t
+intact_from(Ring *self, uint64_t start, const uint64_t *entries, uint64_t count)
+{
+    a_fence();
+    uint64_t first = count;
+    while (first > 0 && a_load(entry_word(self, start + first - 1)) == entries[first - 1])
+        first--;
+    self->torn += first;
+    return first;
+}
+
+/* intact(seq, entry) -> bool: the reader check for ring.py's careful path, after it copied
+ * message seq from the buffer that `entry` named. */
+PINNED_FASTCALL(Ring_intact, 0)
+static PyObject *
+Ring_intact_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t seq, entry;
+    CHECK_NARGS(2, "intact");
+    if (arg_u64(args[0], &seq) < 0 || arg_u64(args[1], &entry) < 0)
+        return NULL;
+    return PyBool_FromLong(intact_from(self, seq, &entry, 1) == 0);
+}
+
+/* Parses take()'s (cursor, rec_cursor) arguments; -1 with an exception if they are bad. */
+static int
 take_args(Ring *self, PyObject *const *args, uint64_t *cursor, Py_ssize_t *rec_cursor)
 {
-    char *base = ring_base(self, 0);
-    if (base == NULL || arg_u64(args[0], cursor) < 0)
-        return NULL;
+    if (arg_u64(args[0], cursor) < 0)
+        return -1;
     *rec_cursor = PyLong_AsSsize_t(args[1]);
     if (*rec_cursor == -1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     if (*rec_cursor >= 0 && (*rec_cursor > self->atom->view.len - 8 || *rec_cursor % 8 != 0 ||
                              self->atom->view.readonly)) {
         PyErr_Format(PyExc_ValueError, "bad cursor word offset %zd", *rec_cursor);
-        return NULL;
+        return -1;
     }
-    return base;
+    return 0;
 }
 
 static PyObject *
@@ -638,8 +743,7 @@ do_take(Ring *self, char *base, uint64_t cursor, Py_ssize_t rec_cursor)
     PyObject *data = PyBytes_FromStringAndSize(buf + BUFFER_HEADER_SIZE, length);
     if (data == NULL)
         return NULL;
-    a_fence();
-    if (a_load(word(self, self->entries + 8 * (Py_ssize_t)(cursor % self->num_slots))) != entry) {
+    if (intact_from(self, cursor, &entry, 1) != 0) {
         Py_DECREF(data);
         Py_RETURN_FALSE;
     }
@@ -664,29 +768,35 @@ do_take(Ring *self, char *base, uint64_t cursor, Py_ssize_t rec_cursor)
     return result;
 }
 
+/* take(cursor, rec_cursor) -> (payload, encoding, timestamp_ns, seq) | None | False
+ * None: nothing new. False: not the common case; use ring.py's careful path. On success the
+ * new cursor is stored at offset rec_cursor (unless it is negative: an observer). */
+PINNED_FASTCALL(Ring_take, 0)
 static PyObject *
-Ring_take(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_take_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t cursor;
     Py_ssize_t rec_cursor;
     CHECK_NARGS(2, "take");
-    char *base = take_args(self, args, &cursor, &rec_cursor);
-    return base == NULL ? NULL : do_take(self, base, cursor, rec_cursor);
+    if (take_args(self, args, &cursor, &rec_cursor) < 0)
+        return NULL;
+    return do_take(self, base, cursor, rec_cursor);
 }
 
 /* take_wait(cursor, rec_cursor, bit, closed, timeout) -> as take()
  * A blocking receive's whole step: take(); if nothing is there, wait_past() on this ring's
  * head/waiters/doorbell (announcing `bit`; `closed` is the closed word's offset) for at most
  * timeout seconds, then take() again. Nothing runs in Python between the wake-up and the
- * copy. None: still nothing (a slice ended, or the channel was closed or retired). */
+ * copy. None: still nothing (a slice ended, or the channel was closed or retired).
+ * SHMClosedError: this end was closed (by another thread) while it slept. */
+PINNED_FASTCALL(Ring_take_wait, 0)
 static PyObject *
-Ring_take_wait(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_take_wait_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t cursor, bit;
     Py_ssize_t rec_cursor;
     CHECK_NARGS(5, "take_wait");
-    char *base = take_args(self, args, &cursor, &rec_cursor);
-    if (base == NULL || arg_u64(args[2], &bit) < 0)
+    if (take_args(self, args, &cursor, &rec_cursor) < 0 || arg_u64(args[2], &bit) < 0)
         return NULL;
     Py_ssize_t closed = PyLong_AsSsize_t(args[3]);
     double timeout = PyFloat_AsDouble(args[4]);
@@ -701,10 +811,9 @@ Ring_take_wait(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     if (got != Py_None)
         return got;
     Py_DECREF(got);
-    if (shmc_sleep_past(word(self, self->head), cursor, word(self, self->waiters), bit,
-                        word(self, closed), word(self, self->doorbell), timeout) < 0)
-        return NULL;
-    if (ring_base(self, 0) == NULL)  /* another thread closed the segment meanwhile */
+    /* On return the buffer is still ours: a close meanwhile makes this fail. */
+    if (shmc_sleep_past(self->atom, word(self, self->head), cursor, word(self, self->waiters),
+                        bit, word(self, closed), word(self, self->doorbell), timeout) < 0)
         return NULL;
     return do_take(self, base, cursor, rec_cursor);
 }
@@ -716,7 +825,7 @@ prefix_matches(const char *payload, const char *expect, Py_ssize_t size, Py_ssiz
 {
     if (size == 0)
         return 1;
-    if (stamp_offset < 0 || stamp_offset + 16 > size)
+    if (size < 16 || stamp_offset < 0 || stamp_offset > size - 16)
         return 0;
     return memcmp(payload, expect, (size_t)stamp_offset) == 0 &&
            memcmp(payload + stamp_offset + 16, expect + stamp_offset + 16,
@@ -727,20 +836,21 @@ prefix_matches(const char *payload, const char *expect, Py_ssize_t size, Py_ssiz
  *     -> (seq, buffer, payload_offset, length, encoding, timestamp_ns, matches) | None | False
  * A zero-copy reader's step: pin message `cursor` by storing its buffer + 1 at offset
  * rec_held, then re-check the entry (the writer, having stored a new entry, checks the held
- * words: seq_cst on both sides means one of us sees the other). The pin replaces this
+ * words: seq_cst on both sides means one of us sees the other; no copy, so no fence: a
+ * changed entry counts in self->torn like a discarded copy). The pin replaces this
  * reader's previous one; None (nothing new) and False (not the common case: use ring.py's
  * careful path) leave it unpinned. On success the message counts as taken: cursor + 1 is
  * stored at rec_cursor. `matches`: the payload is expect_length bytes long and begins with
  * `expect` except for the 16 bytes at stamp_offset (a message of publish_stamped(expect, ...)):
  * how a typed channel checks a fixed-shape array header in one step. */
+PINNED_FASTCALL(Ring_hold, 1)
 static PyObject *
-Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_hold_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t cursor, entry;
     uint32_t length;
     CHECK_NARGS(6, "hold");
-    char *base = ring_base(self, 1);
-    if (base == NULL || arg_u64(args[0], &cursor) < 0)
+    if (arg_u64(args[0], &cursor) < 0)
         return NULL;
     if (!PyBytes_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "expect must be bytes");
@@ -771,17 +881,17 @@ Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
             Py_RETURN_NONE;
         Py_RETURN_FALSE;
     }
-    volatile uint64_t *entry_word = word(self, self->entries +
-                                             8 * (Py_ssize_t)(cursor % self->num_slots));
-    entry = a_load(entry_word);
+    volatile uint64_t *entry_at = entry_word(self, cursor);
+    entry = a_load(entry_at);
     uint64_t index = entry & ENTRY_INDEX_MASK;
     if ((entry >> ENTRY_INDEX_BITS) - 1 != cursor || index >= self->num_buffers) {
         a_store(held, 0);
         Py_RETURN_FALSE;
     }
     a_store(held, index + 1);
-    if (a_load(entry_word) != entry) {
+    if (a_load(entry_at) != entry) {
         a_store(held, 0);
+        self->torn++;
         Py_RETURN_FALSE;
     }
     const char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
@@ -807,15 +917,15 @@ Ring_hold(Ring *self, PyObject *const *args, Py_ssize_t nargs)
  * timestamp to stamps[i] (native u64), for as long as messages are there intact, have
  * exactly data_offset + item_size bytes and encoding `encoding`, and start with `expect`
  * (as for hold; an empty expect matches anything). At most n and num_slots messages. Then
- * one fence and the suffix rule of take_many: the valid copies are first .. count - 1 (the
- * caller counts the earlier ones as dropped and stores the cursor). */
+ * the reader check: the valid copies are first .. count - 1 (the caller counts the earlier
+ * ones as dropped and stores the cursor). */
+PINNED_FASTCALL(Ring_gather, 0)
 static PyObject *
-Ring_gather(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_gather_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t start, n, encoding;
     CHECK_NARGS(9, "gather");
-    char *base = ring_base(self, 0);
-    if (base == NULL || arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0 ||
+    if (arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0 ||
         arg_u64(args[6], &encoding) < 0)
         return NULL;
     Py_ssize_t data_offset = PyLong_AsSsize_t(args[4]);
@@ -829,7 +939,8 @@ Ring_gather(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     }
     const char *expect = PyBytes_AS_STRING(args[7]);
     Py_ssize_t expect_size = PyBytes_GET_SIZE(args[7]);
-    if (data_offset < 0 || item_size < 0 || expect_size > data_offset + item_size) {
+    if (data_offset < 0 || item_size < 0 || data_offset > self->slot_size ||
+        item_size > self->slot_size - data_offset || expect_size > data_offset + item_size) {
         PyErr_SetString(PyExc_ValueError, "bad data_offset/item_size/expect");
         return NULL;
     }
@@ -870,13 +981,7 @@ Ring_gather(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         memcpy((char *)stamps.buf + 8 * count, &stamp, 8);
         entries[count] = entry;
     }
-    a_fence();
-    uint64_t first = count;
-    while (first > 0 &&
-           a_load(word(self, self->entries +
-                               8 * (Py_ssize_t)((start + first - 1) % self->num_slots))) ==
-               entries[first - 1])
-        first--;
+    uint64_t first = intact_from(self, start, entries, count);
     result = Py_BuildValue("(KK)", (unsigned long long)first, (unsigned long long)count);
 done:
     PyMem_Free(entries);
@@ -887,18 +992,18 @@ done:
 
 /* take_many(start, n) -> (first, payloads, encodings)
  * Copies messages start, start + 1, ... (at most n, at most num_slots), stopping at the first
- * that is not there intact; then one fence, and the copies whose entries did not change are
- * kept. Eviction goes in sequence order, so those are a suffix: payloads/encodings are
- * messages start + first onwards. Nothing copied gives (0, [], []). The caller stores the
- * cursor and counts messages start .. start + first - 1 as dropped. */
+ * that is not there intact; then the reader check keeps the copies whose entries did not
+ * change, a suffix: payloads/encodings are messages start + first onwards. Nothing copied
+ * gives (0, [], []). The caller stores the cursor and counts messages start .. start +
+ * first - 1 as dropped. */
+PINNED_FASTCALL(Ring_take_many, 0)
 static PyObject *
-Ring_take_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_take_many_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t start, n, entry;
     uint32_t length;
     CHECK_NARGS(2, "take_many");
-    char *base = ring_base(self, 0);
-    if (base == NULL || arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0)
+    if (arg_u64(args[0], &start) < 0 || arg_u64(args[1], &n) < 0)
         return NULL;
     if (n > self->num_slots)
         n = self->num_slots;
@@ -925,13 +1030,7 @@ Ring_take_many(Ring *self, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(encodings, (Py_ssize_t)count, enc);
         entries[count] = entry;
     }
-    a_fence();
-    uint64_t first = count;
-    while (first > 0 &&
-           a_load(word(self, self->entries +
-                               8 * (Py_ssize_t)((start + first - 1) % self->num_slots))) ==
-               entries[first - 1])
-        first--;
+    uint64_t first = intact_from(self, start, entries, count);
     PyMem_Free(entries);
     entries = NULL;
     /* Unfilled tail items are NULL, which list slicing handles (they are never exposed). */
@@ -963,7 +1062,10 @@ Ring_watch_cursors(Ring *self, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t active;
     CHECK_NARGS(4, "watch_cursors");
-    if (writer_base(self) == NULL || arg_u64(args[3], &active) < 0)
+    if (writer_enter(self) == NULL)
+        return NULL;
+    ring_leave(self);  /* (only the writer check: nothing is read here) */
+    if (arg_u64(args[3], &active) < 0)
         return NULL;
     Py_ssize_t words[3];
     for (int i = 0; i < 3; i++) {
@@ -1015,15 +1117,14 @@ room_for(Ring *self, uint64_t count)
     return head - lowest + count <= self->num_slots;
 }
 
-static char *
-watching_base(Ring *self)
+static int
+check_watching(Ring *self)
 {
-    char *base = writer_base(self);
-    if (base != NULL && !self->watching) {
+    if (!self->watching) {
         PyErr_SetString(PyExc_RuntimeError, "call watch_cursors() first");
-        return NULL;
+        return -1;
     }
-    return base;
+    return 0;
 }
 
 /* has_room(count) -> bool */
@@ -1031,36 +1132,39 @@ static PyObject *
 Ring_has_room(Ring *self, PyObject *arg)
 {
     uint64_t count;
-    if (watching_base(self) == NULL || arg_u64(arg, &count) < 0)
+    if (check_watching(self) < 0 || arg_u64(arg, &count) < 0 || writer_enter(self) == NULL)
         return NULL;
-    return PyBool_FromLong(room_for(self, count));
+    int room = room_for(self, count);
+    ring_leave(self);
+    return PyBool_FromLong(room);
 }
 
 /* write_if_room(payload, encoding, timestamp_ns) -> seq | None: write() if the message
  * evicts nothing an active reader has not taken, else None (the caller waits and retries):
  * a blocking send's common case in the same single call as a non-blocking one. */
+WRITER_FASTCALL(Ring_write_if_room)
 static PyObject *
-Ring_write_if_room(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_write_if_room_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     CHECK_NARGS(3, "write_if_room");
-    if (watching_base(self) == NULL)
+    if (check_watching(self) < 0)
         return NULL;
     if (!room_for(self, 1))
         Py_RETURN_NONE;
-    return Ring_write(self, args, nargs);
+    return Ring_write_pinned(self, base, args, nargs);
 }
 
 /* commit_stamped(index, length, encoding, timestamp_ns, prefix, stamp_offset) -> seq: write
  * `prefix` at the start of the reserved buffer's payload with the message's seq and
  * timestamp as u64s at stamp_offset in it, then publish it as commit() does. A loan's whole
  * exit in one call: the typed-array header goes in while the caller's data is already there. */
+WRITER_FASTCALL(Ring_commit_stamped)
 static PyObject *
-Ring_commit_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
+Ring_commit_stamped_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
 {
     uint64_t index, length, encoding, timestamp, stamp_offset;
     CHECK_NARGS(6, "commit_stamped");
-    char *base = writer_base(self);
-    if (base == NULL || check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
+    if (check_loaned(self, args[0], &index) < 0 || arg_u64(args[1], &length) < 0 ||
         arg_u64(args[2], &encoding) < 0 || arg_u64(args[3], &timestamp) < 0 ||
         arg_u64(args[5], &stamp_offset) < 0)
         return NULL;
@@ -1068,7 +1172,7 @@ Ring_commit_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[4], &prefix, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
     if (length > (uint64_t)self->slot_size || (uint64_t)prefix.len > length ||
-        stamp_offset + 16 > (uint64_t)prefix.len) {
+        prefix.len < 16 || stamp_offset > (uint64_t)(prefix.len - 16)) {
         PyErr_Format(PyExc_ValueError, "length %llu, prefix of %zd bytes or stamp offset %llu "
                      "do not fit a slot of %zd bytes", (unsigned long long)length, prefix.len,
                      (unsigned long long)stamp_offset, self->slot_size);
@@ -1082,6 +1186,33 @@ Ring_commit_stamped(Ring *self, PyObject *const *args, Py_ssize_t nargs)
     wr_le64(dst + stamp_offset + 8, timestamp);
     self->loaned = -1;
     return PyLong_FromUnsignedLongLong(publish(self, base, index, length, encoding, timestamp, 1));
+}
+
+/* slot(index) -> (timestamp_ns, length, encoding): buffer index's slot header as it is now
+ * (for ring.py's careful path, which decides what a length says only after the reader
+ * check). */
+PINNED_FASTCALL(Ring_slot, 0)
+static PyObject *
+Ring_slot_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t index;
+    CHECK_NARGS(1, "slot");
+    if (arg_u64(args[0], &index) < 0)
+        return NULL;
+    if (index >= self->num_buffers) {
+        PyErr_Format(PyExc_IndexError, "buffer %llu of %llu", (unsigned long long)index,
+                     (unsigned long long)self->num_buffers);
+        return NULL;
+    }
+    const char *buf = base + self->buffers + (Py_ssize_t)index * self->stride;
+    return Py_BuildValue("(KkB)", (unsigned long long)rd_le64(buf + 8),
+                         (unsigned long)rd_le32(buf + 16), (unsigned char)buf[20]);
+}
+
+static PyObject *
+Ring_get_torn(Ring *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->torn);
 }
 
 static PyMethodDef Ring_methods[] = {
@@ -1120,6 +1251,11 @@ static PyMethodDef Ring_methods[] = {
     {"commit_stamped", (PyCFunction)(void (*)(void))Ring_commit_stamped, METH_FASTCALL,
      "commit_stamped(index, length, encoding, timestamp_ns, prefix, stamp_offset) -> seq: "
      "write the prefix with seq and timestamp, then publish the reserved buffer."},
+    {"slot", (PyCFunction)(void (*)(void))Ring_slot, METH_FASTCALL,
+     "slot(index) -> (timestamp_ns, length, encoding): a buffer's slot header."},
+    {"intact", (PyCFunction)(void (*)(void))Ring_intact, METH_FASTCALL,
+     "intact(seq, entry) -> bool: the reader check after copying message seq from the buffer "
+     "that entry named (False: discard the copy)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1128,6 +1264,9 @@ static PyGetSetDef Ring_getset[] = {
     {"bytes_total", (getter)Ring_get_bytes_total, NULL, "payload bytes published", NULL},
     {"free_buffers", (getter)Ring_get_free_buffers, NULL, "buffers ready for a message", NULL},
     {"held_buffers", (getter)Ring_get_held_buffers, NULL, "evicted buffers still pinned", NULL},
+    {"torn", (getter)Ring_get_torn, NULL,
+     "reads the reader check discarded: the writer overwrote the message during the read",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

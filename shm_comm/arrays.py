@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from . import layout as L
-from .errors import SHMFormatError, SHMSerializationError
+from .endpoint import closed_call
+from .errors import SHMClosedError, SHMFormatError, SHMSerializationError
 from .pubsub import Publisher, _ChannelReader
 from .serialization import RAW
 from .trust import TrustedUsers
@@ -175,29 +176,34 @@ class ArrayPublisher(Publisher):
                             f"np.asarray(value, dtype={dtype!r})")
         if arr.shape != self.shape or not self.fixed_shape:
             self._check_shape(arr.shape)
-        if self._closed:
-            raise ValueError(f"publisher of channel {self.name!r} is closed")
-        if block and not self._wait_for_room(timeout):
-            return False
-        writer = self._writer
-        timestamp_ns = time.time_ns()
-        if arr.nbytes <= _SMALL:
-            # Small arrays: header and data (tobytes gathers any layout in C order) as one
-            # payload through the C publish path.
-            header = self._full_header if arr.shape == self.shape else self._header_for(
-                arr.shape)[0]
-            writer.write_stamped(header, arr.tobytes(), _SEQ_TIMESTAMP_AT, L.ENCODING_ARRAY,
-                                 timestamp_ns)
-            return True
-        header, _data_offset, length = self._header_for(arr.shape)
-        index = writer.reserve()
         try:
-            np.copyto(self._target(index, arr.shape), arr, casting="no")
-        except BaseException:
-            writer.cancel(index)
-            raise
-        writer.commit_stamped(index, length, L.ENCODING_ARRAY, timestamp_ns, header,
-                              _SEQ_TIMESTAMP_AT)
+            if self._closed:
+                raise SHMClosedError(f"publisher of channel {self.name!r} is closed")
+            if block and not self._wait_for_room(timeout):
+                return False
+            writer = self._writer
+            timestamp_ns = time.time_ns()
+            if arr.nbytes <= _SMALL:
+                # Small arrays: header and data (tobytes gathers any layout in C order) as one
+                # payload through the C publish path.
+                header = self._full_header if arr.shape == self.shape else self._header_for(
+                    arr.shape)[0]
+                writer.write_stamped(header, arr.tobytes(), _SEQ_TIMESTAMP_AT,
+                                     L.ENCODING_ARRAY, timestamp_ns)
+                return True
+            header, _data_offset, length = self._header_for(arr.shape)
+            index = writer.reserve()
+            try:
+                np.copyto(self._target(index, arr.shape), arr, casting="no")
+            except BaseException as exc:
+                writer.cancel(index)
+                if isinstance(exc, ValueError):
+                    self._raise_if_closed_meanwhile(exc)
+                raise
+            writer.commit_stamped(index, length, L.ENCODING_ARRAY, timestamp_ns, header,
+                                  _SEQ_TIMESTAMP_AT)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
         return True
 
     def send_bytes(self, data: bytes | bytearray | memoryview, *, block: bool = False,
@@ -228,11 +234,12 @@ class ArrayPublisher(Publisher):
         ``with`` block discards the loan (nothing is published). Do not keep the array after
         the block. ``shape`` is required for variable-shape channels.
         """
-        if self._closed:
-            raise ValueError(f"publisher of channel {self.name!r} is closed")
+        if self._closed:  # (at interpreter exit: a loan that publishes nothing, see Loan)
+            closed_call(SHMClosedError(f"publisher of channel {self.name!r} is closed"), 0.0,
+                        None)
         if shape is None and self.fixed_shape:
             loan = self._loan  # reusable while it is not in use
-            return loan if loan._index < 0 else Loan(self, self.shape)
+            return loan if loan._index == -1 else Loan(self, self.shape)
         target_shape = self.shape if shape is None else _shape(shape, "shape")
         if shape is None and not self.fixed_shape:
             raise ValueError("loan() on a variable-shape channel needs shape=")
@@ -262,6 +269,8 @@ class Loan:
 
     __slots__ = ("_header", "_index", "_length", "_pub", "_ring", "_shape", "_targets")
 
+    _SCRATCH = -2  # _index of a loan on a publisher that interpreter exit closed
+
     def __init__(self, pub: ArrayPublisher, shape: tuple[int, ...]) -> None:
         self._pub = pub
         self._ring = pub._ring
@@ -271,28 +280,42 @@ class Loan:
         self._index = -1
 
     def __enter__(self) -> np.ndarray[Any, Any]:
-        if self._index >= 0:
+        if self._index != -1:
             raise RuntimeError("this loan is in use; call pub.loan() for another")
-        index = self._ring.reserve()
+        try:
+            index = self._ring.reserve()
+        except SHMClosedError as exc:
+            # At interpreter exit only (else this raises): a private array; nothing is
+            # published.
+            scratch = closed_call(exc, 0.0, np.empty(self._shape, self._pub.dtype))
+            self._index = self._SCRATCH
+            return scratch
         self._index = index
         targets = self._targets
         if targets is not None:
             return targets[index]
         try:
             return self._pub._target(index, self._shape)
-        except BaseException:
+        except BaseException as exc:
             self._index = -1
             self._ring.cancel(index)
+            if isinstance(exc, ValueError):
+                self._pub._raise_if_closed_meanwhile(exc)
             raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: object) -> None:
         index, self._index = self._index, -1
-        if exc_type is None:
+        if index == self._SCRATCH:
+            return
+        if exc_type is not None:
+            self._ring.cancel(index)
+            return
+        try:
             self._ring.commit_stamped(index, self._length, L.ENCODING_ARRAY, time.time_ns(),
                                       self._header, _SEQ_TIMESTAMP_AT)
-        else:
-            self._ring.cancel(index)
+        except SHMClosedError as exc:
+            closed_call(exc, 0.0, None)
 
 
 class ArraySubscriber(_ChannelReader):
@@ -431,29 +454,35 @@ class ArraySubscriber(_ChannelReader):
         ``copy=True``: a private, writable copy. Raises :class:`SHMFormatError` for a
         malformed header (the message is consumed; the channel stays usable).
         """
-        if not copy and self._holding_enabled and not self._closed:
-            arr = self._take_view()  # the common case first: a view of a waiting message
-            if arr is not None:
-                return arr
-        self._ensure_open()
-        got = self._take(copy)
-        if got is not None:
-            return got
-        if timeout == 0:
-            self._idle_check()
-            return None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._wait(deadline):
+        try:
+            if not copy and self._holding_enabled and not self._closed:
+                arr = self._take_view()  # the common case first: a view of a waiting message
+                if arr is not None:
+                    return arr
+            self._ensure_open()
             got = self._take(copy)
             if got is not None:
                 return got
-        return self._take(copy)
+            if timeout == 0:
+                self._idle_check()
+                return None
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._wait(deadline):
+                got = self._take(copy)
+                if got is not None:
+                    return got
+            return self._take(copy)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
 
     def recv_latest(self, timeout: float | None = None, copy: bool = False
                     ) -> np.ndarray[Any, Any] | None:
         """The newest array, skipping (and counting as dropped) older unread ones."""
-        self._ensure_open()
-        self._reader.skip_to_latest()
+        try:
+            self._ensure_open()
+            self._reader.skip_to_latest()
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return self.recv(timeout, copy)
 
     def recv_batch(self, max_n: int = 1000, timeout: float = 0.0) -> np.ndarray[Any, Any]:
@@ -463,12 +492,18 @@ class ArraySubscriber(_ChannelReader):
         fixed-shape channel (``TypeError`` otherwise). Publisher timestamps of the batch
         (seconds) are in ``last_batch_timestamps``.
         """
-        self._ensure_open()
         if not self.fixed_shape:
             raise TypeError(f"recv_batch needs a fixed-shape channel; {self.name!r} is "
                             "variable-shape: call recv() per message")
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {max_n}")
+        try:
+            return self._recv_batch(max_n, timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, np.empty((0, *self.shape), dtype=self.dtype))
+
+    def _recv_batch(self, max_n: int, timeout: float) -> np.ndarray[Any, Any]:
+        self._ensure_open()
         if timeout and not self._reader.pending():
             deadline = time.monotonic() + timeout
             while not self._reader.pending() and self._wait(deadline):

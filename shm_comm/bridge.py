@@ -82,7 +82,7 @@ from typing import Any, NamedTuple
 from . import layout as L
 from ._optional import require
 from .channels import list_channels
-from .errors import SHMConnectionError, SHMError, SHMFormatError
+from .errors import SHMClosedError, SHMConnectionError, SHMError, SHMFormatError
 from .naming import MAX_CHANNEL_NAME, validate_channel_name
 from .pubsub import Publisher, _ChannelReader
 from .serialization import RAW
@@ -473,7 +473,7 @@ class _MirrorPublisher(Publisher):
     def forward(self, payload: bytes, encoding: int, timestamp_ns: int) -> None:
         """Publish ``payload`` as it is, with the source's encoding and timestamp."""
         if self._closed:
-            raise ValueError(f"publisher of channel {self.name!r} is closed")
+            raise SHMClosedError(f"publisher of channel {self.name!r} is closed")
         self._writer.write(payload, encoding, timestamp_ns)
 
 

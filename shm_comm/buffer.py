@@ -61,7 +61,7 @@ def read_message_spsc(shm: object, tail: int) -> tuple[bytes, int] | None:
     segment = _segment_of(shm)
     reader = _readers.get(segment)
     if reader is None:
-        reader = RingReader(segment.atom, segment.view, segment.layout, None, tail)
+        reader = RingReader(segment.atom, segment.layout, None, tail)
         _readers[segment] = reader
     reader.cursor = tail
     got = reader.take_copy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "SHMBufferFullError",
+    "SHMClosedError",
     "SHMConnectionError",
     "SHMError",
     "SHMFormatError",
@@ -53,6 +54,16 @@ class SHMFormatError(SHMError):
 
     This covers segments made by another program, by an incompatible version of shm_comm, and
     segments whose header bytes were corrupted.
+    """
+
+
+class SHMClosedError(SHMError, ValueError):
+    """This channel end is closed: it was closed before the call, or while the call was in
+    progress (``close()`` from another thread, garbage collection, interpreter exit).
+
+    A call asleep in another thread when the end is closed wakes at once and raises this
+    (docs/design.md, "Closing while calls are in flight"). It is also a ``ValueError``, which
+    calls on a closed end raised before it existed.
     """
 
 

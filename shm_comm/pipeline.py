@@ -37,9 +37,10 @@ from typing import Any
 from . import layout as L
 from . import notify, ring
 from ._atomic import AtomicBuffer
-from .endpoint import ForkAware
+from .endpoint import ForkAware, closed_call
 from .errors import (
     SHMBufferFullError,
+    SHMClosedError,
     SHMConnectionError,
     SHMFormatError,
     SHMPeerGoneError,
@@ -157,8 +158,11 @@ class Pusher(ForkAware):
         Raises ``ValueError`` if the item does not fit in a slot and
         :class:`SHMSerializationError` if ``obj`` cannot be serialized (nothing queued).
         """
-        return self._push(self._serializer.encode(obj), self._serializer.encoding, block,
-                          timeout)
+        try:
+            return self._push(self._serializer.encode(obj), self._serializer.encoding, block,
+                              timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def send_bytes(self, data: BytesLike, *, block: bool = True,
                    timeout: float | None = None) -> bool:
@@ -166,12 +170,15 @@ class Pusher(ForkAware):
 
         Same blocking rules and errors as :meth:`send`.
         """
-        return self._push(as_bytes(data), RAW.encoding, block, timeout)
+        try:
+            return self._push(as_bytes(data), RAW.encoding, block, timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def _push(self, data: BytesLike, encoding: int, block: bool,
               timeout: float | None) -> bool:
         if not self._finalizer.alive:
-            raise ValueError(f"pusher of queue {self.name!r} is closed")
+            raise SHMClosedError(f"pusher of queue {self.name!r} is closed")
         length = len(data)
         lay, atom, view = self._layout, self._atom, self._view
         check_size(length, lay.slot_size, "item")
@@ -191,8 +198,12 @@ class Pusher(ForkAware):
                 )
         buf = lay.buffer(slot)
         start = buf + L.BUFFER_HEADER_SIZE
-        view[start:start + length] = data
-        L.SLOT_HEADER.pack_into(view, buf, head, time.time_ns(), length, encoding, 0)
+        try:
+            view[start:start + length] = data
+            L.SLOT_HEADER.pack_into(view, buf, head, time.time_ns(), length, encoding, 0)
+        except ValueError as exc:
+            self._raise_if_closed_meanwhile(exc)
+            raise
         # The payload is written; the entry store publishes it (a release).
         atom.store(offset, L.queue_entry(lap, L.QUEUE_READY))
         self._head = head + 1
@@ -255,10 +266,14 @@ class Pusher(ForkAware):
         puller finished working on it. Items held by pullers that die are recovered by the
         others meanwhile; with no puller attached this waits for one.
         """
-        if not self._finalizer.alive:
-            raise ValueError(f"pusher of queue {self.name!r} is closed")
-        atom = self._atom
-        return self._wait_taken(lambda: atom.load(L.PIPE_TAKEN) >= self._head, timeout, None)
+        try:
+            if not self._finalizer.alive:
+                raise SHMClosedError(f"pusher of queue {self.name!r} is closed")
+            atom = self._atom
+            return self._wait_taken(lambda: atom.load(L.PIPE_TAKEN) >= self._head, timeout,
+                                    None)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, False)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this queue (a snapshot). Rows of dead pullers are freed here.
@@ -356,19 +371,25 @@ class Puller(ForkAware):
         taken, and :class:`SHMSerializationError` for an item that cannot be decoded (it is
         consumed). Sets :attr:`last_redelivered`.
         """
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         if got is None:
             return None
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The next item's payload bytes, whatever its encoding; None on timeout."""
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return None if got is None else got[0]
 
     def _next(self, timeout: float | None) -> tuple[bytes, int] | None:
         if not self._finalizer.alive:
-            raise ValueError(f"puller of queue {self.name!r} is closed")
+            raise SHMClosedError(f"puller of queue {self.name!r} is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             got = self._take()
@@ -483,9 +504,13 @@ class Puller(ForkAware):
     def _copy_item(self, slot: int) -> tuple[int, int, int, bytes]:
         lay, view = self._layout, self._view
         buf = lay.buffer(slot)
-        seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
-        start = buf + L.BUFFER_HEADER_SIZE
-        return seq, length, encoding, bytes(view[start:start + min(length, lay.slot_size)])
+        try:
+            seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
+            start = buf + L.BUFFER_HEADER_SIZE
+            return seq, length, encoding, bytes(view[start:start + min(length, lay.slot_size)])
+        except ValueError as exc:
+            self._raise_if_closed_meanwhile(exc)
+            raise
 
     def _wait(self, deadline: float | None) -> bool:
         """Sleep until an item may be there; False once the deadline passed."""
@@ -556,7 +581,7 @@ class Puller(ForkAware):
         queue's counters under shm-comm 1.0's keys (see :func:`queue_counters`) with
         ``local_tail``, which for a puller is the shared ``tail``."""
         if not self._finalizer.alive:
-            raise ValueError(f"puller of queue {self.name!r} is closed")
+            raise SHMClosedError(f"puller of queue {self.name!r} is closed")
         atom = self._atom
         counters = queue_counters(atom, self._layout)
         return {

@@ -22,8 +22,8 @@ from typing import Any
 
 from . import layout as L
 from . import notify, ring
-from .endpoint import ForkAware
-from .errors import SHMConnectionError, SHMUntrustedSegmentError
+from .endpoint import ForkAware, closed_call, leave
+from .errors import SHMClosedError, SHMConnectionError, SHMUntrustedSegmentError
 from .naming import segment_name, validate_channel_name
 from .notify import Readiness
 from .ring import RingReader, RingWriter
@@ -106,15 +106,18 @@ class Publisher(ForkAware):
         :class:`SHMSerializationError` if ``obj`` cannot be serialized; nothing is sent then.
         """
         serializer = self._serializer
-        if block:
-            data = serializer.encode(obj)
-            if self._closed or self._writer.write_if_room(data, serializer.encoding,
-                                                          _time_ns()) is None:
-                return self._publish(data, serializer.encoding, True, timeout)
-            return True
-        if self._closed:
-            return self._publish(serializer.encode(obj), serializer.encoding, block, timeout)
-        self._writer.write(serializer.encode(obj), serializer.encoding, _time_ns())
+        try:
+            if block:
+                data = serializer.encode(obj)
+                if self._closed or self._writer.write_if_room(data, serializer.encoding,
+                                                              _time_ns()) is None:
+                    return self._publish(data, serializer.encoding, True, timeout)
+                return True
+            if self._closed:
+                return self._publish(serializer.encode(obj), serializer.encoding, block, timeout)
+            self._writer.write(serializer.encode(obj), serializer.encoding, _time_ns())
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
         return True
 
     def send_bytes(self, data: BytesLike, *, block: bool = False,
@@ -123,20 +126,23 @@ class Publisher(ForkAware):
 
         Same blocking rules and errors as :meth:`send`.
         """
-        if block:  # the common case, room for it, in the same one call as without block
-            if self._closed or self._writer.write_if_room(data, _RAW_ENCODING,
-                                                          _time_ns()) is None:
-                return self._publish(data, _RAW_ENCODING, True, timeout)
-            return True
-        if self._closed:
-            return self._publish(data, _RAW_ENCODING, block, timeout)
-        self._writer.write(data, _RAW_ENCODING, _time_ns())  # the common case, inlined
+        try:
+            if block:  # the common case, room for it, in the same one call as without block
+                if self._closed or self._writer.write_if_room(data, _RAW_ENCODING,
+                                                              _time_ns()) is None:
+                    return self._publish(data, _RAW_ENCODING, True, timeout)
+                return True
+            if self._closed:
+                return self._publish(data, _RAW_ENCODING, block, timeout)
+            self._writer.write(data, _RAW_ENCODING, _time_ns())  # the common case, inlined
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
         return True
 
     def _publish(self, data: BytesLike, encoding: int, block: bool,
                  timeout: float | None) -> bool:
         if self._closed:
-            raise ValueError(f"publisher of channel {self.name!r} is closed")
+            raise SHMClosedError(f"publisher of channel {self.name!r} is closed")
         if block and not self._wait_for_room(timeout):
             return False
         self._writer.write(data, encoding, _time_ns())
@@ -164,15 +170,17 @@ class Publisher(ForkAware):
 
     def _publish_many(self, payloads: list[bytes | memoryview], encoding: int, block: bool,
                       timeout: float | None) -> int:
-        if self._closed:
-            raise ValueError(f"publisher of channel {self.name!r} is closed")
-        if block:
-            if len(payloads) > self._layout.num_slots:
-                raise ValueError(f"a blocking batch of {len(payloads)} messages cannot fit in "
-                                 f"a ring of {self._layout.num_slots} slots")
-            if not self._wait_for_room(timeout, len(payloads)):
+        if block and len(payloads) > self._layout.num_slots:
+            raise ValueError(f"a blocking batch of {len(payloads)} messages cannot fit in "
+                             f"a ring of {self._layout.num_slots} slots")
+        try:
+            if self._closed:
+                raise SHMClosedError(f"publisher of channel {self.name!r} is closed")
+            if block and not self._wait_for_room(timeout, len(payloads)):
                 return 0
-        return self._writer.write_many(payloads, encoding, time.time_ns())
+            return self._writer.write_many(payloads, encoding, time.time_ns())
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, 0)
 
     def _wait_for_room(self, timeout: float | None, count: int = 1) -> bool:
         has_room = self._writer.has_room  # in C, scanning the rows only when it must
@@ -228,12 +236,7 @@ class Publisher(ForkAware):
 
 
 def _release_reader(segment: Segment, reader: RingReader | None) -> None:
-    if reader is not None and reader.row is not None and not segment.closed:
-        state = segment.atom.load(segment.layout.record(reader.row) + L.REC_STATE)
-        if state >> L.STATE_BITS == os.getpid():
-            ring.release_record(segment.atom, segment.layout, reader.row, state)
-        segment.liveness.unclaim(reader.row)
-    segment.close()
+    leave(segment, None if reader is None else reader.row)
 
 
 class _ChannelReader(ForkAware):
@@ -284,7 +287,7 @@ class _ChannelReader(ForkAware):
                 head = atom.load(L.HEAD)
                 cursor = max(0, head - lay.num_slots) if from_oldest else (
                     max(0, head - 1) if latest else head)
-                reader = RingReader(atom, segment.view, lay, None, cursor)
+                reader = RingReader(atom, lay, None, cursor)
             else:
                 pid, live = os.getpid(), segment.liveness
                 token = live.token(pid)
@@ -297,7 +300,7 @@ class _ChannelReader(ForkAware):
                         raise
                     row, cursor = ring.claim_record(atom, lay, pid, token, latest, from_oldest,
                                                     live)
-                reader = RingReader(atom, segment.view, lay, row, cursor)
+                reader = RingReader(atom, lay, row, cursor)
         except BaseException:
             segment.close()
             raise
@@ -309,6 +312,7 @@ class _ChannelReader(ForkAware):
         Raises :class:`SHMUntrustedSegmentError` if what now sits at the channel's name is
         not a segment this end trusts (it stays on the old one).
         """
+        self._ensure_open()
         self._alive = self._segment.owner_alive()
         if self._alive or not self._segment.replaced():
             return
@@ -318,6 +322,9 @@ class _ChannelReader(ForkAware):
             raise
         except (FileNotFoundError, SHMConnectionError):
             return
+        if self._closed:  # closed by another thread meanwhile: do not come back to life
+            _release_reader(segment, reader)
+            self._ensure_open()
         old_reader = self._reader
         self._received_before += old_reader.received
         self._dropped_before += old_reader.dropped
@@ -375,7 +382,7 @@ class _ChannelReader(ForkAware):
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise ValueError(f"subscriber of channel {self.name!r} is closed")
+            raise SHMClosedError(f"subscriber of channel {self.name!r} is closed")
 
     @property
     def publisher_alive(self) -> bool:
@@ -414,6 +421,8 @@ class _ChannelReader(ForkAware):
     def close(self) -> None:
         """Leave the channel (frees this subscriber's row). Idempotent.
 
+        Safe while another thread is inside a call on this subscriber: that call returns at
+        once by raising :class:`SHMClosedError`, and the mapping lives until it has left.
         Zero-copy views received earlier stay memory-safe, but their contents may change
         once the subscriber is closed. A task awaiting this subscriber (``recv_async``,
         ``async for``) wakes and ends; ``fileno()``'s descriptor is closed.
@@ -562,23 +571,29 @@ class Subscriber(_ChannelReader):
         ``0`` only checks. Raises :class:`SHMSerializationError` for a message that cannot be
         decoded (it is consumed; the channel stays usable).
         """
-        got = self._take() if not self._closed else None
-        if got is None:
-            got = self._next(timeout)
+        try:
+            got = self._take() if not self._closed else None
             if got is None:
-                return None
+                got = self._next(timeout)
+                if got is None:
+                    return None
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The next message's payload bytes, whatever its encoding; None on timeout."""
-        if not self._closed:  # the common cases first: a message is waiting, or will be
-            taken = self._reader.take_copy()
-            if taken is None and timeout is None:
-                taken = self._sleep_and_take(None)[1]
-            if taken is not None:
-                data, self.last_encoding, self.last_timestamp_ns, self.last_seq = taken
-                return data
-        got = self._next(timeout)
+        try:
+            if not self._closed:  # the common cases first: a message is waiting, or will be
+                taken = self._reader.take_copy()
+                if taken is None and timeout is None:
+                    taken = self._sleep_and_take(None)[1]
+                if taken is not None:
+                    data, self.last_encoding, self.last_timestamp_ns, self.last_seq = taken
+                    return data
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return None if got is None else got[0]
 
     def recv_bytes_batch(self, max_n: int = 1000, timeout: float = 0.0) -> list[bytes]:
@@ -591,16 +606,19 @@ class Subscriber(_ChannelReader):
 
     def _take_many(self, max_n: int, timeout: float) -> tuple[list[bytes], list[int]]:
         # (payloads, encodings) of up to max_n waiting messages, waiting up to timeout for one
-        self._ensure_open()
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {max_n}")
-        payloads, encodings = self._reader.take_many(max_n)
-        if not payloads and timeout:
-            deadline = time.monotonic() + timeout
-            while not payloads and self._wait(deadline):
-                payloads, encodings = self._reader.take_many(max_n)  # (replaced on reconnect)
-        if not payloads:
-            self._idle_check()
+        try:
+            self._ensure_open()
+            payloads, encodings = self._reader.take_many(max_n)
+            if not payloads and timeout:
+                deadline = time.monotonic() + timeout
+                while not payloads and self._wait(deadline):
+                    payloads, encodings = self._reader.take_many(max_n)  # (replaced on reconnect)
+            if not payloads:
+                self._idle_check()
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, ([], []))
         return payloads, encodings
 
     def recv_batch(self, max_n: int = 1000, timeout: float = 0.0) -> list[Any]:
@@ -615,8 +633,11 @@ class Subscriber(_ChannelReader):
 
     def recv_latest(self, timeout: float | None = None) -> Any:
         """The newest message, skipping (and counting as dropped) any older unread ones."""
-        self._ensure_open()
-        self._reader.skip_to_latest()
+        try:
+            self._ensure_open()
+            self._reader.skip_to_latest()
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return self.recv(timeout)
 
     def __enter__(self) -> Subscriber:

@@ -35,9 +35,10 @@ from typing import Any
 from . import layout as L
 from . import notify, ring
 from ._atomic import AtomicBuffer, has_futex
-from .endpoint import ForkAware
+from .endpoint import ForkAware, closed_call, leave
 from .errors import (
     SHMBufferFullError,
+    SHMClosedError,
     SHMConnectionError,
     SHMFormatError,
     SHMPeerGoneError,
@@ -147,13 +148,9 @@ def claim_row(segment: Segment, role: str, creator: str) -> int:
 
 
 def release_row(segment: Segment, row: int) -> None:
-    """Give back this process's row (if it still holds it) and unmap the segment."""
-    if not segment.closed:
-        state = segment.atom.load(segment.layout.record(row) + L.REC_STATE)
-        if state >> L.STATE_BITS == os.getpid() and state & 0xFF == L.STATE_ACTIVE:
-            ring.release_record(segment.atom, segment.layout, row, state)
-        segment.liveness.unclaim(row)
-    segment.close()
+    """Give back this process's row (if it still holds it) and unmap the segment (safe while
+    another thread is inside a call: :func:`shm_comm.endpoint.leave`)."""
+    leave(segment, row)
 
 
 def as_bytes(data: BytesLike) -> bytes | memoryview:
@@ -233,7 +230,7 @@ class Replier(ForkAware):
 
     def _ensure_open(self) -> None:
         if not self._finalizer.alive:
-            raise ValueError(f"replier of channel {self.name!r} is closed")
+            raise SHMClosedError(f"replier of channel {self.name!r} is closed")
 
     def recv(self, timeout: float | None = None) -> Any:
         """The next request, deserialized; None if none arrived within ``timeout`` seconds.
@@ -243,14 +240,20 @@ class Replier(ForkAware):
         without a reply (it times out). Raises :class:`SHMSerializationError` for a request
         that cannot be decoded (it still counts as received and can be answered).
         """
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         if got is None:
             return None
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The next request's payload bytes, whatever its encoding; None on timeout."""
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return None if got is None else got[0]
 
     def _next(self, timeout: float | None) -> tuple[bytes, int] | None:
@@ -302,11 +305,15 @@ class Replier(ForkAware):
     def _consume(self, position: int, slot: int, offset: int) -> tuple[bytes, int]:
         lay, view = self._layout, self._view
         buf = lay.buffer(slot)
-        seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
-        correlation, row, pid, token = L.REQUEST_META.unpack_from(view, buf + L.BUF_EXTRA)
-        bad = seq != position or length > lay.slot_size or row >= lay.max_subscribers
-        data = b"" if bad else bytes(view[buf + L.BUFFER_HEADER_SIZE:
-                                          buf + L.BUFFER_HEADER_SIZE + length])
+        try:
+            seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
+            correlation, row, pid, token = L.REQUEST_META.unpack_from(view, buf + L.BUF_EXTRA)
+            bad = seq != position or length > lay.slot_size or row >= lay.max_subscribers
+            data = b"" if bad else bytes(view[buf + L.BUFFER_HEADER_SIZE:
+                                              buf + L.BUFFER_HEADER_SIZE + length])
+        except ValueError as exc:
+            self._raise_if_closed_meanwhile(exc)
+            raise
         # The copy is complete before the release store that lets a requester reuse the slot.
         self._advance(offset)
         if bad:
@@ -335,14 +342,20 @@ class Replier(ForkAware):
         ``ValueError`` if no request awaits a reply or the reply does not fit in a slot, and
         :class:`SHMSerializationError` if ``obj`` cannot be serialized; nothing is sent then.
         """
-        return self._reply(self._serializer.encode(obj), self._serializer.encoding)
+        try:
+            return self._reply(self._serializer.encode(obj), self._serializer.encoding)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def send_bytes(self, data: BytesLike) -> bool:
         """Send raw bytes (any C-contiguous buffer) as the reply to the request last received.
 
         Same rules as :meth:`send`.
         """
-        return self._reply(as_bytes(data), RAW.encoding)
+        try:
+            return self._reply(as_bytes(data), RAW.encoding)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def _reply(self, data: BytesLike, encoding: int) -> bool:
         self._ensure_open()
@@ -366,9 +379,13 @@ class Replier(ForkAware):
         atom.store(word, correlation | L.REPLY_WRITING)
         atom.fence()
         buf = lay.buffer(lay.num_slots + row)
-        L.SLOT_HEADER.pack_into(view, buf, correlation, time.time_ns(), length, encoding, 0)
-        start = buf + L.BUFFER_HEADER_SIZE
-        view[start:start + length] = data
+        try:
+            L.SLOT_HEADER.pack_into(view, buf, correlation, time.time_ns(), length, encoding, 0)
+            start = buf + L.BUFFER_HEADER_SIZE
+            view[start:start + length] = data
+        except ValueError as exc:
+            self._raise_if_closed_meanwhile(exc)
+            raise
         atom.store(word, correlation)
         atom.fetch_add(L.REQ_REPLIES, 1)
         if atom.load(L.WAITERS) >> row & 1:
@@ -467,7 +484,7 @@ class Requester(ForkAware):
 
     def _ensure_open(self) -> None:
         if not self._finalizer.alive:
-            raise ValueError(f"requester of channel {self.name!r} is closed")
+            raise SHMClosedError(f"requester of channel {self.name!r} is closed")
 
     def _replier_gone(self, force: bool = False) -> bool:
         """Whether the replier closed or died (the process check runs every 0.2 s)."""
@@ -510,14 +527,21 @@ class Requester(ForkAware):
         slot, :class:`SHMSerializationError` if ``obj`` cannot be serialized (nothing is sent
         then) and :class:`SHMPeerGoneError` if the replier has closed or died.
         """
-        return self._send(self._serializer.encode(obj), self._serializer.encoding, timeout)
+        try:
+            return self._send(self._serializer.encode(obj), self._serializer.encoding,
+                              timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def send_bytes(self, data: BytesLike, *, timeout: float | None = None) -> bool:
         """Send raw bytes (any C-contiguous buffer) as a request; returns True once queued.
 
         Same rules as :meth:`send`.
         """
-        return self._send(as_bytes(data), RAW.encoding, timeout)
+        try:
+            return self._send(as_bytes(data), RAW.encoding, timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, 0.0, False)
 
     def _send(self, data: BytesLike, encoding: int, timeout: float | None) -> bool:
         self._ensure_open()
@@ -590,10 +614,14 @@ class Requester(ForkAware):
         lay, view = self._layout, self._view
         buf = lay.buffer(slot)
         start = buf + L.BUFFER_HEADER_SIZE
-        view[start:start + len(data)] = data
-        L.SLOT_HEADER.pack_into(view, buf, position, time.time_ns(), len(data), encoding, 0)
-        L.REQUEST_META.pack_into(view, buf + L.BUF_EXTRA, correlation, self.row, self._pid,
-                                 self._token)
+        try:
+            view[start:start + len(data)] = data
+            L.SLOT_HEADER.pack_into(view, buf, position, time.time_ns(), len(data), encoding, 0)
+            L.REQUEST_META.pack_into(view, buf + L.BUF_EXTRA, correlation, self.row, self._pid,
+                                     self._token)
+        except ValueError as exc:
+            self._raise_if_closed_meanwhile(exc)
+            raise
 
     def recv(self, timeout: float | None = None) -> Any:
         """The reply to the last request sent, deserialized; None if it did not come in time.
@@ -604,14 +632,20 @@ class Requester(ForkAware):
         no request is outstanding. A reply that is itself None is indistinguishable from a
         timeout here: use :meth:`request` for that.
         """
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         if got is None:
             return None
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
         """The payload bytes of the reply to the last request; None on timeout."""
-        got = self._next(timeout)
+        try:
+            got = self._next(timeout)
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         return None if got is None else got[0]
 
     def request(self, obj: Any, timeout: float = 5.0) -> Any:
@@ -623,12 +657,17 @@ class Requester(ForkAware):
         """
         deadline = time.monotonic() + timeout
         try:
-            self.send(obj, timeout=timeout)
+            self._send(self._serializer.encode(obj), self._serializer.encoding, timeout)
         except SHMBufferFullError as exc:
             self._timeouts += 1
             raise SHMTimeoutError(f"no reply from channel {self.name!r} within {timeout} s: "
                                   "the request queue stayed full") from exc
-        got = self._next(max(0.0, deadline - time.monotonic()))
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
+        try:
+            got = self._next(max(0.0, deadline - time.monotonic()))
+        except SHMClosedError as exc:
+            return closed_call(exc, timeout, None)
         if got is None:
             self._timeouts += 1
             raise SHMTimeoutError(f"no reply from channel {self.name!r} within {timeout} s")
@@ -647,9 +686,13 @@ class Requester(ForkAware):
             value = atom.load(word)
             if value == want:
                 buf = lay.buffer(lay.num_slots + self.row)
-                seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
-                start = buf + L.BUFFER_HEADER_SIZE
-                data = bytes(view[start:start + min(length, lay.slot_size)])
+                try:
+                    seq, _ts, length, encoding, _flags = L.SLOT_HEADER.unpack_from(view, buf)
+                    start = buf + L.BUFFER_HEADER_SIZE
+                    data = bytes(view[start:start + min(length, lay.slot_size)])
+                except ValueError as exc:
+                    self._raise_if_closed_meanwhile(exc)
+                    raise
                 # Seqlock check: the fence orders the copy before the re-load.
                 atom.fence()
                 if atom.load(word) != want:

@@ -106,8 +106,6 @@ _INDEX_BITS = L.ENTRY_INDEX_BITS
 _INDEX_MASK = L.ENTRY_INDEX_MASK
 _HEAD = L.HEAD
 _BUFFER_HEADER_SIZE = L.BUFFER_HEADER_SIZE
-_pack_slot_header = L.SLOT_HEADER.pack_into
-_unpack_slot_header = L.SLOT_HEADER.unpack_from
 
 
 def _entry_seq(entry: int) -> int:
@@ -276,13 +274,15 @@ class RingReader:
     """One reader's view of a ring: a cursor, its drop accounting and an optional held buffer.
 
     ``row`` is the reader's subscriber record, or None for an observer that never writes to
-    the segment. Not thread-safe.
+    the segment. Every read goes through ``atom`` and the C fast path (``_ring.c``), whose
+    reader check (``Ring.intact``) is the one place that decides whether a copy is intact;
+    this class adds what is not the common case: evictions, corruption, the accounting.
+    Not thread-safe.
     """
 
-    def __init__(self, atom: AtomicBuffer, view: memoryview, layout: L.SegmentLayout,
-                 row: int | None, cursor: int) -> None:
+    def __init__(self, atom: AtomicBuffer, layout: L.SegmentLayout, row: int | None,
+                 cursor: int) -> None:
         self._atom = atom
-        self._view = view
         self._layout = layout
         self._num_slots = layout.num_slots
         self._num_buffers = layout.num_buffers
@@ -306,6 +306,12 @@ class RingReader:
         """Messages this reader has taken from the ring."""
         return self.cursor - self.start - self.dropped
 
+    @property
+    def torn(self) -> int:
+        """Reads that the reader check discarded because the writer overwrote the message
+        while it was being copied (or pinned); each such message is also in ``dropped``."""
+        return self._fast.torn
+
     def pending(self) -> int:
         """Messages published that this reader has not taken (some may already be evicted)."""
         return max(0, self._atom.load(L.HEAD) - self.cursor)
@@ -327,17 +333,23 @@ class RingReader:
         return 0
 
     def poll(self, hold: bool = False) -> Message | None:
-        """Take the next message, or return None when there is none yet.
+        """Find the next message, or return None when there is none yet.
 
-        With ``hold=False`` the caller must copy the payload and then call :meth:`validate`
-        (observers and copying subscribers). With ``hold=True`` (subscribers only) the buffer
-        is pinned until the next poll or :meth:`release_hold`, and stays unchanged until then.
+        With ``hold=False`` the caller copies the payload and then calls :meth:`validate`
+        (observers and copying subscribers). With ``hold=True`` (subscribers only) the
+        message is taken at once with its buffer pinned (:meth:`take_held`): it stays
+        unchanged until the next poll or :meth:`release_hold`. Evicted messages are skipped
+        and counted as dropped; a corrupted entry or length raises :class:`SHMFormatError`.
         """
+        if hold:
+            assert self._rec is not None, "observers cannot hold buffers"
+            got = self.take_held()
+            return None if got is None else Message(*got[:6])
         atom = self._atom
         if self.held is not None:
             self.release_hold()
         while True:
-            head = atom.load(L.HEAD)
+            head = atom.load(_HEAD)
             cursor = self.cursor
             if cursor >= head:
                 return None
@@ -345,8 +357,7 @@ class RingReader:
             if cursor < oldest:
                 self._skip_to(oldest)
                 cursor = oldest
-            entry_offset = self._entries_offset + 8 * (cursor % self._num_slots)
-            entry = atom.load(entry_offset)
+            entry = atom.load(self._entries_offset + 8 * (cursor % self._num_slots))
             if (entry >> _INDEX_BITS) - 1 != cursor:
                 if _entry_seq(entry) < cursor:
                     raise SHMFormatError(
@@ -362,23 +373,14 @@ class RingReader:
             if index >= self._num_buffers:
                 raise SHMFormatError(f"ring entry names buffer {index} of "
                                      f"{self._num_buffers}: the segment is corrupted")
-            if hold:
-                assert self._rec is not None, "observers cannot hold buffers"
-                atom.store(self._rec + L.REC_HELD, index + 1)
-                if atom.load(entry_offset) != entry:
-                    atom.store(self._rec + L.REC_HELD, 0)
-                    continue
-                self.held = index
-            buf = self._buffers_offset + index * self._stride
-            _seq, ts, length, encoding, _flags = _unpack_slot_header(self._view, buf)
+            timestamp_ns, length, encoding = self._fast.slot(index)
             if length > self._slot_size:
-                atom.fence()
-                if atom.load(entry_offset) != entry:
-                    self.release_hold()
-                    continue
+                if not self._fast.intact(cursor, entry):
+                    continue  # we read a header being rewritten: the message is gone
                 raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
                                      f"{self._slot_size}: the segment is corrupted")
-            return Message(cursor, index, buf + L.BUFFER_HEADER_SIZE, length, encoding, ts)
+            offset = self._buffers_offset + index * self._stride + _BUFFER_HEADER_SIZE
+            return Message(cursor, index, offset, length, encoding, timestamp_ns)
 
     def take_copy(self, sleep: float | None = None) -> tuple[bytes, int, int, int] | None:
         """Take the next message as a validated copy: ``(payload, encoding, timestamp_ns, seq)``.
@@ -386,7 +388,8 @@ class RingReader:
         The fast path of :meth:`poll` + copy + :meth:`validate`; None when there is none yet.
         With ``sleep`` (seconds), when nothing is there, sleep on the segment for at most that
         long (announced in ``waiters``) and try once more, all in one C call; None then means
-        the sleep timed out or the channel was closed or retired.
+        the sleep timed out or the channel was closed or retired. :class:`SHMClosedError` if
+        the segment is released meanwhile (another thread closed this reader's end).
         """
         if self.held is not None:
             self.release_hold()
@@ -404,44 +407,18 @@ class RingReader:
         return self._take_copy_careful()
 
     def _take_copy_careful(self) -> tuple[bytes, int, int, int] | None:
-        atom = self._atom
-        load = atom.load
-        view = self._view
-        num_slots = self._num_slots
+        # take() said "not the common case": let poll() skip what was evicted (or raise for
+        # a corrupted message), then copy with take() again.
         while True:
-            head = load(_HEAD)
-            cursor = self.cursor
-            if cursor >= head:
+            if self.poll() is None:
                 return None
-            if cursor < head - num_slots:
-                self._skip_to(head - num_slots)
-                cursor = self.cursor
-            entry_offset = self._entries_offset + 8 * (cursor % num_slots)
-            entry = load(entry_offset)
-            index = entry & _INDEX_MASK
-            if (entry >> _INDEX_BITS) - 1 != cursor or index >= self._num_buffers:
-                message = self.poll()  # the slow path sorts out eviction and corruption
-                if message is None:
-                    return None
-                data = bytes(view[message.offset:message.offset + message.length])
-                if self.validate(message):
-                    return data, message.encoding, message.timestamp_ns, message.seq
-                continue
-            buf = self._buffers_offset + index * self._stride
-            _seq, ts, length, encoding, _flags = _unpack_slot_header(view, buf)
-            start = buf + _BUFFER_HEADER_SIZE
-            data = bytes(view[start:start + min(length, self._slot_size)])
-            atom.fence()
-            if load(entry_offset) != entry:
-                self._skip_to(cursor + 1)
-                continue
-            if length > self._slot_size:
-                raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
-                                     f"{self._slot_size}: the segment is corrupted")
-            self.cursor = cursor + 1
-            if self._rec is not None:
-                atom.store(self._rec_cursor, cursor + 1)
-            return data, encoding, ts, cursor
+            cursor = self.cursor
+            got = self._fast.take(cursor, self._rec_cursor_or_none)
+            if got.__class__ is tuple:
+                self.cursor = cursor + 1
+                return got
+            if got is None:
+                return None
 
     def _batch_window(self, max_n: int) -> tuple[int, int]:
         # (start, n): skip (and count) what was evicted, then up to max_n waiting messages
@@ -453,14 +430,11 @@ class RingReader:
     def take_many(self, max_n: int) -> tuple[list[bytes], list[int]]:
         """Take up to ``max_n`` waiting messages as validated copies: ``(payloads, encodings)``.
 
-        Copies first, validates all with one fence (intact messages are a suffix, since
-        eviction goes in sequence order) and stores the cursor once.
+        Copies first, validates all with one reader check (intact messages are a suffix,
+        since eviction goes in sequence order) and stores the cursor once.
         """
         if self.held is not None:
             self.release_hold()
-        atom, view = self._atom, self._view
-        load = atom.load
-        num_slots, entries_offset = self._num_slots, self._entries_offset
         take = self._fast.take_many
         for _attempt in range(100):
             start, n = self._batch_window(max_n)
@@ -471,22 +445,14 @@ class RingReader:
             if first:
                 self._skip_to(start + first)
             if not payloads:
-                if count == 0 and (load(entries_offset + 8 * (start % num_slots))
-                                   >> _INDEX_BITS) - 1 == start:
-                    # A corrupted message at the head of the queue: let poll() report it.
-                    message = self.poll()
-                    if message is None:
-                        return [], []
-                    data = bytes(view[message.offset:message.offset + message.length])
-                    if self.validate(message):
-                        return [data], [message.encoding]
-                    continue
-                if self.cursor == start:
-                    self._skip_to(start + 1)
-                continue
+                if count == 0:
+                    # The next message is not the common case: the careful way says why.
+                    got = self._take_copy_careful()
+                    return ([], []) if got is None else ([got[0]], [got[1]])
+                continue  # every copy was overwritten meanwhile (skipped above)
             self.cursor = start + count
             if self._rec is not None:
-                atom.store(self._rec_cursor, self.cursor)
+                self._atom.store(self._rec_cursor, self.cursor)
             return payloads, encodings
         return [], []
 
@@ -500,39 +466,33 @@ class RingReader:
         and starts with ``expect`` except for the 16 bytes at ``stamp_offset`` (a message
         written by :meth:`RingWriter.write_stamped` with that prefix).
         """
-        cursor = self.cursor
-        got = self._fast.hold(cursor, self._rec_held, self._rec_cursor, expect, stamp_offset,
-                              expect_length)
-        if got.__class__ is tuple:
-            self.held = got[1]
-            self.cursor = cursor + 1
-            return got
-        self.held = None  # hold() dropped the previous pin
-        if got is None:
-            return None
-        message = self.poll(hold=True)  # the careful way: eviction, corruption
-        if message is None:
-            return None
-        self.validate(message)
-        return (message.seq, message.buffer, message.offset, message.length, message.encoding,
-                message.timestamp_ns, False)
+        hold = self._fast.hold
+        while True:
+            cursor = self.cursor
+            got = hold(cursor, self._rec_held, self._rec_cursor, expect, stamp_offset,
+                       expect_length)
+            if got.__class__ is tuple:
+                self.held = got[1]
+                self.cursor = cursor + 1
+                return got
+            self.held = None  # hold() dropped the previous pin
+            if got is None or self.poll() is None:  # poll: evictions, corruption
+                return None
 
     def validate(self, message: Message) -> bool:
         """After copying ``message``'s payload: True (and advance) if the copy is intact.
 
-        False means the writer reused the buffer during the copy; the message is counted as
-        dropped and the caller polls again.
+        False means the writer reused the buffer during the copy (the reader check, in C);
+        the message is counted as dropped and the caller polls again.
         """
-        atom = self._atom
         if self.held is None:
-            atom.fence()
-            entry = atom.load(self._entries_offset + 8 * (message.seq % self._num_slots))
-            if entry != ((message.seq + 1) << _INDEX_BITS) | message.buffer:
+            entry = ((message.seq + 1) << _INDEX_BITS) | message.buffer
+            if not self._fast.intact(message.seq, entry):
                 self._skip_to(message.seq + 1)
                 return False
         self.cursor = message.seq + 1
         if self._rec is not None:
-            atom.store(self._rec + L.REC_CURSOR, self.cursor)
+            self._atom.store(self._rec_cursor, self.cursor)
         return True
 
     def read_batch(self, max_n: int, out: WriteableBuffer, stamps: WriteableBuffer,
@@ -544,7 +504,7 @@ class RingReader:
         ``out[i * item_size:]`` and its timestamp to ``stamps[i]`` (native u64), for as long
         as the messages have exactly ``data_offset + item_size`` bytes, this ``encoding`` and
         start with ``expect`` (see :meth:`take_held`). Copies first, then validates all with
-        one fence: returns ``(first, count)``, the valid rows being ``first .. first +
+        one reader check: returns ``(first, count)``, the valid rows being ``first .. first +
         count - 1`` (earlier ones were overwritten during the copy and are counted as
         dropped). ``(0, 0)`` when nothing is waiting or the next message is not one of
         these (left for :meth:`poll`, which says what is wrong with it).

@@ -13,6 +13,7 @@ import mmap
 import os
 import secrets
 import stat
+import threading
 import time
 
 from . import layout as L
@@ -45,6 +46,9 @@ class Segment:
         self.closed = False
         self.liveness: RowLiveness = (RecordLocks(self) if backend.RECORD_LOCKS else
                                       PidLiveness(backend.pid_alive, backend.process_token))
+        # Held while the descriptor is in use, so that a close() from another thread cannot
+        # close it (and the number be reused for another file) under a liveness check.
+        self._fd_lock = threading.RLock()
 
     @classmethod
     def create(cls, name: str, layout: L.SegmentLayout, encoding: int, channel: str,
@@ -208,7 +212,8 @@ class Segment:
     @property
     def file_uid(self) -> int:
         """The uid of the user who owns the segment (its creator)."""
-        return os.fstat(self._fd).st_uid
+        with self._fd_lock:
+            return os.fstat(self._fd).st_uid
 
     @property
     def shm_bytes(self) -> int:
@@ -218,19 +223,22 @@ class Segment:
 
     def owner_alive(self) -> bool:
         """Whether the segment's creator is alive and has not closed it."""
-        if self.closed:
-            return False
-        if self.atom.load(L.CLOSED):
-            return False
-        return backend.is_owner_alive(self._fd)
+        with self._fd_lock:
+            if self.closed:
+                return False
+            if self.atom.load(L.CLOSED):
+                return False
+            return backend.is_owner_alive(self._fd)
 
     def owner_running(self) -> bool:
         """Whether the creating process still holds the segment (closed or not)."""
-        return not self.closed and backend.is_owner_alive(self._fd)
+        with self._fd_lock:
+            return not self.closed and backend.is_owner_alive(self._fd)
 
     def replaced(self) -> bool:
-        """Whether the name now points at another segment (or at none)."""
-        return not backend.same_file(self._fd, self.name)
+        """Whether the name now points at another segment (or at none; False once closed)."""
+        with self._fd_lock:
+            return not self.closed and not backend.same_file(self._fd, self.name)
 
     def close(self) -> None:
         """Release this process's handle. Idempotent."""
@@ -248,7 +256,8 @@ class Segment:
                 mapping.close()
             except BufferError:
                 pass  # exported views keep the mapping; it is unmapped when they are gone
-        os.close(self._fd)
+        with self._fd_lock:
+            os.close(self._fd)
 
     def forget(self) -> None:
         """Drop this handle's file descriptor without touching the segment (fork children)."""
@@ -258,8 +267,9 @@ class Segment:
 
     def unlink(self) -> None:
         """Remove the segment's name if it still refers to this segment."""
-        if not self.closed and backend.same_file(self._fd, self.name):
-            backend.unlink(self.name)
+        with self._fd_lock:
+            if not self.closed and backend.same_file(self._fd, self.name):
+                backend.unlink(self.name)
 
 
 class RecordLocks:
@@ -287,21 +297,23 @@ class RecordLocks:
 
     def claim(self, row: int) -> bool:
         """Take ``row``'s lock; False if another open of the segment holds it."""
-        fd = self._usable()
-        if fd is None or row in self._held:
-            return False
-        if not backend.lock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE):
-            return False
-        self._held.add(row)
-        return True
+        with self._segment._fd_lock:
+            fd = self._usable()
+            if fd is None or row in self._held:
+                return False
+            if not backend.lock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE):
+                return False
+            self._held.add(row)
+            return True
 
     def unclaim(self, row: int) -> None:
         """Give ``row``'s lock back (closing the segment does too)."""
-        fd = self._usable()
-        if row in self._held:
-            self._held.discard(row)
-            if fd is not None:
-                backend.unlock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE)
+        with self._segment._fd_lock:
+            fd = self._usable()
+            if row in self._held:
+                self._held.discard(row)
+                if fd is not None:
+                    backend.unlock_range(fd, self._segment.layout.record(row), L.RECORD_SIZE)
 
     def reap(self, row: int, pid: int, token: int) -> bool:
         """Take a dead holder's ``row`` (its lock is free); False while the holder lives."""
@@ -309,10 +321,11 @@ class RecordLocks:
 
     def alive(self, row: int, pid: int, token: int) -> bool:
         """Whether some open of the segment holds ``row``'s lock (``F_OFD_GETLK``)."""
-        fd = self._usable()
-        if row in self._held or fd is None:
-            return True
-        return backend.range_locked(fd, self._segment.layout.record(row), L.RECORD_SIZE)
+        with self._segment._fd_lock:
+            fd = self._usable()
+            if row in self._held or fd is None:
+                return True
+            return backend.range_locked(fd, self._segment.layout.record(row), L.RECORD_SIZE)
 
 
 def _mib(count: int) -> str:

@@ -74,7 +74,7 @@ def test_one_input(data: bytes) -> None:
     MAPPING[:] = PRISTINE
     end = min(len(MAPPING), RUNTIME_START + len(data))
     MAPPING[RUNTIME_START:end] = data[:end - RUNTIME_START]
-    reader = RingReader(ATOM, VIEW, LAYOUT, None, 0)
+    reader = RingReader(ATOM, LAYOUT, None, 0)
     for _ in range(20):
         try:
             got = reader.take_copy()

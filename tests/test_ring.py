@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from shm_comm import SHMBufferFullError, SHMConnectionError, SHMFormatError, ring
+from shm_comm import SHMBufferFullError, SHMClosedError, SHMConnectionError, SHMFormatError, ring
 from shm_comm import layout as L
 from shm_comm._atomic import AtomicBuffer, Ring, has_futex
 from shm_comm.ring import RingReader, RingWriter, claim_record, release_record
@@ -51,10 +51,10 @@ class AnonRing:
     def reader(self, pid: int = 1000, token: int = 7, latest: bool = False,
                oldest: bool = False) -> RingReader:
         row, cursor = claim_record(self.atom, self.layout, pid, token, latest, oldest)
-        return RingReader(self.atom, self.view, self.layout, row, cursor)
+        return RingReader(self.atom, self.layout, row, cursor)
 
     def observer(self, cursor: int = 0) -> RingReader:
-        return RingReader(self.atom, self.view, self.layout, None, cursor)
+        return RingReader(self.atom, self.layout, None, cursor)
 
     def send(self, payload: bytes, encoding: int = L.ENCODING_RAW, ts: int = 0) -> int:
         return self.writer.write(payload, encoding, ts)
@@ -697,24 +697,15 @@ def test_reap_uses_start_token_for_reused_pids(anon_ring) -> None:
     assert seen == [(21, 100)]
 
 
-def test_writer_rebuilds_free_list_from_existing_entries(anon_ring) -> None:
+def test_a_writer_starts_only_on_a_fresh_segment(anon_ring) -> None:
+    """Nothing takes over a written segment (a new publisher builds a new one), so the free
+    list never has to be guessed from entries, which do not say which buffers are held."""
     r = anon_ring(num_slots=4, max_subscribers=1)
-    for i in range(6):
-        r.send(payload_of(i, 4))
-    w2 = RingWriter(r.atom, r.view, r.layout)
-    assert w2.head == 6
-    assert w2.free_buffers == r.layout.num_buffers - 4
-    in_ring = {r.atom.load(r.layout.entries_offset + 8 * i) & L.ENTRY_INDEX_MASK
-               for i in range(4)}
-    # The new writer's free buffers are those no entry names: the first one it hands out,
-    # and after that message went out, the buffer it evicted (message 2's), in that order.
-    first = w2.reserve()
-    assert first not in in_ring
-    message_2 = r.atom.load(r.layout.entries_offset + 8 * 2) & L.ENTRY_INDEX_MASK
-    w2.commit(first, 0, L.ENCODING_RAW, 0)  # message 6 evicts message 2's buffer
-    assert w2.head == 7
-    assert w2.free_buffers == r.layout.num_buffers - 4
-    assert w2.reserve() == message_2  # freed by the eviction, handed out next
+    w2 = RingWriter(r.atom, r.view, r.layout)  # fresh: fine (and nothing is shared)
+    assert w2.free_buffers == r.layout.num_buffers
+    r.send(payload_of(0, 4))
+    with pytest.raises(ValueError, match="fresh segment"):
+        RingWriter(r.atom, r.view, r.layout)
     # (Running out of buffers cannot happen: there are max_subscribers + 1 spares and each
     # reader pins at most one; SHMBufferFullError guards only a corrupted writer state.)
 
@@ -917,13 +908,93 @@ def test_ring_fast_path_refuses_a_released_segment(anon_ring) -> None:
     r.send(b"x")
     fast = ring.fast_path(r.atom, r.layout)
     r.atom.release()
-    with pytest.raises(ValueError, match="closed"):
-        fast.take(0, -1)
-    with pytest.raises(ValueError, match="closed"):
-        r.writer.write(b"y", 0, 0)
-    with pytest.raises(ValueError, match="closed"):
-        reader.take_copy()
+    assert (r.atom.closed, r.atom.size, r.atom.in_flight) == (True, 0, 0)
+    calls = [lambda: fast.take(0, -1), lambda: r.writer.write(b"y", 0, 0),
+             reader.take_copy, lambda: reader.take_copy(sleep=5.0), lambda: reader.take_many(4),
+             lambda: reader.take_held(), lambda: fast.intact(0, 0), lambda: fast.slot(0),
+             lambda: fast.head, lambda: r.atom.load(L.HEAD), lambda: r.atom.wait(L.HEAD, 0, 1.0),
+             lambda: r.atom.wait_past(L.HEAD, 9, L.WAITERS, 0, L.CLOSED, L.DOORBELL, 1.0),
+             lambda: ring.fast_path(r.atom, r.layout)]
+    for call in calls:
+        with pytest.raises(SHMClosedError, match="closed"):
+            call()
+    assert issubclass(SHMClosedError, ValueError)  # what closed ends raised before
+    with pytest.raises(RuntimeError, match="already initialised"):
+        r.atom.__init__(r.mm)  # type: ignore[misc]  (a Ring may point into its buffer)
     r.atom = AtomicBuffer(r.mm)  # for the fixture's close()
+
+
+@pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
+@pytest.mark.parametrize("how", ["wait_past", "take_wait", "wait"])
+def test_release_while_a_thread_sleeps_in_c(anon_ring, how: str) -> None:
+    """The in-flight rule (_atomic.h): release() while another thread sleeps on the mapping
+    wakes it; it leaves without touching the mapping and raises SHMClosedError; the last
+    call out drops the buffer export, so the mapping can then be closed."""
+    r = anon_ring()
+    reader = r.reader()
+    sleep = {
+        "wait_past": lambda: r.atom.wait_past(L.HEAD, 0, L.WAITERS, reader.waiter_bit,
+                                              L.CLOSED, L.DOORBELL, float("inf")),
+        "take_wait": lambda: reader.take_copy(sleep=1e300),
+        "wait": lambda: r.atom.wait(L.HEAD, 0, float("inf")),
+    }[how]
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(sleep())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    poll_until(lambda: r.atom.in_flight == 2, timeout=5.0)
+    doorbell = r.atom.load(L.DOORBELL)
+    r.atom.release()
+    assert r.atom.closed
+    for t in threads:
+        t.join(10.0)
+        assert not t.is_alive()
+    assert [type(o) for o in outcome] == [SHMClosedError, SHMClosedError]
+    assert r.atom.in_flight == 0
+    assert r.atom.size == 0
+    probe = AtomicBuffer(r.mm)
+    if how != "wait":
+        # Readers asleep on the doorbell: release() bumped it (so a wake-up racing with
+        # their sleep is not lost) and left their waiter bit alone (the closer frees rows).
+        assert probe.load(L.DOORBELL) == doorbell + 2
+        assert probe.load(L.WAITERS) == reader.waiter_bit
+    probe.release()
+    r.view.release()
+    r.mm.close()  # the last call out dropped its export: nothing keeps the mapping
+    r.mm = mmap.mmap(-1, r.layout.total_size)  # for the fixture's close()
+    r.view = memoryview(r.mm)
+    r.atom = AtomicBuffer(r.mm)
+
+
+@pytest.mark.skipif(not has_futex, reason="futex wait is Linux only")
+def test_sleep_timeouts_are_defined_for_every_double(anon_ring) -> None:
+    r = anon_ring()
+    reader = r.reader()
+    bit = reader.waiter_bit
+    for timeout in (float("nan"), -1.0, -float("inf"), 0.0, 5e-324):
+        started = time.monotonic()
+        assert r.atom.wait_past(L.HEAD, 0, L.WAITERS, bit, L.CLOSED, L.DOORBELL,
+                                timeout) is False
+        assert r.atom.wait(L.HEAD, 0, timeout) is False
+        assert reader.take_copy(sleep=timeout) is None
+        assert time.monotonic() - started < 1.0
+    for timeout in (float("inf"), 1e300, 2.0**63, 1e18):  # cut to a day: a send wakes them
+        results: list[object] = []
+        sleeper = threading.Thread(target=lambda t=timeout, out=results: out.append(
+            reader.take_copy(sleep=t)))
+        sleeper.start()
+        poll_until(lambda: r.atom.load(L.WAITERS) == bit, timeout=5.0)
+        r.send(b"wake")
+        sleeper.join(10.0)
+        assert not sleeper.is_alive()
+        assert results[0] is not None
 
 
 def test_ring_fast_path_checks_its_geometry(anon_ring) -> None:
