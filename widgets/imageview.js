@@ -168,10 +168,11 @@ function render({ model, el }) {
       return;
     }
     const m = shownMeta;
-    // Frame age from the publisher's clock. Both clocks are the same machine's when the
-    // kernel's send time and ours agree; otherwise only the kernel's part is known.
+    // Frame age from the publisher's clock. The clocks are taken to agree (the same
+    // machine's) when the image arrived less than a second after the kernel sent it by our
+    // clock; otherwise only the kernel's part of the age is known.
     const nowS = Date.now() / 1000;
-    const sameClock = Math.abs(nowS - m.sent) < 1.0;
+    const sameClock = m.sameClock;
     const age = sameClock ? nowS - m.stamp : m.sent - m.stamp;
     canvas.dataset.ageMs = String(Math.round(age * 1000));
     canvas.dataset.fps = fps.toFixed(1);
@@ -189,6 +190,7 @@ function render({ model, el }) {
     if (!msg || msg.type !== "frame") return;
     widgetId = msg.id || widgetId;
     if (msg.image && buffers && buffers.length) {
+      msg.sameClock = Math.abs(Date.now() / 1000 - msg.sent) < 1.0;
       if (waiting) replaced++; // never decoded: the newer one wins
       waiting = [msg, buffers[0]];
       decodeNext();
@@ -250,15 +252,10 @@ function render({ model, el }) {
       ctx.drawImage(picture, 0, 0);
       picture.close();
     }
-    if (!model.get("width")) {
-      // Small images are shown at least MIN_WIDTH CSS pixels wide, pixels kept sharp.
-      const small = msg.width < MIN_WIDTH;
-      canvas.style.width = small ? `${MIN_WIDTH}px` : "";
-      canvas.style.imageRendering = small ? "pixelated" : "";
-    }
     hasImage = true;
     root.classList.remove("shmc-empty");
     shownMeta = msg;
+    applyWidth();
     framesDrawn++;
     drawTimes.push(performance.now());
     applyStatus(msg);
@@ -303,9 +300,26 @@ function render({ model, el }) {
     const css = Math.min(limit, Math.floor(root.clientWidth || 0));
     return css > 0 ? Math.round(css * dpr) : 0;
   }
-  function onResize() {
+  // The CSS width of the picture: the `width` trait if set; else the source image's own
+  // width (downscaled frames fill the same space), small images scaled up to MIN_WIDTH with
+  // their pixels kept sharp; never wider than the notebook (max-width in the CSS).
+  function applyWidth() {
     const limit = model.get("width");
-    canvas.style.width = limit ? `${limit}px` : ""; // else its own size, at most the notebook's
+    let width = "";
+    let small = false;
+    if (limit) {
+      width = `${limit}px`;
+    } else if (shownMeta !== null) {
+      small = shownMeta.src_width < MIN_WIDTH;
+      width = `${Math.max(MIN_WIDTH, shownMeta.src_width)}px`;
+    }
+    if (stage.style.width !== width) stage.style.width = width;
+    const rendering = small ? "pixelated" : "";
+    if (canvas.style.imageRendering !== rendering) canvas.style.imageRendering = rendering;
+  }
+
+  function onResize() {
+    applyWidth();
     const w = viewWidth();
     if (w > 0 && Math.abs(w - sentWidth) > Math.max(16, sentWidth * 0.1)) {
       sentWidth = w;

@@ -408,6 +408,9 @@ def test_image_view_shows_the_published_pixels(lab: dict[str, Any], page: Any) -
     assert_colour(region_rgb(page, depth, 0.4, 0.5), (0, 0, 0), 2)
     assert_colour(region_rgb(page, depth, 0.12, 0.25, 4), (128, 128, 128), 2)
     assert_colour(region_rgb(page, depth, 0.12, 0.75, 4), (0, 0, 0), 2)
+    box = page.locator(depth).bounding_box()  # 160 px wide: all of it shown, at 320 px
+    assert box is not None
+    assert (box["width"], box["height"]) == (pytest.approx(320, abs=1), pytest.approx(240, abs=1))
     # A channel that does not exist yet: the view says so.
     page.wait_for_function(
         """() => { const r = document.querySelector('.shmc-imageview[data-channel="nb9_later"]');
@@ -454,6 +457,9 @@ def test_image_view_shows_the_published_pixels(lab: dict[str, Any], page: Any) -
         )
         assert page.locator(later).get_attribute("data-format") == "raw"
         assert_colour(region_rgb(page, later, 0.5, 0.5, 4), (200, 200, 200), 0)
+        box = page.locator(later).bounding_box()  # 64 px wide: shown scaled up to 320
+        assert box is not None
+        assert box["width"] == pytest.approx(320, abs=1)
         page.locator(later).screenshot(path=str(LOGS / "imageview_later.png"))
         # ...and goes away: "publisher gone".
         run_in_kernel(kc, "later.close()")
