@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -79,14 +80,30 @@ def decode_array(payload: bytes | memoryview) -> tuple[np.ndarray[Any, Any], L.A
     Returns ``(array, header)``; the array views ``payload`` (read-only for ``bytes``).
     Raises :class:`SHMFormatError` if the payload is not a well-formed typed array.
     """
-    header = L.unpack_array_header(payload)
+    return _array_at(payload, 0, len(payload))
+
+
+def _array_at(buf: bytes | memoryview, offset: int, length: int
+              ) -> tuple[np.ndarray[Any, Any], L.ArrayHeader]:
+    """The array of the typed-array payload at ``buf[offset:offset + length]`` (a view of
+    ``buf``) and its header. The one check of a received header, on every read path: anything
+    malformed raises :class:`SHMFormatError`, never a bare NumPy error."""
+    header = L.unpack_array_header(buf, offset, length)
     dt = _dtype_from_descr(header.descr)
     count = math.prod(header.shape)
-    if header.data_offset + count * dt.itemsize > len(payload):
+    if header.data_offset + count * dt.itemsize > length:
         raise SHMFormatError(f"typed-array header declares {count} x {dt.itemsize} bytes but "
-                             f"the payload holds {len(payload) - header.data_offset}")
-    arr = np.frombuffer(payload, dtype=dt, count=count, offset=header.data_offset)
-    return arr.reshape(header.shape), header
+                             f"the payload holds {length - header.data_offset}")
+    # NumPy refuses shapes whose non-zero dimensions multiply past what it can address, even
+    # when another dimension is 0 and nothing is there, e.g. (0, 2**63, 2).
+    if math.prod(d for d in header.shape if d) * dt.itemsize > sys.maxsize:
+        raise SHMFormatError(f"typed-array header declares an impossible shape {header.shape}")
+    try:
+        arr = np.frombuffer(buf, dtype=dt, count=count, offset=offset + header.data_offset)
+        return arr.reshape(header.shape), header
+    except (ValueError, TypeError) as exc:  # (e.g. a dtype of size 0)
+        raise SHMFormatError(f"typed-array header describes no array NumPy can make: {exc}"
+                             ) from None
 
 
 class ArrayPublisher(Publisher):
@@ -398,18 +415,12 @@ class ArraySubscriber(_ChannelReader):
                 raise SHMSerializationError(
                     f"message {message.seq} on {self.name!r} is not a typed array")
             try:
-                header = L.unpack_array_header(self._ro_view, message.offset, message.length)
-                dt = _dtype_from_descr(header.descr)
-                count = math.prod(header.shape)
-                if header.data_offset + count * dt.itemsize > message.length:
-                    raise SHMFormatError("typed-array header declares more data than sent")
-            except SHMFormatError:
+                arr = _array_at(self._ro_view, message.offset, message.length)[0].copy()
+            except SHMFormatError as exc:
                 if not reader.validate(message):
                     continue  # overwritten while we read it: not a format problem
-                raise
-            arr = np.frombuffer(self._ro_view, dtype=dt, count=count,
-                                offset=message.offset + header.data_offset).reshape(header.shape)
-            arr = arr.copy()
+                raise reader.consume_malformed(message.seq, f"on {self.name!r}: {exc}"
+                                               ) from None
             if reader.validate(message):
                 self.last_timestamp_ns = message.timestamp_ns
                 self.last_seq = message.seq
@@ -435,13 +446,10 @@ class ArraySubscriber(_ChannelReader):
             # Consumed either way: a bad message raises and the next receive goes on.
             if encoding != L.ENCODING_ARRAY:
                 raise SHMSerializationError(f"message {seq} on {self.name!r} is not a typed array")
-            header = L.unpack_array_header(ro, off, length)
-            dt = _dtype_from_descr(header.descr)
-            count = math.prod(header.shape)
-            if header.data_offset + count * dt.itemsize > length:
-                raise SHMFormatError("typed-array header declares more data than sent")
-            arr = np.frombuffer(ro, dtype=dt, count=count,
-                                offset=off + header.data_offset).reshape(header.shape)
+            try:
+                arr = _array_at(ro, off, length)[0]
+            except SHMFormatError as exc:
+                raise self._reader.consume_malformed(seq, f"on {self.name!r}: {exc}") from None
         self.last_timestamp_ns = timestamp_ns
         self.last_seq = seq
         return arr
@@ -452,7 +460,8 @@ class ArraySubscriber(_ChannelReader):
 
         ``copy=False``: a read-only view of shared memory (lifetime rule above).
         ``copy=True``: a private, writable copy. Raises :class:`SHMFormatError` for a
-        malformed header (the message is consumed; the channel stays usable).
+        malformed header, never a NumPy error (the message is consumed and counted in
+        ``stats()["malformed"]``; the next call returns the next array).
         """
         try:
             if not copy and self._holding_enabled and not self._closed:

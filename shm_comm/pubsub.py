@@ -257,6 +257,8 @@ class _ChannelReader(ForkAware):
         self._reconnects = 0
         self._received_before = 0
         self._dropped_before = 0
+        self._malformed_before = 0
+        self._torn_before = 0
         self._next_check = 0.0
         self._alive = True
         self._dead_polls = 0
@@ -328,6 +330,8 @@ class _ChannelReader(ForkAware):
         old_reader = self._reader
         self._received_before += old_reader.received
         self._dropped_before += old_reader.dropped
+        self._malformed_before += old_reader.malformed
+        self._torn_before += old_reader.torn
         self._drop_watch()
         self._finalizer()
         self._segment, self._reader = segment, reader
@@ -398,7 +402,12 @@ class _ChannelReader(ForkAware):
         """This subscriber's counters: ``received``, ``dropped``, ``cursor``, ``pending``...
 
         ``dropped`` counts messages that were evicted before this subscriber read them (it
-        learns of them when it next receives), and messages skipped by ``recv_latest``. The
+        learns of them when it next receives), and messages skipped by ``recv_latest``.
+        ``malformed`` counts messages a receive consumed by raising :class:`SHMFormatError`
+        (a corrupted length or typed-array header; they count in ``received`` too, as
+        undecodable ones do). ``torn_reads`` counts reads the reader check threw away because
+        the publisher overwrote the message while it was being copied (each is also in
+        ``dropped``): a sign that this subscriber falls a whole ring behind mid-copy. The
         channel's counters come with them under shm-comm 1.0's keys (``head``, ``tail``,
         ``msg_count``, ``drop_count``, ``used_slots``, ``free_slots``...: see
         :func:`shm_comm.ring.ring_counters`), and ``local_tail``, 1.0's name for ``cursor``.
@@ -411,6 +420,8 @@ class _ChannelReader(ForkAware):
             "channel": self.name,
             "received": self._received_before + reader.received,
             "dropped": self._dropped_before + reader.dropped,
+            "malformed": self._malformed_before + reader.malformed,
+            "torn_reads": self._torn_before + reader.torn,
             "cursor": reader.cursor,
             "pending": reader.pending(),
             "publisher_alive": self.publisher_alive,
@@ -569,7 +580,10 @@ class Subscriber(_ChannelReader):
 
         ``timeout=None`` waits until a message arrives (also across a publisher restart);
         ``0`` only checks. Raises :class:`SHMSerializationError` for a message that cannot be
-        decoded (it is consumed; the channel stays usable).
+        decoded and :class:`SHMFormatError` for a malformed one (a corrupted segment; counted
+        in ``stats()["malformed"]``): either way it is consumed, once, and the next call
+        returns the next message. :class:`SHMClosedError` if this subscriber is closed,
+        also by another thread while this call waits.
         """
         try:
             got = self._take() if not self._closed else None
@@ -582,7 +596,9 @@ class Subscriber(_ChannelReader):
         return self._serializer.decode(got[0], got[1])
 
     def recv_bytes(self, timeout: float | None = None) -> bytes | None:
-        """The next message's payload bytes, whatever its encoding; None on timeout."""
+        """The next message's payload bytes, whatever its encoding; None on timeout.
+
+        Errors as for :meth:`recv` (a malformed message raises once and is consumed)."""
         try:
             if not self._closed:  # the common cases first: a message is waiting, or will be
                 taken = self._reader.take_copy()

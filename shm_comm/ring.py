@@ -297,6 +297,7 @@ class RingReader:
         self.cursor = cursor
         self.start = cursor
         self.dropped = 0
+        self.malformed = 0  # messages consumed by raising SHMFormatError (in received too)
         self.held: int | None = None
         self._fast = fast_path(atom, layout)
         self._rec_cursor_or_none = -1 if row is None else self._rec_cursor
@@ -360,10 +361,8 @@ class RingReader:
             entry = atom.load(self._entries_offset + 8 * (cursor % self._num_slots))
             if (entry >> _INDEX_BITS) - 1 != cursor:
                 if _entry_seq(entry) < cursor:
-                    raise SHMFormatError(
-                        f"ring entry for message {cursor} is older than head says: "
-                        "the segment is corrupted"
-                    )
+                    raise self.consume_malformed(cursor, "has a ring entry older than head "
+                                                 "says")
                 # Overwritten by a newer message since we read head: it is lost. Skipping
                 # one at a time needs no further help from the writer (which may have died
                 # between storing the entry and storing head).
@@ -371,16 +370,29 @@ class RingReader:
                 continue
             index = entry & _INDEX_MASK
             if index >= self._num_buffers:
-                raise SHMFormatError(f"ring entry names buffer {index} of "
-                                     f"{self._num_buffers}: the segment is corrupted")
+                raise self.consume_malformed(
+                    cursor, f"has a ring entry naming buffer {index} of {self._num_buffers}")
             timestamp_ns, length, encoding = self._fast.slot(index)
             if length > self._slot_size:
                 if not self._fast.intact(cursor, entry):
                     continue  # we read a header being rewritten: the message is gone
-                raise SHMFormatError(f"message {cursor} claims {length} bytes in a slot of "
-                                     f"{self._slot_size}: the segment is corrupted")
+                raise self.consume_malformed(
+                    cursor, f"claims {length} bytes in a slot of {self._slot_size}")
             offset = self._buffers_offset + index * self._stride + _BUFFER_HEADER_SIZE
             return Message(cursor, index, offset, length, encoding, timestamp_ns)
+
+    def consume_malformed(self, seq: int, what: str) -> SHMFormatError:
+        """Take message ``seq`` (the next one, or the one just taken) as malformed: the
+        cursor moves past it, so the next receive goes on with the next message; it counts
+        in ``malformed`` (and, consumed, in ``received``). Returns the error to raise."""
+        if self.cursor <= seq:
+            self.release_hold()
+            self.cursor = seq + 1
+            if self._rec is not None:
+                self._atom.store(self._rec_cursor, self.cursor)
+        self.malformed += 1
+        return SHMFormatError(f"message {seq} {what}: it is malformed (a corrupted segment?) "
+                              "and was skipped; the next receive returns the next message")
 
     def take_copy(self, sleep: float | None = None) -> tuple[bytes, int, int, int] | None:
         """Take the next message as a validated copy: ``(payload, encoding, timestamp_ns, seq)``.

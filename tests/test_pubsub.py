@@ -740,7 +740,7 @@ RING_STATS = {"head", "tail", "num_slots", "slot_size", "msg_count", "drop_count
 PUB_STATS = RING_STATS | {"channel", "segment", "subscribers", "bytes_total", "serialization",
                           "pid"}
 SUB_STATS = RING_STATS | {"local_tail", "channel", "received", "dropped", "cursor", "pending",
-                          "publisher_alive", "reconnects", "observer"}
+                          "publisher_alive", "reconnects", "observer", "malformed", "torn_reads"}
 
 
 def test_stats_keys(pub_sub: tuple[Publisher, Subscriber]) -> None:
@@ -761,6 +761,7 @@ def test_stats_keys(pub_sub: tuple[Publisher, Subscriber]) -> None:
     assert sstats["pending"] == 2
     assert sstats["observer"] is False
     assert sstats["reconnects"] == 0
+    assert (sstats["malformed"], sstats["torn_reads"]) == (0, 0)
 
 
 # --------------------------------------------------------------------------- tools
