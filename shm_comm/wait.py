@@ -2,13 +2,15 @@
 
 Three strategies, chosen by ``poll_interval``:
 
-* ``None`` (default): sleep in the kernel on the segment's ``head`` word (a futex on Linux)
-  and be woken by the publisher's next send, typically within tens of microseconds, using no
-  CPU meanwhile (readers sleep on the segment's doorbell word, which every wake-up
-  bumps first). Whatever retires a segment wakes its sleepers: the publisher's ``close()``,
-  a new publisher reclaiming a dead one's segment, ``remove_stale``. Sleeps are also cut into
-  slices of at most ``SUBSCRIBER_SLICE`` seconds, a safety net only: a wake-up can be lost
-  only if the publisher dies between storing ``head`` and waking (see docs/design.md).
+* ``None`` (default): sleep in the kernel on the segment's doorbell word (a futex on Linux),
+  which every wake-up bumps after changing ``head`` or ``closed``, and be woken by the
+  publisher's next send, typically within tens of microseconds, using no CPU meanwhile.
+  Whatever retires a segment wakes its sleepers: the publisher's ``close()``, a new publisher
+  reclaiming a dead one's segment, ``remove_stale``; closing the subscriber itself (from
+  another thread) wakes it too. Sleeps are cut into slices of at most ``SUBSCRIBER_SLICE``
+  seconds: that is when a subscriber notices a publisher killed outright (nothing wakes it
+  then), and the safety net for the one wake-up that can be lost, the publisher dying
+  between storing ``head`` and waking (see docs/design.md, "Publisher gone").
   Platforms without futexes fall back to polling every ``FALLBACK_POLL`` seconds.
   Adaptive spinning: when the previous wait ended within ``QUICK_WAIT`` (messages are
   coming back to back, as in request/response loops), the next wait first polls ``head``
