@@ -8,10 +8,13 @@ FUZZ_EXAMPLES for a longer run (the ``slow`` test does 20x).
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
+import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from shm_comm import (
     ArrayPublisher,
     ArraySubscriber,
     Publisher,
+    SHMBufferFullError,
     SHMError,
     SHMFormatError,
     SHMSerializationError,
@@ -30,6 +34,7 @@ from shm_comm import (
     decode_array,
 )
 from shm_comm import layout as L
+from shm_comm._atomic import AtomicBuffer, Ring
 from shm_comm.trust import check_owner
 from shm_comm.utils import pub_segment_name
 
@@ -139,12 +144,18 @@ def test_runtime_corruption_never_crashes_or_hangs(channel: str, data: st.DataOb
                 segment.view[offset] = data.draw(st.integers(0, 255))
             for reader in (sub, obs):
                 t0 = time.monotonic()
+                malformed = 0
                 for _ in range(12):
+                    ring_reader, before = reader._reader, reader._reader.cursor
                     try:
                         reader.recv(timeout=0)
-                    except (SHMFormatError, SHMSerializationError):
-                        pass
+                    except (SHMFormatError, SHMSerializationError) as exc:
+                        malformed += isinstance(exc, SHMFormatError)
+                        if reader._reader is ring_reader:  # (not moved to a new segment)
+                            assert ring_reader.cursor > before  # consumed: never wedged
                 assert time.monotonic() - t0 < 5.0
+                if not reader._reconnects:
+                    assert reader._reader.malformed == malformed
             # Corrupted records: reaping (record locks, whatever the state words say) and
             # claiming a row still work, or fail with our errors.
             pub.stats()
@@ -155,6 +166,122 @@ def test_runtime_corruption_never_crashes_or_hangs(channel: str, data: st.DataOb
         finally:
             sub.close()
             obs.close()
+
+
+GEOMETRY = ("head", "waiters", "bytes_total", "holders", "entries", "num_slots", "num_buffers",
+            "buffers", "stride", "slot_size", "held_words", "record_size", "num_rows",
+            "doorbell")
+hostile = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([-1, 0, 1, 7, 8, 63, 64, 65, 2**16, 2**31, 2**32 - 1, 2**32, 2**61,
+                     2**62, 2**63 - 1, -(2**63)]))
+
+
+def _anon_ring(lay: L.SegmentLayout) -> tuple[Any, AtomicBuffer, list[int]]:
+    mapping = mmap.mmap(-1, lay.total_size)
+    L.SegmentHeader(lay, L.ENCODING_RAW, 1, 2, 3, "fuzz").pack_into(memoryview(mapping))
+    atom = AtomicBuffer(mapping)
+    args = [L.HEAD, L.WAITERS, L.BYTES_TOTAL, L.HOLDERS, lay.entries_offset, lay.num_slots,
+            lay.num_buffers, lay.buffers_offset, lay.buffer_stride, lay.slot_size,
+            L.RECORDS_OFFSET + L.REC_HELD, L.RECORD_SIZE, lay.max_subscribers, L.DOORBELL]
+    return mapping, atom, args
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(GEOMETRY), hostile, min_size=1, max_size=4))
+def test_ring_geometry_from_hostile_values(changes: dict[str, int]) -> None:
+    """_ring.c checks a geometry without overflow: what it accepts lies inside the buffer, so
+    the writer's and readers' steps stay in bounds; anything else is a ValueError."""
+    lay = L.SegmentLayout(L.KIND_PUBSUB, 4, 64, 2)
+    mapping, atom, args = _anon_ring(lay)
+    for name, value in changes.items():
+        args[GEOMETRY.index(name)] = value
+    try:
+        try:
+            ring = Ring(atom, *args)
+            ring.writer_init(SHMBufferFullError)  # (refuses words that are not zero yet)
+            for i in range(6):
+                ring.write(bytes([i]) * (i * 9 % 64), L.ENCODING_RAW, i)
+        except (ValueError, OverflowError):
+            return
+        out, stamps = bytearray(256), bytearray(64)
+        for call in (lambda: ring.take(0, -1), lambda: ring.take_many(0, 8),
+                     lambda: ring.gather(0, 8, out, stamps, 0, 8, L.ENCODING_RAW, b"", 0),
+                     lambda: ring.slot(0), lambda: ring.intact(0, 0)):
+            try:
+                call()
+            except (ValueError, IndexError, SHMBufferFullError):
+                pass
+    finally:
+        atom.release()
+        mapping.close()
+
+
+@FUZZ
+@given(hostile, hostile, hostile, hostile, st.floats(allow_nan=True, allow_infinity=True))
+def test_ring_calls_with_hostile_arguments(a: int, b: int, c: int, d: int,
+                                           timeout: float) -> None:
+    """Offsets, sizes and timeouts from a caller are checked without overflow too."""
+    lay = L.SegmentLayout(L.KIND_PUBSUB, 4, 64, 2)
+    mapping, atom, args = _anon_ring(lay)
+    ring = Ring(atom, *args)
+    ring.writer_init(SHMBufferFullError)
+    ring.write(b"x" * 40, L.ENCODING_RAW, 1)
+    reader = Ring(atom, *args)
+    rec = lay.record(0)
+    out, stamps = bytearray(256), bytearray(64)
+    calls = [
+        lambda: ring.write_stamped(bytes(32), b"", a, 0, 0),
+        lambda: reader.gather(0, b, out, stamps, a, c, L.ENCODING_RAW, b"", d),
+        lambda: reader.gather(0, 4, out, stamps, 0, 8, L.ENCODING_RAW, bytes(8), a),
+        lambda: reader.hold(0, rec + L.REC_HELD, rec + L.REC_CURSOR, bytes(24), a, b),
+        lambda: reader.hold(0, a, b, b"", 0, -1),
+        lambda: reader.take(c, d),
+        lambda: reader.take_many(a, b),
+        lambda: reader.take_wait(5, rec + L.REC_CURSOR, 0, L.CLOSED,
+                                 timeout if abs(timeout) < 0.01 or timeout != timeout else 0),
+        lambda: atom.wait(L.HEAD, 7, timeout if timeout != timeout or timeout < 0.01 else 0),
+        lambda: reader.slot(a),
+        lambda: reader.intact(a, b),
+    ]
+    try:
+        for call in calls:
+            try:
+                call()
+            except (ValueError, OverflowError, IndexError):
+                pass
+    finally:
+        atom.release()
+        mapping.close()
+
+
+ABSURD_DIMS = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**31, 2**62,
+                                                                      2**63, 2**64 - 1]))
+
+
+@FUZZ
+@given(st.lists(ABSURD_DIMS, min_size=3, max_size=3), st.booleans())
+def test_typed_headers_with_any_shape(channel: str, shape: list[int], copy: bool) -> None:
+    """Whatever shape a received header claims: SHMFormatError once (never a NumPy error),
+    counted, and the next array comes."""
+    with ArrayPublisher(channel, max_shape=(2, 3, 4), dtype=np.float32, num_slots=4) as pub, \
+            ArraySubscriber(channel) as sub:
+        pub.send(np.zeros((1, 3, 4), np.float32))
+        pub.send(np.ones((2, 3, 4), np.float32))
+        entry = pub._segment.atom.load(pub._segment.layout.entry(0))
+        payload = pub._segment.layout.payload(entry & L.ENTRY_INDEX_MASK)
+        struct.pack_into("<3Q", pub._segment.view, payload + L.ARRAY_HEADER.size, *shape)
+        try:
+            first = sub.recv(timeout=1, copy=copy)
+        except SHMFormatError:
+            assert sub.stats()["malformed"] == 1
+        else:  # a shape that fits the data sent: a smaller array, in bounds
+            assert first is not None
+            assert first.shape == tuple(shape)
+            assert first.nbytes <= 1 * 3 * 4 * 4
+        second = sub.recv(timeout=1, copy=copy)
+        assert second is not None
+        assert second.shape == (2, 3, 4)
 
 
 def test_undecodable_messages_leave_the_channel_usable(channel: str) -> None:
