@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import ROOT, SESSION, spawn_python, stop, wait_for_line
 
 from shm_comm import (
+    ArrayPublisher,
     ArraySubscriber,
     Publisher,
     Puller,
@@ -258,6 +260,39 @@ def test_garbage_collection_while_another_thread_is_in_recv(channel: str) -> Non
     assert segment.closed  # freed (row released) once the thread let go
     assert pub.stats()["subscribers"] == 0
     pub.close()
+
+
+def test_close_while_another_thread_fills_a_loan_or_reads_a_view(channel: str) -> None:
+    """Arrays into shared memory (a loan being filled, a received view) keep the mapping
+    alive: writing or reading them after another thread closed the end is memory-safe, and
+    the loan's publish says the end is closed."""
+    pub = ArrayPublisher(channel, shape=(1024,), dtype=np.float64)
+    sub = ArraySubscriber(channel)
+    pub.send(np.full(1024, 7.0))
+    view = sub.recv(timeout=10)
+    assert view is not None
+    inside, closed = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def fill() -> None:
+        try:
+            with pub.loan() as out:
+                inside.set()
+                closed.wait(10)
+                out[:] = 1.0  # the buffer is still mapped
+            outcome.append("published")
+        except SHMClosedError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fill)
+    thread.start()
+    inside.wait(10)
+    pub.close()
+    sub.close()
+    closed.set()
+    thread.join(10)
+    assert [type(o) for o in outcome] == [SHMClosedError]
+    assert float(view.sum()) == 7.0 * 1024  # still readable after both ends closed
 
 
 # ---- interpreter exit with daemon threads inside calls ---------------------------------------
