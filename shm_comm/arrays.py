@@ -10,6 +10,12 @@ receive call or its ``close()``. Until then the publisher does not reuse that bu
 writes into a spare one instead, so nobody waits and nobody else loses messages). After that
 the view stays memory-safe (the mapping lives as long as any view does) but its contents may
 change: keep ``recv(copy=True)`` or ``arr.copy()`` for data you keep.
+
+Zero-copy holders: a channel has one spare buffer per subscriber that may hold a view at once
+(``ArrayPublisher(max_holders=2)`` by default), so its memory follows what is used. A
+subscriber beyond the limit still gets every array, as a read-only private copy with the same
+contents and a longer life than a view, counted in its ``stats()["copied_views"]``; it takes a
+place as soon as one is free (docs/typed-channels.md, "Zero-copy holders").
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import layout as L
+from . import ring
 from .endpoint import closed_call
 from .errors import SHMClosedError, SHMFormatError, SHMSerializationError
 from .pubsub import Publisher, _ChannelReader
@@ -113,11 +120,17 @@ class ArrayPublisher(Publisher):
     Slots are sized for the largest array. ``send`` copies once into shared memory; ``loan``
     lets you fill the slot in place. Wrong dtype raises ``TypeError``, wrong shape
     ``ValueError``; nothing is published then.
+
+    ``max_holders`` (default 2, at most ``max_subscribers``) is how many subscribers may hold
+    a zero-copy view at the same time; the channel has that many spare buffers plus one, so
+    its shared memory is ``(num_slots + max_holders + 1)`` buffers of one array each (a
+    1080p RGB camera 4 deep: 41.5 MiB). Subscribers beyond it get copies (module docstring).
     """
 
     def __init__(self, name: str, *, dtype: npt.DTypeLike, shape: ShapeLike | None = None,
                  max_shape: ShapeLike | None = None, num_slots: int = 64,
-                 max_subscribers: int = 32, permissions: int = 0o600) -> None:
+                 max_subscribers: int = 32, permissions: int = 0o600,
+                 max_holders: int = 2) -> None:
         if (shape is None) == (max_shape is None):
             raise ValueError("give exactly one of shape= (fixed) or max_shape= (variable)")
         self.dtype = _check_dtype(dtype)
@@ -131,7 +144,7 @@ class ArrayPublisher(Publisher):
         self._serializer = RAW
         self._headers: dict[tuple[int, ...], tuple[bytes, int, int]] = {}
         self._create_channel(name, num_slots, max(1, header + capacity), max_subscribers,
-                             L.ENCODING_ARRAY, metadata, permissions)
+                             L.ENCODING_ARRAY, metadata, permissions, max_holders)
         self._full_header = self._header_for(self.shape)[0]
         self._ring = self._writer.fast
         # One writable array per buffer, of the channel's full shape, made once: a loan's
@@ -339,9 +352,10 @@ class ArraySubscriber(_ChannelReader):
     """Receiver of a typed channel; learns dtype and shape from the channel itself.
 
     ``recv()`` returns a read-only array viewing shared memory, valid until this subscriber's
-    next receive or ``close()`` (module docstring). Observers (``observer=True``) always get
-    copies, since they never write to the segment. Other parameters (``trusted_users``...)
-    as for :class:`~shm_comm.Subscriber`. Not thread-safe.
+    next receive or ``close()`` (module docstring), or a read-only copy while every one of the
+    channel's ``max_holders`` zero-copy places is taken (counted in ``stats()``). Observers
+    (``observer=True``) always get copies, since they never write to the segment. Other
+    parameters (``trusted_users``...) as for :class:`~shm_comm.Subscriber`. Not thread-safe.
     """
 
     def __init__(self, name: str, *, timeout_connect: float = 5.0, latest: bool = False,
@@ -351,6 +365,7 @@ class ArraySubscriber(_ChannelReader):
                          observer=observer, poll_interval=poll_interval,
                          trusted_users=trusted_users)
         self._on_reconnect()
+        self._copied_views = 0
         self.last_timestamp_ns = 0
         self.last_seq = -1
         self.last_batch_timestamps: np.ndarray[Any, Any] = np.empty(0)
@@ -358,6 +373,8 @@ class ArraySubscriber(_ChannelReader):
     def _on_reconnect(self) -> None:
         self._ro_view = self._segment.view.toreadonly()
         self._holding_enabled = False
+        self._holder_retry = 0.0  # after a refusal: when to try for a place again
+        self._holder_membership = -1
         meta = self._segment.header.metadata
         try:
             spec = json.loads(meta.decode()) if meta else None
@@ -386,9 +403,33 @@ class ArraySubscriber(_ChannelReader):
         """Publisher's send time of the last received array, seconds since the epoch."""
         return self.last_timestamp_ns / 1e9 if self.last_seq >= 0 else None
 
+    def _claim_holder(self) -> bool:
+        """Whether this subscriber has one of the channel's zero-copy places, taking one if it
+        is free. After a refusal it tries again when a subscriber left or joined, and at
+        least once a second, then also freeing the places of holders that died."""
+        if self._holding_enabled:
+            return True
+        atom = self._segment.atom
+        membership = atom.load(L.MEMBERSHIP)
+        now = time.monotonic()
+        if membership == self._holder_membership and now < self._holder_retry:
+            return False
+        if self._holder_retry and now >= self._holder_retry:
+            ring.reap_dead_records(atom, self._segment.layout, self._segment.liveness)
+            membership = atom.load(L.MEMBERSHIP)
+        self._holding_enabled = self._reader.enable_holding()
+        self._holder_membership, self._holder_retry = membership, now + 1.0
+        return self._holding_enabled
+
     def _take(self, copy: bool) -> np.ndarray[Any, Any] | None:
         if not copy and not self.observer:
-            return self._take_view()
+            if self._claim_holder():
+                return self._take_view()
+            arr = self._take(copy=True)  # no place free: a copy, read-only like a view
+            if arr is not None:
+                arr.flags.writeable = False
+                self._copied_views += 1
+            return arr
         reader = self._reader  # copies: read, then validate (observers never pin buffers)
         while True:
             message = reader.poll()
@@ -427,10 +468,8 @@ class ArraySubscriber(_ChannelReader):
                 return arr
 
     def _take_view(self) -> np.ndarray[Any, Any] | None:
-        """The next array as a read-only view of its pinned buffer (the zero-copy path)."""
-        if not self._holding_enabled:
-            self._reader.enable_holding()
-            self._holding_enabled = True
+        """The next array as a read-only view of its pinned buffer (the zero-copy path, for a
+        subscriber that has a zero-copy place)."""
         got = self._reader.take_held(self._template, _SEQ_TIMESTAMP_AT, self._fixed_length)
         if got is None:
             return None

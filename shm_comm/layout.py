@@ -3,7 +3,7 @@
 A segment is one shared-memory object per channel. Everything is little-endian and every
 shared counter is an 8-byte aligned u64 accessed only through ``shm_comm._atomic``.
 
-Format version 1.0
+Format version 2.0
 ==================
 
 Static header (offset 0, written once by the creator before anyone can attach)::
@@ -15,11 +15,12 @@ Static header (offset 0, written once by the creator before anyone can attach)::
      12     4  static_size      u32   bytes covered by the checksum (336)
      16     1  kind             u8    1 pub/sub, 2 request/reply, 3 push/pull
      17     1  encoding         u8    the channel's default encoding (see ENCODING_*)
-     18     2  flags            u16   reserved, 0
+     18     2  max_holders      u16   subscribers that may hold a zero-copy view at once,
+                                      0..max_subscribers (request/reply: = max_subscribers)
      20     4  max_subscribers  u32   rows in the record table, 1..64
      24     4  num_slots        u32   ring depth N, 1..65535
      28     4  slot_size        u32   payload capacity of one buffer in bytes
-     32     4  num_buffers      u32   buffers = N + max_subscribers + 1
+     32     4  num_buffers      u32   buffers = N + max_holders + 1
      36     4  buffer_stride    u32   bytes from one buffer to the next
      40     8  total_size       u64   size of the whole segment in bytes
      48     8  owner_pid        u64   the creating process
@@ -40,7 +41,9 @@ Counters (offset 384; written while the channel runs)::
     472  departed_received  ``received`` of subscribers that have left
     480  departed_dropped   ``dropped`` of subscribers that have left
     488  membership         bumped whenever a subscriber attaches or leaves
-    496  holders            bit i set once subscriber record i has held a zero-copy view
+    496  holders            bit i set while subscriber record i has one of the channel's
+                            ``max_holders`` zero-copy places (taken with a compare-exchange
+                            only while fewer bits are set; cleared when the row is freed)
     504  doorbell           pub/sub: sleeping subscribers wait on its low 32 bits; bumped and
                             woken by a writer that sees ``waiters`` set, by ``close()`` and
                             by whoever retires the segment (after setting ``closed``)
@@ -79,8 +82,21 @@ Typed-array payload (encoding 3): a header, then the array data at ``data_offset
     ``repr`` of ``numpy.lib.format.dtype_to_descr``), zero padding up to data_offset (a
     multiple of 64).
 
-Version history: 1.0 (shm_comm 0.1) is the first format (the ``doorbell`` word was added
-before any release; readers of 1.0 without it do not exist).
+Version history (a reader refuses another major version, naming both):
+
+=======  ==========================================================================================
+version  change
+=======  ==========================================================================================
+1.0      The first format (the ``doorbell`` word was added before any release; readers of 1.0
+         without it do not exist). Byte 18 was ``flags`` (always 0) and there were
+         ``max_subscribers + 1`` spare buffers, one per possible zero-copy holder.
+2.0      Byte 18 is ``max_holders``; the spares are ``max_holders + 1``, so a channel's memory
+         follows the zero-copy holders it allows, not its subscriber rows (a 1080p RGB camera
+         channel 4 deep: 220 MiB in 1.0, 41.5 MiB with the default 2 holders). A subscriber
+         sets its ``holders`` bit only by a compare-exchange that keeps at most
+         ``max_holders`` bits set; a 1.0 reader set it unconditionally, which could pin more
+         buffers than there are spares and make the writer wait, hence a major version.
+=======  ==========================================================================================
 """
 
 from __future__ import annotations
@@ -115,7 +131,7 @@ __all__ = [
 ]
 
 MAGIC = b"\x93SHMCOMM"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (2, 0)
 
 KIND_PUBSUB = 1
 KIND_REQREP = 2
@@ -205,9 +221,14 @@ class SegmentLayout:
     num_slots: int
     slot_size: int
     max_subscribers: int
+    max_holders: int = -1
+    """Subscribers that may hold a zero-copy view at once; -1 (the default) means
+    ``max_subscribers``, which request/reply channels need (one reply buffer per row)."""
 
     def __post_init__(self) -> None:
-        for field in ("num_slots", "slot_size", "max_subscribers"):
+        if self.max_holders == -1 and isinstance(self.max_subscribers, int):
+            object.__setattr__(self, "max_holders", self.max_subscribers)
+        for field in ("num_slots", "slot_size", "max_subscribers", "max_holders"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TypeError(f"{field} must be an int, got {type(value).__name__} {value!r}")
@@ -224,16 +245,24 @@ class SegmentLayout:
                 f"max_subscribers must be between 1 and {MAX_SUBSCRIBERS}, "
                 f"got {self.max_subscribers}"
             )
+        if not 0 <= self.max_holders <= self.max_subscribers:
+            raise ValueError(
+                f"max_holders must be between 0 and max_subscribers ({self.max_subscribers}), "
+                f"got {self.max_holders}"
+            )
+        if self.kind == KIND_REQREP and self.max_holders != self.max_subscribers:
+            raise ValueError("a request/reply channel keeps a reply buffer per requester row: "
+                             "its max_holders must equal max_subscribers")
         if self.num_buffers > MAX_BUFFERS:
             raise ValueError(
-                f"num_slots + max_subscribers + 1 must be at most {MAX_BUFFERS}, "
+                f"num_slots + max_holders + 1 must be at most {MAX_BUFFERS}, "
                 f"got {self.num_buffers}"
             )
 
     @cached_property
     def num_buffers(self) -> int:
-        """Data buffers: one per ring slot, one per subscriber's held view, one for a loan."""
-        return self.num_slots + self.max_subscribers + 1
+        """Data buffers: one per ring slot, one per zero-copy holder's view, one for a loan."""
+        return self.num_slots + self.max_holders + 1
 
     @cached_property
     def buffer_stride(self) -> int:
@@ -301,7 +330,7 @@ class SegmentHeader:
         lay = self.layout
         STATIC_HEADER.pack_into(
             buf, 0, MAGIC, self.version[0], self.version[1], STATIC_SIZE, lay.kind,
-            self.encoding, 0, lay.max_subscribers, lay.num_slots, lay.slot_size,
+            self.encoding, lay.max_holders, lay.max_subscribers, lay.num_slots, lay.slot_size,
             lay.num_buffers, lay.buffer_stride, lay.total_size, self.owner_pid,
             self.incarnation, self.created_ns, len(name), len(self.metadata),
             zlib.crc32(self.metadata), name,
@@ -325,7 +354,7 @@ def read_header(buf: bytes | memoryview | mmap.mmap,
             f"({CHECKSUM_OFFSET + CHECKSUM.size} bytes); it was not made by shm_comm"
         )
     fields = STATIC_HEADER.unpack_from(buf, 0)
-    (magic, major, minor, static_size, kind, encoding, _flags, max_subscribers, num_slots,
+    (magic, major, minor, static_size, kind, encoding, max_holders, max_subscribers, num_slots,
      slot_size, num_buffers, stride, total_size, owner_pid, incarnation, created_ns,
      name_length, metadata_length, metadata_crc, name) = fields
     if magic != MAGIC:
@@ -342,7 +371,7 @@ def read_header(buf: bytes | memoryview | mmap.mmap,
     if static_size != STATIC_SIZE or checksum != zlib.crc32(bytes(buf[:STATIC_SIZE])):
         raise SHMFormatError("segment header checksum does not match: the header is corrupted")
     try:
-        layout = SegmentLayout(kind, num_slots, slot_size, max_subscribers)
+        layout = SegmentLayout(kind, num_slots, slot_size, max_subscribers, max_holders)
     except ValueError as exc:
         raise SHMFormatError(f"segment header has impossible parameters: {exc}") from None
     if (num_buffers, stride, total_size) != (
@@ -439,11 +468,12 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
 
 
 # ===========================================================================================
-# Request/reply (KIND_REQREP) and push/pull (KIND_PIPELINE): the queue layout (format 1.0)
+# Request/reply (KIND_REQREP) and push/pull (KIND_PIPELINE): the queue layout (format 2.0)
 # ===========================================================================================
 #
 # Both kinds use the regions above unchanged (same header, counters, records, ring-entry words
-# and buffers; ``max_subscribers`` is the number of requester / puller rows) and give the
+# and buffers; ``max_subscribers`` is the number of requester / puller rows, and
+# ``max_holders`` equals it: the spare buffers are the rows' reply buffers) and give the
 # kind-specific words the meanings below. Used by reqrep.py and pipeline.py; docs/patterns.md
 # has the protocols and the memory-ordering argument.
 #
@@ -494,7 +524,7 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
 # timestamp, length, encoding; a request also carries, at BUF_EXTRA, its correlation id, the
 # requester's row, pid and token). In request/reply, buffer ``N + r`` is requester row
 # ``r``'s reply buffer (header seq = the correlation id it answers); the last buffer is
-# unused. In push/pull the ``max_subscribers + 1`` buffers after the queue are unused.
+# unused. In push/pull the ``max_holders + 1`` buffers after the queue are unused.
 
 QUEUE_FREE = 0
 QUEUE_READY = 1

@@ -74,9 +74,12 @@ class Publisher(ForkAware):
                              self._serializer.encoding, permissions=permissions)
 
     def _create_channel(self, name: str, num_slots: int, slot_size: int, max_subscribers: int,
-                        encoding: int, metadata: bytes = b"", permissions: int = 0o600) -> None:
+                        encoding: int, metadata: bytes = b"", permissions: int = 0o600,
+                        max_holders: int = 0) -> None:
+        # Plain subscribers copy, so a plain channel needs no buffers for zero-copy holders.
         self.name = validate_channel_name(name)
-        layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers)
+        layout = L.SegmentLayout(L.KIND_PUBSUB, num_slots, slot_size, max_subscribers,
+                                 max_holders)
         self._segment = Segment.create(segment_name("pubsub", name), layout, encoding, name,
                                        metadata, permissions)
         self._writer = RingWriter(self._segment.atom, self._segment.view, layout)
@@ -206,7 +209,8 @@ class Publisher(ForkAware):
         ``msg_count`` messages sent; ``drop_count`` messages lost, summed over subscribers
         (including ones a stalled subscriber has not noticed yet); ``free_slots`` how many more
         messages fit before the slowest subscriber loses one; ``subscribers`` attached now;
-        and shm-comm 1.0's ``head``, ``tail``, ``used_slots`` (see
+        ``holders`` of the ``max_holders`` zero-copy places taken; ``shm_bytes`` of shared
+        memory the channel takes; and shm-comm 1.0's ``head``, ``tail``, ``used_slots`` (see
         :func:`shm_comm.ring.ring_counters`). Subscribers whose process died are removed here.
         """
         atom, lay = self._segment.atom, self._layout
@@ -220,6 +224,9 @@ class Publisher(ForkAware):
             "bytes_total": self._writer.bytes_total,
             "serialization": self._serializer.name,
             "pid": os.getpid(),
+            "max_holders": lay.max_holders,
+            "holders": ring.holder_count(atom),
+            "shm_bytes": self._segment.shm_bytes,
         }
 
     def close(self) -> None:
@@ -241,6 +248,9 @@ def _release_reader(segment: Segment, reader: RingReader | None) -> None:
 
 class _ChannelReader(ForkAware):
     """Attaching, reconnecting, waiting and accounting shared by all subscriber kinds."""
+
+    _holding_enabled = False  # whether this reader has a zero-copy place (typed channels)
+    _copied_views = 0  # views it was refused and given copies instead
 
     _kind = L.KIND_PUBSUB
 
@@ -411,6 +421,10 @@ class _ChannelReader(ForkAware):
         channel's counters come with them under shm-comm 1.0's keys (``head``, ``tail``,
         ``msg_count``, ``drop_count``, ``used_slots``, ``free_slots``...: see
         :func:`shm_comm.ring.ring_counters`), and ``local_tail``, 1.0's name for ``cursor``.
+        Zero-copy places (typed channels): ``zero_copy`` (this subscriber has one),
+        ``copied_views`` (``recv(copy=False)`` calls answered with a copy because all were
+        taken; observers always copy and count none), ``holders`` and ``max_holders``
+        (taken and available on the channel).
         """
         self._ensure_open()
         reader = self._reader
@@ -427,6 +441,10 @@ class _ChannelReader(ForkAware):
             "publisher_alive": self.publisher_alive,
             "reconnects": self._reconnects,
             "observer": self.observer,
+            "zero_copy": self._holding_enabled,
+            "copied_views": self._copied_views,
+            "holders": ring.holder_count(self._segment.atom),
+            "max_holders": self._segment.layout.max_holders,
         }
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ segments in ``segment.py``. docs/design.md has the full argument; in short:
   can never pass for a new one.
 * Zero-copy readers (typed arrays) record the buffer they hold in their row before re-checking
   the entry; the writer checks the rows of holders after evicting, and keeps a held buffer out
-  of its free list until it is released. There are ``max_subscribers + 1`` spare buffers, so
-  the writer always finds a free one without waiting for anybody.
+  of its free list until it is released. At most ``max_holders`` readers may hold (each
+  takes its place in ``holders`` with a compare-exchange that never exceeds the limit), each
+  holds one buffer, and there are ``max_holders + 1`` spare buffers, so the writer always
+  finds a free one without waiting for anybody.
 * Each reader is the only writer of its own row, so accounting needs no read-modify-write on
   the hot path: ``received = cursor - start - dropped``.
 
@@ -548,11 +550,24 @@ class RingReader:
             self._atom.store(self._rec + L.REC_HELD, 0)
             self.held = None
 
-    def enable_holding(self) -> None:
-        """Announce in ``holders`` that this reader may hold buffers (once, before holding)."""
+    def enable_holding(self) -> bool:
+        """Take one of the channel's ``max_holders`` zero-copy places (its bit in ``holders``),
+        once, before holding; False when they are all taken: then this reader must copy.
+
+        A compare-exchange on the whole word, so concurrent readers in any processes never
+        take more places than there are; a place is given back when the row is freed.
+        """
         if self.row is None:
             raise TypeError("observers cannot hold zero-copy buffers")
-        self._atom.fetch_or(L.HOLDERS, 1 << self.row)
+        atom, bit, limit = self._atom, 1 << self.row, self._layout.max_holders
+        while True:
+            holders = atom.load(L.HOLDERS)
+            if holders & bit:
+                return True
+            if holders.bit_count() >= limit:
+                return False
+            if atom.compare_exchange(L.HOLDERS, holders, holders | bit):
+                return True
 
     @property
     def waiter_bit(self) -> int:
@@ -698,6 +713,11 @@ def read_records(atom: AtomicBuffer, layout: L.SegmentLayout) -> list[RecordInfo
                               dropped, bool(atom.load(rec + L.REC_HELD)),
                               bool(waiters >> row & 1), atom.load(rec + L.REC_START_TOKEN)))
     return out
+
+
+def holder_count(atom: AtomicBuffer) -> int:
+    """How many subscribers have a zero-copy place (bits set in ``holders``)."""
+    return int(atom.load(L.HOLDERS).bit_count())
 
 
 def drop_count(atom: AtomicBuffer, layout: L.SegmentLayout,

@@ -338,12 +338,15 @@ def _no_room(layout: L.SegmentLayout, channel: str, exc: OSError) -> str:
     where = backend.SHM_DIR or "shared memory"
     left = (f"; {where} has {_mib(space[1])} free of {_mib(space[0])} (`shm-comm list` "
             "shows what takes it)" if space else "")
+    holders = (f" for {layout.num_slots} slots, {layout.max_holders} zero-copy holders and "
+               "a loan" if layout.kind == L.KIND_PUBSUB else "")
     return (
         f"cannot reserve {_mib(layout.total_size)} ({layout.total_size} bytes) of shared "
         f"memory for channel {channel!r}, {layout.num_buffers} buffers of "
-        f"{_mib(layout.buffer_stride)}: {exc.strerror}{left}. Free some, enlarge {where} "
-        "(Docker: docker run --shm-size=512m; elsewhere: sudo mount -o remount,size=512M "
-        "/dev/shm), or give the channel fewer or smaller slots (num_slots=, slot_size=)"
+        f"{_mib(layout.buffer_stride)}{holders}: {exc.strerror}{left}. Free some, enlarge "
+        f"{where} (Docker: docker run --shm-size=512m; elsewhere: sudo mount -o "
+        "remount,size=512M /dev/shm), or give the channel fewer or smaller slots or fewer "
+        "zero-copy holders (num_slots=, slot_size=, max_holders=)"
     )
 
 

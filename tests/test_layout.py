@@ -1,4 +1,4 @@
-"""Segment format 1.0: golden bytes, round trips, and malformed headers.
+"""Segment format 2.0: golden bytes, round trips, and malformed headers.
 
 The golden constants below were produced once from the documented layout (layout.py docstring)
 and are also re-derived field by field here, so any change to where a byte lives shows up as a
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shm_comm import Publisher, SHMFormatError, decode_array
+from shm_comm import ArrayPublisher, Publisher, SHMFormatError, decode_array
 from shm_comm import layout as L
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None,
@@ -25,26 +25,27 @@ SETTINGS = settings(max_examples=150, deadline=None, database=None,
 
 # --------------------------------------------------------------------------- golden values
 
-GOLDEN_LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, num_slots=8, slot_size=100, max_subscribers=4)
+GOLDEN_LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, num_slots=8, slot_size=100, max_subscribers=4,
+                                max_holders=2)
 GOLDEN_PID = 4242
 GOLDEN_INCARNATION = 0x0123456789ABCDEF
 GOLDEN_CREATED_NS = 1_700_000_000_123_456_789
 GOLDEN_NAME = "golden"
 GOLDEN_METADATA = b'{"k":1}'
 
-# Bytes [0, 340) of a format 1.0 header for the parameters above.
+# Bytes [0, 340) of a format 2.0 header for the parameters above.
 GOLDEN_HEADER = (
     bytes.fromhex(
         "9353484d434f4d4d"  # 0 magic b"\x93SHMCOMM"
-        "0100" "0000"  # 8 version 1.0
+        "0200" "0000"  # 8 version 2.0
         "50010000"  # 12 static_size 336
-        "01" "01" "0000"  # 16 kind pubsub, encoding pickle, flags 0
+        "01" "01" "0200"  # 16 kind pubsub, encoding pickle, max_holders 2
         "04000000"  # 20 max_subscribers 4
         "08000000"  # 24 num_slots 8
         "64000000"  # 28 slot_size 100
-        "0d000000"  # 32 num_buffers 13
+        "0b000000"  # 32 num_buffers 11 = 8 slots + 2 holders + 1
         "c0000000"  # 36 buffer_stride 192
-        "401d000000000000"  # 40 total_size 7488
+        "c01b000000000000"  # 40 total_size 7104
         "9210000000000000"  # 48 owner_pid 4242
         "efcdab8967452301"  # 56 incarnation
         "15cd853dfe9c9717"  # 64 created_ns
@@ -52,7 +53,7 @@ GOLDEN_HEADER = (
         "0eb4ab1c"  # 76 metadata_crc
     )
     + b"golden" + bytes(250)  # 80 name, zero padded to 256
-    + bytes.fromhex("1843087d")  # 336 checksum
+    + bytes.fromhex("532ae16f")  # 336 checksum
 )
 
 # A typed-array header: dtype '<f4', shape (2, 3), seq 7, timestamp 123.
@@ -70,7 +71,7 @@ GOLDEN_ARRAY_HEADER = (
 )
 
 STATIC_FIELDS = (
-    "magic", "major", "minor", "static_size", "kind", "encoding", "flags", "max_subscribers",
+    "magic", "major", "minor", "static_size", "kind", "encoding", "max_holders", "max_subscribers",
     "num_slots", "slot_size", "num_buffers", "buffer_stride", "total_size", "owner_pid",
     "incarnation", "created_ns", "name_length", "metadata_length", "metadata_crc", "name",
 )
@@ -105,9 +106,9 @@ def repack(buf: bytearray, fix_checksum: bool = True, **changes: object) -> byte
 # --------------------------------------------------------------------------- static header
 
 
-def test_constants_of_format_1_0() -> None:
+def test_constants_of_format_2_0() -> None:
     assert L.MAGIC == b"\x93SHMCOMM"
-    assert L.FORMAT_VERSION == (1, 0)
+    assert L.FORMAT_VERSION == (2, 0)
     assert L.STATIC_SIZE == 336
     assert (L.HEAD, L.WAITERS, L.CLOSED, L.BYTES_TOTAL) == (384, 448, 456, 464)
     assert (L.DEPARTED_RECEIVED, L.DEPARTED_DROPPED, L.MEMBERSHIP, L.HOLDERS) == (
@@ -124,12 +125,12 @@ def test_constants_of_format_1_0() -> None:
 
 def test_layout_offsets_for_golden_parameters() -> None:
     lay = GOLDEN_LAYOUT
-    assert lay.num_buffers == 8 + 4 + 1
+    assert lay.num_buffers == 8 + 2 + 1  # slots + zero-copy holders + 1 (a loan)
     assert lay.buffer_stride == 192  # 64-byte header + 100 bytes, rounded up to 64
     assert lay.metadata_offset == 832  # 576 + 4 * 64, aligned
     assert lay.entries_offset == 832 + 4096
     assert lay.buffers_offset == 4992  # 4928 + 8 * 8, aligned to 64
-    assert lay.total_size == 4992 + 13 * 192
+    assert lay.total_size == 4992 + 11 * 192
     assert lay.record(3) == 576 + 3 * 64
     assert lay.entry(9) == lay.entries_offset + 8  # slot 9 % 8
     assert lay.buffer(2) == 4992 + 2 * 192
@@ -157,10 +158,10 @@ def test_golden_header_fields_by_hand() -> None:
         return int(struct.unpack_from("<" + fmt, g, off)[0])
 
     assert g[0:8] == b"\x93SHMCOMM"
-    assert (u("H", 8), u("H", 10), u("I", 12)) == (1, 0, 336)
-    assert (g[16], g[17], u("H", 18)) == (L.KIND_PUBSUB, L.ENCODING_PICKLE, 0)
+    assert (u("H", 8), u("H", 10), u("I", 12)) == (2, 0, 336)
+    assert (g[16], g[17], u("H", 18)) == (L.KIND_PUBSUB, L.ENCODING_PICKLE, 2)
     assert (u("I", 20), u("I", 24), u("I", 28)) == (4, 8, 100)
-    assert (u("I", 32), u("I", 36), u("Q", 40)) == (13, 192, 7488)
+    assert (u("I", 32), u("I", 36), u("Q", 40)) == (11, 192, 7104)
     assert (u("Q", 48), u("Q", 56), u("Q", 64)) == (
         GOLDEN_PID, GOLDEN_INCARNATION, GOLDEN_CREATED_NS)
     assert (u("H", 72), u("H", 74), u("I", 76)) == (6, 7, zlib.crc32(GOLDEN_METADATA))
@@ -172,7 +173,7 @@ def test_golden_header_round_trip() -> None:
     buf = packed()
     header = L.read_header(buf, len(buf))
     assert header == golden_header()
-    assert header.version == (1, 0)
+    assert header.version == (2, 0)
     assert header.metadata == GOLDEN_METADATA
     # Also from a memoryview and without the size check.
     with memoryview(buf) as view:
@@ -185,6 +186,7 @@ def test_golden_header_round_trip() -> None:
     num_slots=st.integers(1, 4096),
     slot_size=st.integers(1, 1 << 20),
     max_subscribers=st.integers(1, 64),
+    max_holders=st.integers(0, 64),
     encoding=st.sampled_from(sorted(L.ENCODING_NAMES)),
     pid=st.integers(0, 2**63 - 1),
     incarnation=st.integers(0, 2**64 - 1),
@@ -194,9 +196,11 @@ def test_golden_header_round_trip() -> None:
     metadata=st.binary(max_size=300),
 )
 def test_header_round_trip(kind: int, num_slots: int, slot_size: int, max_subscribers: int,
-                           encoding: int, pid: int, incarnation: int, created: int, name: str,
-                           metadata: bytes) -> None:
-    lay = L.SegmentLayout(kind, num_slots, slot_size, max_subscribers)
+                           max_holders: int, encoding: int, pid: int, incarnation: int,
+                           created: int, name: str, metadata: bytes) -> None:
+    holders = max_subscribers if kind == L.KIND_REQREP else min(max_holders, max_subscribers)
+    lay = L.SegmentLayout(kind, num_slots, slot_size, max_subscribers, holders)
+    assert lay.num_buffers == num_slots + holders + 1
     header = L.SegmentHeader(lay, encoding, pid, incarnation, created, name, metadata=metadata)
     # Only the regions the header covers: no need to allocate the whole segment.
     buf = bytearray(lay.metadata_offset + L.METADATA_SIZE)
@@ -208,7 +212,7 @@ def test_header_round_trip(kind: int, num_slots: int, slot_size: int, max_subscr
 
 def test_minor_version_is_accepted() -> None:
     buf = repack(packed(), minor=7)
-    assert L.read_header(buf).version == (1, 7)
+    assert L.read_header(buf).version == (2, 7)
 
 
 def test_header_limits_on_packing() -> None:
@@ -223,16 +227,30 @@ def test_header_limits_on_packing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "num_slots", "slot_size", "max_subscribers"),
+    ("kind", "num_slots", "slot_size", "max_subscribers", "max_holders"),
     [
-        (0, 8, 8, 1), (4, 8, 8, 1), (1, 0, 8, 1), (1, 65536, 8, 1), (1, 8, 0, 1),
-        (1, 8, 2**31, 1), (1, 8, 8, 0), (1, 8, 8, 65), (1, 65535, 8, 1),
+        (0, 8, 8, 1, -1), (4, 8, 8, 1, -1), (1, 0, 8, 1, -1), (1, 65536, 8, 1, -1),
+        (1, 8, 0, 1, -1), (1, 8, 2**31, 1, -1), (1, 8, 8, 0, -1), (1, 8, 8, 65, -1),
+        (1, 65535, 8, 1, -1), (1, 65534, 8, 4, 1), (1, 8, 8, 4, 5), (1, 8, 8, 4, -2),
+        (2, 8, 8, 4, 2),
     ],
 )
 def test_impossible_layouts_raise_value_error(kind: int, num_slots: int, slot_size: int,
-                                              max_subscribers: int) -> None:
+                                              max_subscribers: int, max_holders: int) -> None:
     with pytest.raises(ValueError):
-        L.SegmentLayout(kind, num_slots, slot_size, max_subscribers)
+        L.SegmentLayout(kind, num_slots, slot_size, max_subscribers, max_holders)
+
+
+def test_spare_buffers_follow_the_zero_copy_holders() -> None:
+    """Format 2.0: spares are max_holders + 1 (default: one per subscriber row, as 1.0)."""
+    assert L.SegmentLayout(L.KIND_PUBSUB, 4, 64, 32).num_buffers == 4 + 32 + 1
+    assert L.SegmentLayout(L.KIND_PUBSUB, 4, 64, 32, 0).num_buffers == 5
+    assert L.SegmentLayout(L.KIND_REQREP, 4, 64, 8).max_holders == 8
+    frame = 1080 * 1920 * 3 + L.array_header_size(3, len("'|u1'"))
+    camera = L.SegmentLayout(L.KIND_PUBSUB, 4, frame, 32, 2)
+    assert camera.num_buffers == 7
+    assert camera.total_size < 42 * 2**20  # fits Docker's 64 MiB /dev/shm with room to spare
+    assert L.SegmentLayout(L.KIND_PUBSUB, 4, frame, 32).total_size > 219 * 2**20  # as in 1.0
 
 
 def _malformed() -> list[tuple[str, bytes, str]]:
@@ -250,7 +268,9 @@ def _malformed() -> list[tuple[str, bytes, str]]:
         ("wrong magic", bytes(repack(good, magic=b"\x93SHMCOMX")), "magic"),
         ("zero magic", bytes(len(good)), "magic"),
         ("junk", os.urandom(4096).replace(b"\x93", b"\x94"), "magic"),
-        ("major 2", bytes(repack(good, major=2)), "version 2.0"),
+        ("major 1 (the format before max_holders)", bytes(repack(good, major=1)),
+         "version 1.0, this library reads 2.x"),
+        ("major 3", bytes(repack(good, major=3)), "version 3.0"),
         ("major 0", bytes(repack(good, major=0)), "version 0.0"),
         ("flipped name byte", bytes(flipped_name), "checksum"),
         ("flipped checksum", bytes(flipped_checksum), "checksum"),
@@ -262,11 +282,16 @@ def _malformed() -> list[tuple[str, bytes, str]]:
         ("slot_size 0", bytes(repack(good, slot_size=0)), "impossible"),
         ("max_subscribers 0", bytes(repack(good, max_subscribers=0)), "impossible"),
         ("max_subscribers 65", bytes(repack(good, max_subscribers=65)), "impossible"),
+        ("more holders than rows", bytes(repack(good, max_holders=5, num_buffers=14,
+                                                total_size=4992 + 14 * 192)), "max_holders"),
+        ("reqrep with fewer holders than rows", bytes(repack(good, kind=L.KIND_REQREP)),
+         "reply buffer"),
+        ("holders changed, sizes not", bytes(repack(good, max_holders=3)), "inconsistent"),
         ("too many buffers", bytes(repack(good, num_slots=65535, max_subscribers=64)),
          "impossible"),
-        ("num_buffers wrong", bytes(repack(good, num_buffers=14)), "inconsistent"),
+        ("num_buffers wrong", bytes(repack(good, num_buffers=13)), "inconsistent"),
         ("stride wrong", bytes(repack(good, buffer_stride=128)), "inconsistent"),
-        ("total_size wrong", bytes(repack(good, total_size=7489)), "inconsistent"),
+        ("total_size wrong", bytes(repack(good, total_size=7105)), "inconsistent"),
         ("other parameters, same sizes",
          bytes(repack(good, num_slots=9)), "inconsistent"),
         ("unknown encoding", bytes(repack(good, encoding=9)), "encoding"),
@@ -318,15 +343,24 @@ def test_real_segment_has_the_documented_header(channel: str) -> None:
         path = Path("/dev/shm") / pub.segment_name
         data = path.read_bytes()
         header = L.read_header(data, len(data))
-        assert header.layout == GOLDEN_LAYOUT
-        assert len(data) == GOLDEN_LAYOUT.total_size
+        # A plain channel's subscribers copy: no spare buffers for zero-copy holders.
+        plain = L.SegmentLayout(L.KIND_PUBSUB, 8, 100, 4, max_holders=0)
+        assert header.layout == plain
+        assert len(data) == plain.total_size == 4992 + 9 * 192
         assert header.name == channel
         assert header.owner_pid == os.getpid()
         assert header.encoding == L.ENCODING_PICKLE
         assert header.metadata == b""
         # Same bytes as the golden header wherever the golden parameters agree.
-        assert data[:48] == GOLDEN_HEADER[:48]
+        assert data[:18] == GOLDEN_HEADER[:18]
+        assert data[18:20] == b"\0\0"  # max_holders 0
+        assert data[20:32] == GOLDEN_HEADER[20:32]
         assert data[72:74] == struct.pack("<H", len(channel))
+    with ArrayPublisher(channel, shape=(3,), dtype=np.uint8, num_slots=8) as typed:
+        data = (Path("/dev/shm") / typed.segment_name).read_bytes()
+        layout = L.read_header(data, len(data)).layout
+        assert (layout.max_holders, layout.num_buffers) == (2, 8 + 2 + 1)
+        assert struct.unpack_from("<H", data, 18) == (2,)
 
 
 # --------------------------------------------------------------------------- array header

@@ -94,7 +94,11 @@ def test_defaults(channel: str) -> None:
         info = channel_info(channel)
         assert info is not None
         assert info["encoding"] == "pickle"
-        assert info["format_version"] == "1.0"
+        assert info["format_version"] == "2.0"
+        # Plain subscribers copy: no spare buffers for zero-copy holders on a plain channel.
+        assert (info["max_holders"], info["num_buffers"]) == (0, 64 + 1)
+        assert (stats["max_holders"], stats["holders"]) == (0, 0)
+        assert stats["shm_bytes"] >= info["size"]
 
 
 def test_repr_and_properties(pub_sub: tuple[Publisher, Subscriber]) -> None:
@@ -738,9 +742,10 @@ def test_observer_does_not_change_drop_count_with_a_real_subscriber(channel: str
 RING_STATS = {"head", "tail", "num_slots", "slot_size", "msg_count", "drop_count", "used_slots",
               "free_slots"}
 PUB_STATS = RING_STATS | {"channel", "segment", "subscribers", "bytes_total", "serialization",
-                          "pid"}
+                          "pid", "max_holders", "holders", "shm_bytes"}
 SUB_STATS = RING_STATS | {"local_tail", "channel", "received", "dropped", "cursor", "pending",
-                          "publisher_alive", "reconnects", "observer", "malformed", "torn_reads"}
+                          "publisher_alive", "reconnects", "observer", "malformed", "torn_reads",
+                          "zero_copy", "copied_views", "holders", "max_holders"}
 
 
 def test_stats_keys(pub_sub: tuple[Publisher, Subscriber]) -> None:

@@ -51,8 +51,6 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
         head = segment.atom.load(L.HEAD)
         records = ring.read_records(segment.atom, segment.layout)
         info["max_subscribers"] = segment.layout.max_subscribers
-        info["num_buffers"] = segment.layout.num_buffers
-        info["buffer_stride"] = segment.layout.buffer_stride
         info["subscriber_records"] = [
             {"pid": r.pid, "alive": segment.liveness.alive(r.row, r.pid, r.token),
              "received": r.received,
@@ -69,14 +67,14 @@ def inspect_channel(name: str, kind: str) -> dict[str, Any] | None:
 
 
 def format_memory(info: dict[str, Any]) -> str:
-    """``"43.5 MiB of /dev/shm (7 buffers of 6.2 MiB: 4 slots, 2 zero-copy holders, 1
-    spare); 20.1 MiB free of 64 MiB"``."""
+    """``"41.5 MiB of shared memory (7 buffers of 5.93 MiB: 4 slots, 2 for zero-copy holders
+    (1 taken), 1 for a loan); 22.5 MiB free of 64 MiB"``."""
     text = f"{format_bytes(info['shm_bytes'])} of shared memory"
     if info.get("num_buffers"):
         text += f" ({info['num_buffers']} buffers of {format_bytes(info['buffer_stride'])}"
-        if info.get("max_holders") is not None and info["kind"] == "pubsub":
-            text += (f": {info['num_slots']} slots, {info['max_holders']} zero-copy holder"
-                     f"{'s' if info['max_holders'] != 1 else ''}, 1 spare")
+        if info["kind"] == "pubsub":
+            text += (f": {info['num_slots']} slots, {info['max_holders']} for zero-copy "
+                     f"holders ({info['holders']} taken), 1 for a loan")
         text += ")"
     if info.get("shm_total") is not None:
         text += (f"; {format_bytes(info['shm_free'])} free of "
