@@ -4,10 +4,11 @@
 
 Each input is used five ways: as a segment header, as a typed-array payload, as the
 runtime bytes (counters, records, ring entries, buffer headers) of a real segment that a
-reader then polls (a malformed message must be consumed: the cursor moves on), as the
-owner and mode that ``fstat`` reports for a segment being attached (the ownership check must
-accept exactly a trusted, private, regular file), and as the geometry and arguments that
-``_ring.c`` checks without overflow (what it accepts must stay inside the buffer). Only
+copying reader and a zero-copy reader (within the ``max_holders`` limit) then poll (a
+malformed message must be consumed: the cursor moves on), as the owner and mode that
+``fstat`` reports for a segment being attached (the ownership check must accept exactly a
+trusted, private, regular file), and as the geometry and arguments that ``_ring.c`` checks
+without overflow (what it accepts must stay inside the buffer). Only
 shm_comm's own errors may come out; anything else, a crash or a hang (libFuzzer's -timeout)
 is a finding. tests/test_fuzz.py runs a short session in CI.
 """
@@ -30,7 +31,7 @@ with atheris.instrument_imports():
     from shm_comm.ring import RingReader, RingWriter
     from shm_comm.trust import check_owner
 
-LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, 8, 64, 2)
+LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, 8, 64, 3, max_holders=2)
 RUNTIME_START = L.COUNTERS_OFFSET
 
 
@@ -95,6 +96,23 @@ def test_one_input(data: bytes) -> None:
         if got is None:
             break
         assert len(got[0]) <= LAYOUT.slot_size
+    # A zero-copy reader on the same bytes: a place only within the limit, views in bounds.
+    holders = ATOM.load(L.HOLDERS)
+    holder = RingReader(ATOM, VIEW, LAYOUT, 1, 0)
+    if holder.enable_holding():
+        assert holders & 2 or holders.bit_count() < LAYOUT.max_holders
+        assert ATOM.load(L.HOLDERS) == holders | 2
+        for _ in range(5):
+            try:
+                held = holder.take_held()
+            except SHMFormatError:
+                continue
+            if held is None:
+                break
+            assert held[2] + held[3] <= len(MAPPING)
+    else:
+        assert holders.bit_count() >= LAYOUT.max_holders
+        assert ATOM.load(L.HOLDERS) == holders
     if len(data) >= HOSTILE.size:
         hostile_ring(data)
 

@@ -35,6 +35,7 @@ from shm_comm import (
 )
 from shm_comm import layout as L
 from shm_comm._atomic import AtomicBuffer, Ring
+from shm_comm.ring import RingReader
 from shm_comm.trust import check_owner
 from shm_comm.utils import pub_segment_name
 
@@ -43,7 +44,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
-LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, 8, 64, 4)
+LAYOUT = L.SegmentLayout(L.KIND_PUBSUB, 8, 64, 4, max_holders=2)
 
 
 def valid_header() -> bytearray:
@@ -357,3 +358,29 @@ def test_atheris_short_session(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"Done {runs} runs" in proc.stderr
     print("\n" + [line for line in proc.stderr.splitlines() if "Done" in line][-1])
+
+
+@FUZZ
+@given(st.integers(0, 2**64 - 1), st.integers(0, LAYOUT.max_subscribers - 1))
+def test_a_corrupted_holders_word_never_yields_a_place_beyond_the_limit(mask: int,
+                                                                        row: int) -> None:
+    """Whatever the ``holders`` word holds, a reader takes a zero-copy place only if it has
+    one already or fewer than ``max_holders`` are taken, and then sets only its own bit."""
+    buf = bytearray(LAYOUT.total_size)
+    atom = AtomicBuffer(buf)
+    try:
+        atom.store(L.HOLDERS, mask)
+        reader = RingReader(atom, memoryview(buf), LAYOUT, row, 0)
+        got = reader.enable_holding()
+        bit = 1 << row
+        if mask & bit:
+            assert got is True
+            assert atom.load(L.HOLDERS) == mask
+        elif mask.bit_count() >= LAYOUT.max_holders:
+            assert got is False
+            assert atom.load(L.HOLDERS) == mask
+        else:
+            assert got is True
+            assert atom.load(L.HOLDERS) == mask | bit
+    finally:
+        atom.release()
