@@ -98,7 +98,7 @@ def test_one_input(data: bytes) -> None:
         assert len(got[0]) <= LAYOUT.slot_size
     # A zero-copy reader on the same bytes: a place only within the limit, views in bounds.
     holders = ATOM.load(L.HOLDERS)
-    holder = RingReader(ATOM, VIEW, LAYOUT, 1, 0)
+    holder = RingReader(ATOM, LAYOUT, 1, 0)
     if holder.enable_holding():
         assert holders & 2 or holders.bit_count() < LAYOUT.max_holders
         assert ATOM.load(L.HOLDERS) == holders | 2

@@ -370,7 +370,7 @@ def test_a_corrupted_holders_word_never_yields_a_place_beyond_the_limit(mask: in
     atom = AtomicBuffer(buf)
     try:
         atom.store(L.HOLDERS, mask)
-        reader = RingReader(atom, memoryview(buf), LAYOUT, row, 0)
+        reader = RingReader(atom, LAYOUT, row, 0)
         got = reader.enable_holding()
         bit = 1 << row
         if mask & bit:
