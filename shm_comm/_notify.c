@@ -70,6 +70,7 @@ typedef struct {
     int withdraw;
     int64_t deadline;            /* CLOCK_MONOTONIC ns at which it fires anyway, or 0 */
     uint64_t fired;              /* how often it fired (for tests and stats) */
+    int64_t fired_at;            /* CLOCK_MONOTONIC ns of the last firing */
 } Watch;
 
 struct Notifier;
@@ -128,6 +129,14 @@ low_half(volatile uint64_t *p)
     return word;
 }
 
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* Under the lock: withdraw the announcement, then signal. Withdrawing first means that a
  * caller who sees the descriptor readable and arms again cannot have its new announcement
  * cleared by this one. */
@@ -143,6 +152,7 @@ fire(Notifier *n, Watch *w)
     w->announce = NULL;
     w->state = W_FIRED;
     w->fired++;
+    w->fired_at = now_ns();
     n->shards[w->shard]->armed--;
     uint64_t one = 1;
     ssize_t rc;
@@ -150,14 +160,6 @@ fire(Notifier *n, Watch *w)
         rc = write(w->fd, &one, sizeof(one));
     } while (rc < 0 && errno == EINTR);
     /* EAGAIN: the counter is already huge, so the descriptor is readable anyway. */
-}
-
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static void *
@@ -598,7 +600,8 @@ Notifier_armed(Notifier *self, PyObject *slot_obj)
     return PyBool_FromLong(armed);
 }
 
-/* fired(slot) -> int: how often the watch fired so far. */
+/* fired(slot) -> (count, ns): how often the watch fired so far, and when it last did
+ * (CLOCK_MONOTONIC nanoseconds, as time.monotonic_ns() and time.perf_counter_ns()). */
 static PyObject *
 Notifier_fired(Notifier *self, PyObject *slot_obj)
 {
@@ -607,11 +610,12 @@ Notifier_fired(Notifier *self, PyObject *slot_obj)
         return NULL;
     pthread_mutex_lock(&self->lock);
     Watch *w = watch_at(self, slot);
-    uint64_t fired = w != NULL ? w->fired : 0;
+    unsigned long long fired = w != NULL ? w->fired : 0;
+    long long at = w != NULL ? w->fired_at : 0;
     pthread_mutex_unlock(&self->lock);
     if (w == NULL)
         return no_slot(slot);
-    return PyLong_FromUnsignedLongLong(fired);
+    return Py_BuildValue("(KL)", fired, at);
 }
 
 /* remove(slot): disarm and free the slot (the caller closes the fd afterwards). */
@@ -686,7 +690,8 @@ static PyMethodDef Notifier_methods[] = {
      "slot's fd once the futex word differs from expected (or timeout s passed)."},
     {"disarm", (PyCFunction)Notifier_disarm, METH_O, "disarm(slot) -> bool: whether it was armed."},
     {"armed", (PyCFunction)Notifier_armed, METH_O, "armed(slot) -> bool."},
-    {"fired", (PyCFunction)Notifier_fired, METH_O, "fired(slot) -> int: times fired."},
+    {"fired", (PyCFunction)Notifier_fired, METH_O,
+     "fired(slot) -> (count, monotonic ns of the last one)."},
     {"remove", (PyCFunction)Notifier_remove, METH_O, "remove(slot): disarm and free the slot."},
     {NULL, NULL, 0, NULL},
 };

@@ -52,7 +52,7 @@ class _Notifier(Protocol):
             value: int, withdraw: int, timeout: float, /) -> bool: ...
     def disarm(self, slot: int, /) -> bool: ...
     def armed(self, slot: int, /) -> bool: ...
-    def fired(self, slot: int, /) -> int: ...
+    def fired(self, slot: int, /) -> tuple[int, int]: ...
     def remove(self, slot: int, /) -> None: ...
 
 
@@ -65,7 +65,7 @@ class _PollingNotifier:
         self._changed = threading.Condition(self._lock)
         self._fds: dict[int, int] = {}
         self._armed: dict[int, tuple[AtomicBuffer, int, int, int, int, int, float | None]] = {}
-        self._fired: dict[int, int] = {}
+        self._fired: dict[int, tuple[int, int]] = {}
         self._next = 0
         self._thread: threading.Thread | None = None
 
@@ -74,7 +74,7 @@ class _PollingNotifier:
             slot = self._next
             self._next += 1
             self._fds[slot] = fd
-            self._fired[slot] = 0
+            self._fired[slot] = (0, 0)
             return slot
 
     def arm(self, slot: int, atom: AtomicBuffer, word: int, expected: int, announce: int,
@@ -103,7 +103,7 @@ class _PollingNotifier:
         with self._lock:
             return slot in self._armed
 
-    def fired(self, slot: int) -> int:
+    def fired(self, slot: int) -> tuple[int, int]:
         with self._lock:
             return self._fired[slot]
 
@@ -129,7 +129,7 @@ class _PollingNotifier:
                     elif withdraw == WITHDRAW_COUNT:
                         atom.fetch_add(announce, -value)
                     del self._armed[slot]
-                    self._fired[slot] += 1
+                    self._fired[slot] = (self._fired[slot][0] + 1, time.monotonic_ns())
                     _signal(self._fds[slot])
                 self._changed.wait(FALLBACK_POLL)
 
@@ -231,7 +231,12 @@ class Readiness:
     @property
     def fired(self) -> int:
         """How often the watch fired so far."""
-        return self._notifier.fired(self._slot)
+        return self._notifier.fired(self._slot)[0]
+
+    @property
+    def fired_at(self) -> int:
+        """When the watch last fired, ``time.monotonic_ns()`` (0: never)."""
+        return self._notifier.fired(self._slot)[1]
 
     def arm(self, atom: AtomicBuffer, pin: memoryview, word: int, expected: int,
             announce: int = -1, value: int = 0, withdraw: int = WITHDRAW_NONE,
