@@ -48,6 +48,7 @@
 #define SHMC_FUTEX_32 2     /* FUTEX2_SIZE_U32 */
 #define SHMC_FUTEX_PRIVATE 128
 #define SINGLE_SLICE_NS 1000000000L
+#define LONGEST_SLEEP_NS 10000000000LL /* a thread watching anything wakes at least this often */
 
 struct shmc_waitv {
     uint64_t val;
@@ -71,6 +72,8 @@ typedef struct {
     int64_t deadline;            /* CLOCK_MONOTONIC ns at which it fires anyway, or 0 */
     uint64_t fired;              /* how often it fired (for tests and stats) */
     int64_t fired_at;            /* CLOCK_MONOTONIC ns of the last firing */
+    int dormant;                 /* fired, and its thread still sleeps on its word (below) */
+    uint32_t dormant_value;      /* the value it sleeps on then */
 } Watch;
 
 struct Notifier;
@@ -82,6 +85,7 @@ typedef struct {
     uint32_t control;            /* futex word: bumped to make the thread look again */
     int armed;                   /* watches it serves */
     int sleeping_on;             /* single mode: the watch it sleeps on, or -1 */
+    int64_t set_until;           /* the timeout of its current sleep, CLOCK_MONOTONIC ns (0: none) */
 } Shard;
 
 typedef struct Notifier {
@@ -96,6 +100,7 @@ typedef struct Notifier {
     pid_t pid;                   /* the process that made it (a fork child must not use it) */
     uint64_t wakeups;            /* how often the threads returned from the kernel */
     uint64_t errors;             /* unexpected futex errors (each costs the thread 10 ms) */
+    uint64_t kicks_saved;        /* arms that found the word in their thread's set already */
     int last_errno;
 } Notifier;
 
@@ -153,6 +158,8 @@ fire(Notifier *n, Watch *w)
     w->state = W_FIRED;
     w->fired++;
     w->fired_at = now_ns();
+    w->dormant = !n->single;
+    w->dormant_value = 0;
     n->shards[w->shard]->armed--;
     uint64_t one = 1;
     ssize_t rc;
@@ -202,7 +209,36 @@ shard_main(void *arg)
             who[k] = i;
             k++;
         }
+        /* A watch that fired keeps its word in the set for a while, in the room the armed
+         * ones leave (its mapping is still pinned): the task that saw it fire usually arms it
+         * again soon, on the same word, and then needs no kick (see arm). It leaves the set
+         * once its word changes while it is not armed (one spurious wake-up at most). */
+        for (Py_ssize_t i = 0; !n->single && i < n->nwatches && k < WAITV_MAX; i++) {
+            Watch *w = &n->watches[i];
+            if (w->state != W_FIRED || !w->dormant || w->shard != sh->index)
+                continue;
+            uint32_t current = __atomic_load_n(w->word, __ATOMIC_SEQ_CST);
+            if (w->dormant > 1 && current != w->dormant_value) {
+                w->dormant = 0;
+                continue;
+            }
+            w->dormant = 2;
+            w->dormant_value = current;
+            wv[k].val = current;
+            wv[k].uaddr = (uint64_t)(uintptr_t)w->word;
+            wv[k].flags = SHMC_FUTEX_32;
+            wv[k].reserved = 0;
+            who[k] = i;
+            k++;
+        }
+        if (!n->single && k > 1) {
+            if (now == 0)
+                now = now_ns();
+            if (earliest == 0 || earliest > now + LONGEST_SLEEP_NS)
+                earliest = now + LONGEST_SLEEP_NS;
+        }
         sh->sleeping_on = n->single && k == 1 ? (int)who[0] : -1;
+        sh->set_until = earliest;
         pthread_mutex_unlock(&n->lock);
         long rc;
         if (!n->single) {
@@ -412,6 +448,7 @@ Notifier_add(Notifier *self, PyObject *fd_obj)
     Watch *w = &self->watches[slot];
     memset(w, 0, sizeof(*w));
     w->fd = fd;
+    w->shard = -1;
     w->state = W_IDLE;
     pthread_mutex_unlock(&self->lock);
     return PyLong_FromSsize_t(slot);
@@ -423,6 +460,7 @@ Notifier_add(Notifier *self, PyObject *fd_obj)
 static int
 disarm_locked(Notifier *n, Watch *w)
 {
+    w->dormant = 0;
     if (w->state != W_ARMED)
         return 0;
     Shard *sh = n->shards[w->shard];
@@ -533,6 +571,11 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
         pthread_mutex_unlock(&self->lock);
         return no_slot(slot);
     }
+    /* Fired, and its thread's current set still holds its word (dormant == 2, see
+     * shard_main)? The same address means the same mapping: the caller still pins it. */
+    int asleep_on_it = w->state == W_FIRED && w->dormant == 2 &&
+                       w->word == low_half(word) && !self->single;
+    int old_shard = w->shard;
     disarm_locked(self, w);
     w->state = W_IDLE;
     /* Drain the descriptor (non-blocking): it says nothing until this watch fires. */
@@ -544,7 +587,9 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
         pthread_mutex_unlock(&self->lock);
         Py_RETURN_FALSE;
     }
-    int s = shard_for_new_watch(self);
+    int s = w->shard;
+    if (self->single || s < 0 || s >= self->nshards || self->shards[s]->armed >= self->per_thread)
+        s = shard_for_new_watch(self);
     if (s < 0) {
         int err = errno;
         pthread_mutex_unlock(&self->lock);
@@ -559,8 +604,19 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
     w->deadline = deadline;
     w->shard = s;
     w->state = W_ARMED;
-    self->shards[s]->armed++;
-    kick(self, s);
+    w->dormant = 0;
+    Shard *sh = self->shards[s];
+    sh->armed++;
+    /* Its thread needs a kick to take the word into its set, unless the set holds it already
+     * (this watch, dormant): then the thread sleeps until the word changes from the value it
+     * compared (or returns at once if the word differs already) and looks at this watch
+     * afterwards, which is all a kick would make it do; and unless this watch's deadline
+     * comes before the thread's timeout. */
+    if (!asleep_on_it || s != old_shard ||
+        (deadline != 0 && (sh->set_until == 0 || deadline < sh->set_until)))
+        kick(self, s);
+    else
+        self->kicks_saved++;
     pthread_mutex_unlock(&self->lock);
     Py_RETURN_TRUE;
 }
@@ -678,6 +734,15 @@ Notifier_get_errors(Notifier *self, void *closure)
 }
 
 static PyObject *
+Notifier_get_kicks_saved(Notifier *self, void *closure)
+{
+    pthread_mutex_lock(&self->lock);
+    unsigned long long saved = self->kicks_saved;
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromUnsignedLongLong(saved);
+}
+
+static PyObject *
 Notifier_get_single(Notifier *self, void *closure)
 {
     return PyBool_FromLong(self->single);
@@ -703,6 +768,8 @@ static PyGetSetDef Notifier_getset[] = {
      NULL},
     {"errors", (getter)Notifier_get_errors, NULL,
      "(count, last errno) of unexpected futex errors in the threads", NULL},
+    {"kicks_saved", (getter)Notifier_get_kicks_saved, NULL,
+     "arms whose thread already slept on the word (no wake-up needed)", NULL},
     {"single", (getter)Notifier_get_single, NULL,
      "True when each thread serves one watch (no futex_waitv)", NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -251,11 +251,10 @@ class Readiness:
         """
         if self.closed:
             raise ValueError("the readiness descriptor is closed")
-        self._pin = None
         armed = self._notifier.arm(self._slot, atom, word, expected, announce, value, withdraw,
                                    -1.0 if timeout is None else timeout)
-        if armed:
-            self._pin = pin
+        # (Only now: until arm() returned, the notifier may still read the old watch's word.)
+        self._pin = pin if armed else None
         return armed
 
     def disarm(self) -> bool:

@@ -8,6 +8,7 @@ Nothing here sleeps to synchronise: processes print lines, awaits have timeouts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import selectors
@@ -645,6 +646,52 @@ def test_notifier_serves_more_than_one_futex_waitv_call(channel: str) -> None:
         del pin
         atom.release()
         memory.close()
+
+
+def test_rearming_on_the_same_word_needs_no_wake_up_of_the_thread() -> None:
+    """A watch that fired keeps its word in its thread's futex_waitv set, so arming it again
+    on that word needs no kick; every change after arming still fires it, also when the
+    word changed between the firing and the new arm."""
+    if notify.notifier_kind() != "waitv":
+        pytest.skip("only futex_waitv threads keep fired words")
+    import mmap
+
+    memory = mmap.mmap(-1, 64)
+    atom = AtomicBuffer(memory)
+    ready = notify.Readiness()
+    pin = memoryview(memory)[:8]
+    notifier = notify._notifier()
+    try:
+        def change(value: int) -> None:
+            atom.store(0, value)
+            atom.wake(0)
+
+        def fires(count: int) -> None:
+            assert poll_until(lambda: ready.fired == count, timeout=5), ready.fired
+
+        assert ready.arm(atom, pin, 0, 0)
+        change(1)
+        fires(1)
+        current = 1
+        for round_ in range(1, 20):
+            saved = notifier.kicks_saved
+            if round_ % 5 == 0:  # changed while fired: the arm reads the new value
+                current += 100
+                change(current)
+            assert ready.arm(atom, pin, 0, current)
+            current += 1
+            change(current)
+            fires(1 + round_)
+            assert not ready.armed
+            if round_ % 5:
+                assert notifier.kicks_saved > saved  # its thread still slept on the word
+        assert not ready.arm(atom, pin, 0, 0), "a stale value must not arm"
+    finally:
+        ready.close()
+        del pin
+        atom.release()
+        with contextlib.suppress(BufferError):  # (a failed assertion's frames hold the pin)
+            memory.close()
 
 
 def rng_order(n: int) -> list[int]:
