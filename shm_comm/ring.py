@@ -59,7 +59,7 @@ class RowLiveness(Protocol):
     """
 
     def token(self, pid: int) -> int:
-        """The start-token word a new holder ``pid`` stores in its row (never 0)."""
+        """The token word a new holder ``pid`` stores in its row."""
 
     def claim(self, row: int) -> bool:
         """Before claiming free ``row``: take its liveness lock; False: leave that row."""

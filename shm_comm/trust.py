@@ -102,6 +102,8 @@ def check_owner(segment: str, channel: str, st: os.stat_result,
     """Raise :class:`SHMUntrustedSegmentError` unless ``st`` (the ``fstat`` of segment
     ``segment`` of ``channel``) is a regular file of a trusted owner, not writable by all.
     """
+    if stat.S_ISREG(st.st_mode) and st.st_uid in trusted and not st.st_mode & stat.S_IWOTH:
+        return  # the common case: no user-name look-ups
     path = backend.display_path(segment)
     if not stat.S_ISREG(st.st_mode):
         raise SHMUntrustedSegmentError(not_a_segment(segment, channel, st))

@@ -327,8 +327,9 @@ def test_two_users_share_a_channel_explicitly(channel: str,
 
 ROOT_PUBLISHER = """
 import sys, select
-from shm_comm import Publisher
+from shm_comm import Publisher, Replier
 pub = Publisher(sys.argv[1])
+rep = Replier(sys.argv[1])
 print("ready", flush=True)
 while True:
     pub.send(sys.argv[2])
@@ -339,9 +340,10 @@ while True:
 @needs_root
 def test_reconnect_refuses_a_squatter_that_took_the_name(channel: str, shared_dir: Path,
                                                          cleanup_as_root: list[str]) -> None:
-    """The publisher dies and its stale segment is cleaned up; before it restarts, another
-    user creates the channel. The waiting subscriber refuses it (an error from recv, nothing
-    unpickled) and moves on to the real publisher when it comes back."""
+    """The publisher (and a replier) die and their stale segments are cleaned up; before
+    they restart, another user creates the channels. The waiting subscriber refuses the
+    squatter's segment (an error from recv, nothing unpickled) and moves on to the real
+    publisher when it comes back; a requester refuses the squatter's replier."""
     marker = shared_dir / "unpickled"
     cleanup_as_root += [pub_segment_name(channel), rep_segment_name(channel),
                         pull_segment_name(channel)]
@@ -349,12 +351,14 @@ def test_reconnect_refuses_a_squatter_that_took_the_name(channel: str, shared_di
     try:
         wait_for_line(first, "ready")
         sub = Subscriber(channel, timeout_connect=5)
+        req = Requester(channel, timeout_connect=5)
         assert sub.recv(timeout=5) == "first"
     finally:
         first.send_signal(signal.SIGKILL)
         stop(first)
-    with sub:
-        assert remove_stale(pattern=channel) == [pub_segment_name(channel)]
+    with sub, req:
+        assert sorted(remove_stale(pattern=channel)) == [pub_segment_name(channel),
+                                                         rep_segment_name(channel)]
         squatter = as_user(NOBODY, NOGROUP, SQUATTER, channel, str(marker))
         try:
             wait_for_line(squatter, "ready")
@@ -368,6 +372,9 @@ def test_reconnect_refuses_a_squatter_that_took_the_name(channel: str, shared_di
                 drain()
             assert set(left) <= {"first"}
             assert sub.stats()["publisher_alive"] is False
+            assert req.stats()["replier_alive"] is False
+            with pytest.raises(SHMUntrustedSegmentError, match=r"nobody \(uid 65534\)"):
+                req.send("to the real replier only")
             assert not marker.exists()
         finally:
             finish(squatter)
