@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import spawn_python, stop, wait_for_line
+from helpers import rest_of_output, spawn_python, stop, wait_for_line
 
 from shm_comm import Subscriber
 
@@ -19,6 +19,7 @@ from shm_comm import Publisher
 from shm_comm.utils import poll_until
 with Publisher(sys.argv[1]) as pub:
     print("ready", flush=True)
+    sys.stdin.readline()  # "go": the recorder is attached
     for i in range(200):
         pub.send({"i": i})
         time.sleep(0.002)
@@ -41,15 +42,17 @@ def test_record_then_play(channel: str, tmp_path: Path) -> None:
         recorder = subprocess.Popen(
             [sys.executable, "-m", "shm_comm", "record", channel, "-o", str(out),
              "--duration", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for_line(pub, "done", timeout=30)
-            rec_out, rec_err = recorder.communicate(timeout=30)
-        finally:
-            recorder.kill()
-            recorder.wait()
-        assert recorder.returncode == 0, rec_err
-        assert "recording" in rec_out
         assert pub.stdin is not None
+        try:
+            wait_for_line(recorder, "recording", timeout=30)  # printed once it is attached
+            pub.stdin.write("go\n")
+            pub.stdin.flush()
+            wait_for_line(pub, "done", timeout=30)
+            rest_of_output(recorder, timeout=30)
+            rec_err = recorder.stderr.read() if recorder.stderr else ""
+        finally:
+            stop(recorder)
+        assert recorder.returncode == 0, rec_err
         pub.stdin.close()  # lets the publisher close its channel and exit
         assert pub.wait(20) == 0
     finally:
