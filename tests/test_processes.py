@@ -713,18 +713,16 @@ def test_zero_copy_view_never_changes_while_held(channel: str, spawn: Spawn) -> 
             last = value
             assert (view == value).all(), "torn array"
             target = published(channel) + 2000  # 500 times around the ring
-            checks = 0
 
             def moved_on(view: np.ndarray = view, value: float = value,
                          target: int = target) -> bool:
-                nonlocal checks
-                checks += 1
                 assert (view == value).all(), "a held view changed"
                 return published(channel) >= target
 
+            # Checked while the publisher laps the ring (as often as the machine allows:
+            # on a fast one all 2000 sends may fit in one look) and once it has lapped it.
             assert poll_until(moved_on, timeout=20, interval=0)
-            assert checks > 1
-            assert (view == value).all()
+            assert (view == value).all(), "a held view changed"
         # Copies: every one internally consistent, in increasing order.
         prev = -1.0
         for _ in range(200):
