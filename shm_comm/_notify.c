@@ -74,6 +74,10 @@ typedef struct {
     int64_t fired_at;            /* CLOCK_MONOTONIC ns of the last firing */
     int dormant;                 /* fired, and its thread still sleeps on its word (below) */
     uint32_t dormant_value;      /* the value it sleeps on then */
+    /* The in-flight pin (_atomic.h) on the mapping, from arm() until disarm(), remove() or
+     * the next arm(): armed or dormant, the thread reads the mapping. Changed with the GIL. */
+    AtomicBuffer *pinned;        /* strong reference, or NULL */
+    shmc_sleeper *node;          /* in pinned->sleepers, so that its release() wakes us */
 } Watch;
 
 struct Notifier;
@@ -443,10 +447,19 @@ Notifier_add(Notifier *self, PyObject *fd_obj)
             return PyErr_NoMemory();
         }
         self->watches = grown;
+        memset(&grown[self->nwatches], 0, sizeof(Watch));
+        grown[self->nwatches].fd = -1;
         slot = self->nwatches++;
     }
     Watch *w = &self->watches[slot];
+    shmc_sleeper *node = w->node;  /* a freed slot keeps its node (in no list by then) */
     memset(w, 0, sizeof(*w));
+    w->node = node != NULL ? node : PyMem_RawCalloc(1, sizeof(shmc_sleeper));
+    w->fd = -1;  /* (free until it has its node) */
+    if (w->node == NULL) {
+        pthread_mutex_unlock(&self->lock);
+        return PyErr_NoMemory();
+    }
     w->fd = fd;
     w->shard = -1;
     w->state = W_IDLE;
@@ -473,6 +486,35 @@ disarm_locked(Notifier *n, Watch *w)
     return 1;
 }
 
+/* GIL held, notifier lock held: take the watch's pin away (its node leaves the sleepers
+ * list); the caller drops it with drop_pin() after unlocking (shmc_leave may release the
+ * buffer export, which must not happen under our lock). */
+static AtomicBuffer *
+take_pin(Watch *w)
+{
+    AtomicBuffer *ab = w->pinned;
+    if (ab != NULL) {
+        for (shmc_sleeper **link = &ab->sleepers; *link != NULL; link = &(*link)->next) {
+            if (*link == w->node) {
+                *link = w->node->next;
+                break;
+            }
+        }
+        w->pinned = NULL;
+    }
+    return ab;
+}
+
+/* GIL held, no lock: undo a shmc_enter() and the reference a pin holds. */
+static void
+drop_pin(AtomicBuffer *ab)
+{
+    if (ab != NULL) {
+        shmc_leave(ab);
+        Py_DECREF(ab);
+    }
+}
+
 #define CHECK_NARGS(n, name)                                                              \
     if (nargs != (n)) {                                                                   \
         PyErr_Format(PyExc_TypeError, name "() takes exactly %d arguments", (int)(n));   \
@@ -489,13 +531,10 @@ arg_u64(PyObject *obj, uint64_t *out)
     return 0;
 }
 
+/* The aligned word at `offset` of a buffer pinned by the caller, or NULL with an exception. */
 static volatile uint64_t *
 buffer_word(AtomicBuffer *atom, PyObject *offset_obj, int need_write)
 {
-    if (atom->closed || !atom->has_view) {
-        shmc_set_closed_error();
-        return NULL;
-    }
     Py_ssize_t offset = PyLong_AsSsize_t(offset_obj);
     if (offset == -1 && PyErr_Occurred())
         return NULL;
@@ -512,16 +551,20 @@ buffer_word(AtomicBuffer *atom, PyObject *offset_obj, int need_write)
     return (volatile uint64_t *)((char *)atom->view.buf + offset);
 }
 
-/* arm(slot, atom, word, expected, announce, value, withdraw, timeout) -> bool
+/* arm(slot, atom, word, expected, announce, value, withdraw, timeout, bump) -> bool
  * Signal the slot's fd once the low 32 bits of the u64 at `word` differ from `expected` (or it
  * is woken), or `timeout` seconds passed (< 0: never). `announce` (an offset, or -1) and
  * `value` say what to withdraw when it fires: withdraw 1 clears those bits, 2 subtracts
  * value, 0 nothing. Returns True if armed, False if the word already differs (then nothing is
- * armed and nothing withdrawn: the caller looks again). Arming an armed slot re-arms it. */
+ * armed and nothing withdrawn: the caller looks again). Arming an armed slot re-arms it.
+ * The watch pins the mapping (the in-flight rule, _atomic.h) until disarm(), remove() or the
+ * next arm(), and joins its sleepers, so that atom.release() meanwhile wakes the word (`bump`:
+ * a doorbell it may bump first, so that the change cannot be missed); SHMClosedError if the
+ * buffer is released already. */
 static PyObject *
 Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    CHECK_NARGS(8, "arm");
+    CHECK_NARGS(9, "arm");
     if (check_usable(self) < 0)
         return NULL;
     if (!PyObject_TypeCheck(args[1], &shmc_AtomicBufferType)) {
@@ -550,25 +593,25 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
         }
         deadline = now_ns() + (int64_t)(timeout * 1e9) + 1;
     }
+    int bump = PyObject_IsTrue(args[8]);
+    Py_ssize_t slot, announce_offset = PyLong_AsSsize_t(args[4]);
+    if (bump < 0 || (announce_offset == -1 && PyErr_Occurred()) || slot_arg(args[0], &slot) < 0)
+        return NULL;
+    if (shmc_enter(atom) == NULL)  /* the pin; SHMClosedError once released */
+        return NULL;
+    int announcing = announce_offset >= 0 && withdraw != WITHDRAW_NONE;
     volatile uint64_t *word = buffer_word(atom, args[2], 0);
-    if (word == NULL)
+    volatile uint64_t *announce = word != NULL && announcing ? buffer_word(atom, args[4], 1)
+                                                             : NULL;
+    if (word == NULL || (announcing && announce == NULL)) {
+        shmc_leave(atom);
         return NULL;
-    volatile uint64_t *announce = NULL;
-    Py_ssize_t announce_offset = PyLong_AsSsize_t(args[4]);
-    if (announce_offset == -1 && PyErr_Occurred())
-        return NULL;
-    if (announce_offset >= 0 && withdraw != WITHDRAW_NONE) {
-        announce = buffer_word(atom, args[4], 1);
-        if (announce == NULL)
-            return NULL;
     }
-    Py_ssize_t slot;
-    if (slot_arg(args[0], &slot) < 0)
-        return NULL;
     pthread_mutex_lock(&self->lock);
     Watch *w = watch_at(self, slot);
     if (w == NULL) {
         pthread_mutex_unlock(&self->lock);
+        shmc_leave(atom);
         return no_slot(slot);
     }
     /* Fired, and its thread's current set still holds its word (dormant == 2, see
@@ -578,6 +621,7 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
     int old_shard = w->shard;
     disarm_locked(self, w);
     w->state = W_IDLE;
+    AtomicBuffer *old_pin = take_pin(w);
     /* Drain the descriptor (non-blocking): it says nothing until this watch fires. */
     uint64_t drained;
     while (read(w->fd, &drained, sizeof(drained)) > 0) {
@@ -585,6 +629,8 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
     uint32_t *word32 = low_half(word);
     if (__atomic_load_n(word32, __ATOMIC_SEQ_CST) != (uint32_t)expected) {
         pthread_mutex_unlock(&self->lock);
+        drop_pin(old_pin);
+        shmc_leave(atom);
         Py_RETURN_FALSE;
     }
     int s = w->shard;
@@ -593,9 +639,17 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
     if (s < 0) {
         int err = errno;
         pthread_mutex_unlock(&self->lock);
+        drop_pin(old_pin);
+        shmc_leave(atom);
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    Py_INCREF(atom);
+    w->pinned = atom;
+    w->node->word = word;
+    w->node->bump = bump && !atom->view.readonly;
+    w->node->next = atom->sleepers;
+    atom->sleepers = w->node;
     w->word = word32;
     w->expected = (uint32_t)expected;
     w->announce = announce;
@@ -618,6 +672,7 @@ Notifier_arm(Notifier *self, PyObject *const *args, Py_ssize_t nargs)
     else
         self->kicks_saved++;
     pthread_mutex_unlock(&self->lock);
+    drop_pin(old_pin);
     Py_RETURN_TRUE;
 }
 
@@ -632,11 +687,16 @@ Notifier_disarm(Notifier *self, PyObject *slot_obj)
     pthread_mutex_lock(&self->lock);
     Watch *w = watch_at(self, slot);
     int was = w != NULL ? disarm_locked(self, w) : 0;
-    if (w != NULL && w->state == W_FIRED)
-        w->state = W_IDLE;
+    AtomicBuffer *pin = NULL;
+    if (w != NULL) {
+        if (w->state == W_FIRED)
+            w->state = W_IDLE;
+        pin = take_pin(w);
+    }
     pthread_mutex_unlock(&self->lock);
     if (w == NULL)
         return no_slot(slot);
+    drop_pin(pin);
     return PyBool_FromLong(was);
 }
 
@@ -683,14 +743,17 @@ Notifier_remove(Notifier *self, PyObject *slot_obj)
         return NULL;
     pthread_mutex_lock(&self->lock);
     Watch *w = watch_at(self, slot);
+    AtomicBuffer *pin = NULL;
     if (w != NULL) {
         disarm_locked(self, w);
+        pin = take_pin(w);
         w->fd = -1;
         w->state = W_FREE;
     }
     pthread_mutex_unlock(&self->lock);
     if (w == NULL)
         return no_slot(slot);
+    drop_pin(pin);
     Py_RETURN_NONE;
 }
 
@@ -751,8 +814,8 @@ Notifier_get_single(Notifier *self, void *closure)
 static PyMethodDef Notifier_methods[] = {
     {"add", (PyCFunction)Notifier_add, METH_O, "add(fd) -> slot: a watch slot signalling fd."},
     {"arm", (PyCFunction)(void (*)(void))Notifier_arm, METH_FASTCALL,
-     "arm(slot, atom, word, expected, announce, value, withdraw, timeout) -> bool: signal the "
-     "slot's fd once the futex word differs from expected (or timeout s passed)."},
+     "arm(slot, atom, word, expected, announce, value, withdraw, timeout, bump) -> bool: "
+     "signal the slot's fd once the futex word differs from expected (or timeout s passed)."},
     {"disarm", (PyCFunction)Notifier_disarm, METH_O, "disarm(slot) -> bool: whether it was armed."},
     {"armed", (PyCFunction)Notifier_armed, METH_O, "armed(slot) -> bool."},
     {"fired", (PyCFunction)Notifier_fired, METH_O,

@@ -27,25 +27,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import layout as L
+from .errors import SHMClosedError
 from .notify import Readiness, arm_subscriber, drain
 from .wait import OBSERVER_POLL, SUBSCRIBER_SLICE
 
 if TYPE_CHECKING:
     from .pubsub import _ChannelReader
 
-__all__ = ["CLOSED", "receive", "sleep", "wait_readable"]
+__all__ = ["receive", "sleep", "wait_readable"]
 
 T = TypeVar("T")
-
-
-class _Closed:
-    """What :func:`receive` returns when the channel end was closed while it waited."""
-
-    def __repr__(self) -> str:
-        return "CLOSED"
-
-
-CLOSED = _Closed()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -212,8 +203,8 @@ async def subscriber_wait(end: _ChannelReader, deadline: float | None) -> bool:
     # The watch itself fires at the end of a slice, so that the loop needs no timer unless
     # the caller gave a timeout.
     longest = OBSERVER_POLL if end.observer else SUBSCRIBER_SLICE
-    if ready.armed or arm_subscriber(ready, segment.atom, segment.view[:8], reader.cursor,
-                                     reader.waiter_bit, longest):
+    if ready.armed or arm_subscriber(ready, segment.atom, reader.cursor, reader.waiter_bit,
+                                     longest):
         await wait_readable(ready, remaining, f"subscriber of {end.name!r}")
     if not end._closed and segment.atom.load(L.HEAD) <= reader.cursor:
         end._next_check = 0.0  # woken without a message: check the publisher next round
@@ -221,11 +212,12 @@ async def subscriber_wait(end: _ChannelReader, deadline: float | None) -> bool:
 
 
 async def receive(end: _ChannelReader, take: Callable[[], T | None],
-                  timeout: float | None) -> T | _Closed | None:
+                  timeout: float | None) -> T | None:
     """Await the next message of a subscriber: ``take()`` is its non-blocking receive.
 
-    Returns None at the timeout (``timeout=None``: no limit; ``0``: only look) and
-    :data:`CLOSED` if the subscriber was closed while this waited.
+    Returns None at the timeout (``timeout=None``: no limit; ``0``: only look). Raises
+    :class:`SHMClosedError` if the subscriber is closed, or is closed while this waits (as a
+    blocking receive in another thread does).
     """
     end._ensure_open()
     got = take()
@@ -237,12 +229,8 @@ async def receive(end: _ChannelReader, take: Callable[[], T | None],
     while True:
         waited = await subscriber_wait(end, deadline)
         if end._closed:
-            return CLOSED
-        try:
-            got = take()
-        except ValueError:
-            if end.closed:  # closed by another thread meanwhile
-                return CLOSED
-            raise
+            raise SHMClosedError(f"subscriber of channel {end.name!r} was closed while a task "
+                                 "awaited it")
+        got = take()  # (SHMClosedError if another thread closes it just now)
         if got is not None or not waited:
             return got

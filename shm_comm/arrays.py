@@ -594,23 +594,22 @@ class ArraySubscriber(_ChannelReader):
 
     async def recv_async(self, timeout: float | None = None, copy: bool = False
                          ) -> np.ndarray[Any, Any] | None:
-        """Await the next array; None if none arrived within ``timeout`` seconds or the
-        subscriber was closed while waiting.
+        """Await the next array; None if none arrived within ``timeout`` seconds.
 
         The awaitable :meth:`recv`, same ``copy`` and lifetime rule (a view stays valid until
-        this subscriber's next receive). Cancelling it loses no message. See
+        this subscriber's next receive). Cancelling it loses no message;
+        :class:`SHMClosedError` if the subscriber is closed, also while it waits. See
         :meth:`Subscriber.recv_async <shm_comm.Subscriber.recv_async>`.
         """
         from . import aio
 
-        got = await aio.receive(self, lambda: self._take(copy), timeout)
-        return None if got is aio.CLOSED else got  # type: ignore[return-value]
+        return await aio.receive(self, lambda: self._take(copy), timeout)
 
     async def recv_batch_async(self, max_n: int = 1000, timeout: float | None = None
                                ) -> np.ndarray[Any, Any]:
         """Await at least one array, then return all waiting ones (up to ``max_n``) as in
         :meth:`recv_batch`; ``k == 0`` if none came within ``timeout`` seconds (None: no
-        limit) or the subscriber was closed meanwhile."""
+        limit)."""
         from . import aio
 
         def take() -> np.ndarray[Any, Any] | None:
@@ -618,9 +617,7 @@ class ArraySubscriber(_ChannelReader):
             return batch if len(batch) else None
 
         got = await aio.receive(self, take, timeout)
-        if got is None or got is aio.CLOSED:
-            return np.empty((0, *self.shape), dtype=self.dtype)
-        return got  # type: ignore[return-value]
+        return np.empty((0, *self.shape), dtype=self.dtype) if got is None else got
 
     def __aiter__(self) -> ArraySubscriber:
         return self
@@ -630,8 +627,10 @@ class ArraySubscriber(_ChannelReader):
         one), until the subscriber is closed."""
         from . import aio
 
-        got = await aio.receive(self, lambda: self._take(False), None) if not self._closed \
-            else aio.CLOSED
-        if got is aio.CLOSED or got is None:
+        try:
+            got = await aio.receive(self, lambda: self._take(False), None)
+        except SHMClosedError:
+            raise StopAsyncIteration from None
+        if got is None:  # (not with timeout=None; for the type checker)
             raise StopAsyncIteration
-        return got  # type: ignore[return-value]
+        return got

@@ -32,6 +32,7 @@ from typing import Protocol
 from . import _atomic
 from . import layout as L
 from ._atomic import AtomicBuffer
+from .errors import SHMClosedError
 from .wait import FALLBACK_POLL
 
 _CNotifier = getattr(_atomic, "Notifier", None)  # Linux only
@@ -49,7 +50,7 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 class _Notifier(Protocol):
     def add(self, fd: int, /) -> int: ...
     def arm(self, slot: int, atom: AtomicBuffer, word: int, expected: int, announce: int,
-            value: int, withdraw: int, timeout: float, /) -> bool: ...
+            value: int, withdraw: int, timeout: float, bump: bool, /) -> bool: ...
     def disarm(self, slot: int, /) -> bool: ...
     def armed(self, slot: int, /) -> bool: ...
     def fired(self, slot: int, /) -> tuple[int, int]: ...
@@ -78,7 +79,7 @@ class _PollingNotifier:
             return slot
 
     def arm(self, slot: int, atom: AtomicBuffer, word: int, expected: int, announce: int,
-            value: int, withdraw: int, timeout: float) -> bool:
+            value: int, withdraw: int, timeout: float, bump: bool) -> bool:
         with self._lock:
             fd = self._fds[slot]
             self._armed.pop(slot, None)
@@ -121,13 +122,16 @@ class _PollingNotifier:
                 now = time.monotonic()
                 for slot, (atom, word, expected, announce, value, withdraw, deadline) in list(
                         self._armed.items()):
-                    if atom.load(word) & _LOW32 == expected and (deadline is None
-                                                                 or now < deadline):
-                        continue
-                    if withdraw == WITHDRAW_BITS:
-                        atom.fetch_and(announce, ~value & _MASK64)
-                    elif withdraw == WITHDRAW_COUNT:
-                        atom.fetch_add(announce, -value)
+                    try:
+                        if atom.load(word) & _LOW32 == expected and (deadline is None
+                                                                     or now < deadline):
+                            continue
+                        if withdraw == WITHDRAW_BITS:
+                            atom.fetch_and(announce, ~value & _MASK64)
+                        elif withdraw == WITHDRAW_COUNT:
+                            atom.fetch_add(announce, -value)
+                    except SHMClosedError:
+                        pass  # its channel end closed: fire, the waiting task finds out
                     del self._armed[slot]
                     self._fired[slot] = (self._fired[slot][0] + 1, time.monotonic_ns())
                     _signal(self._fds[slot])
@@ -210,7 +214,6 @@ class Readiness:
             os.set_blocking(self._write_fd, False)
         self._notifier = _notifier()
         self._slot = self._notifier.add(self._write_fd)
-        self._pin: memoryview | None = None
         self._lock = threading.Lock()
         self._holders = 1  # ourselves, until close()
         self.closed = False
@@ -238,33 +241,31 @@ class Readiness:
         """When the watch last fired, ``time.monotonic_ns()`` (0: never)."""
         return self._notifier.fired(self._slot)[1]
 
-    def arm(self, atom: AtomicBuffer, pin: memoryview, word: int, expected: int,
-            announce: int = -1, value: int = 0, withdraw: int = WITHDRAW_NONE,
-            timeout: float | None = None) -> bool:
+    def arm(self, atom: AtomicBuffer, word: int, expected: int, announce: int = -1,
+            value: int = 0, withdraw: int = WITHDRAW_NONE, timeout: float | None = None,
+            bump: bool = False) -> bool:
         """Empty the descriptor and watch the futex word at ``word`` (an offset in ``atom``):
         once its low 32 bits differ from ``expected`` (or ``timeout`` seconds passed),
         withdraw the announcement (``withdraw``: clear the bits ``value`` of the word at
         ``announce``, or subtract ``value`` from it) and make the descriptor readable.
 
         Returns False, arming nothing and withdrawing nothing, if the word already differs.
-        ``pin`` keeps the mapping alive while the notifier may read it.
+        The watch pins the mapping while the notifier may read it (the in-flight rule of
+        ``_atomic.h``), and ``atom.release()`` (the end's close) wakes it meanwhile: ``bump``
+        says that the word is a doorbell that the release may bump (pub/sub readers).
+        Raises :class:`SHMClosedError` if ``atom`` is released already.
         """
         if self.closed:
             raise ValueError("the readiness descriptor is closed")
-        armed = self._notifier.arm(self._slot, atom, word, expected, announce, value, withdraw,
-                                   -1.0 if timeout is None else timeout)
-        # (Only now: until arm() returned, the notifier may still read the old watch's word.)
-        self._pin = pin if armed else None
-        return armed
+        return self._notifier.arm(self._slot, atom, word, expected, announce, value, withdraw,
+                                  -1.0 if timeout is None else timeout, bump)
 
     def disarm(self) -> bool:
         """Stop watching; returns whether a watch was still armed (its announcement is then
         the caller's to withdraw). Afterwards the notifier never reads the mapping again."""
         if self.closed:
             return False
-        was = self._notifier.disarm(self._slot)
-        self._pin = None
-        return was
+        return self._notifier.disarm(self._slot)
 
     def set(self) -> None:
         """Make the descriptor readable (thread-safe)."""
@@ -304,7 +305,6 @@ class Readiness:
                 return
             self.closed = True
             self._notifier.remove(self._slot)
-            self._pin = None
             _signal(self._write_fd)
         if self.on_close is not None:
             self.on_close()
@@ -315,8 +315,8 @@ def _withdraw_bit(atom: AtomicBuffer, bit: int) -> None:
     atom.fetch_and(L.WAITERS, ~bit & _MASK64)
 
 
-def arm_subscriber(ready: Readiness, atom: AtomicBuffer, pin: memoryview, cursor: int,
-                   bit: int, timeout: float | None = None) -> bool:
+def arm_subscriber(ready: Readiness, atom: AtomicBuffer, cursor: int, bit: int,
+                   timeout: float | None = None) -> bool:
     """Arm ``ready`` for a pub/sub reader whose next message is ``cursor``: the doorbell
     protocol of ``wait_past`` with the notifier in the sleeper's place. ``bit`` is the reader's
     bit in ``waiters`` (0 for an observer, which cannot announce itself, so its watch should
@@ -329,8 +329,8 @@ def arm_subscriber(ready: Readiness, atom: AtomicBuffer, pin: memoryview, cursor
         if bit:
             _withdraw_bit(atom, bit)
         return False
-    if ready.arm(atom, pin, L.DOORBELL, rung, L.WAITERS if bit else -1, bit,
-                 WITHDRAW_BITS if bit else WITHDRAW_NONE, timeout):
+    if ready.arm(atom, L.DOORBELL, rung, L.WAITERS if bit else -1, bit,
+                 WITHDRAW_BITS if bit else WITHDRAW_NONE, timeout, bump=True):
         return True
     if bit:
         _withdraw_bit(atom, bit)

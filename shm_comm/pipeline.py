@@ -598,7 +598,7 @@ class Puller(ForkAware):
 
     def close(self) -> None:
         """Leave the queue (frees this puller's row). Idempotent. A task awaiting this puller
-        wakes and gets None; ``fileno()``'s descriptor is closed."""
+        wakes and gets :class:`SHMClosedError`; ``fileno()``'s descriptor is closed."""
         if self._ready is not None:
             self._ready.close()
         self._finalizer()
@@ -631,7 +631,7 @@ class Puller(ForkAware):
 
     def _ensure_open_puller(self) -> None:
         if not self._finalizer.alive:
-            raise ValueError(f"puller of queue {self.name!r} is closed")
+            raise SHMClosedError(f"puller of queue {self.name!r} is closed")
 
     def _readiness(self) -> Readiness:
         if self._ready is None:
@@ -650,13 +650,13 @@ class Puller(ForkAware):
         atom, bit = self._atom, 1 << self.row
         if atom.load(L.CLOSED):
             # Nobody pushes any more: look again as the blocking receive does.
-            return ready.arm(atom, self._view[:8], L.HEAD, atom.load(L.HEAD),
+            return ready.arm(atom, L.HEAD, atom.load(L.HEAD),
                              timeout=BLOCKED_CHECK_INTERVAL)
         atom.fetch_or(L.WAITERS, bit)
         head = atom.load(L.HEAD)
         if (atom.load(L.QUEUE_TAIL) >= head and not atom.load(L.PIPE_RECOVER_HINT)
                 and not atom.load(L.CLOSED)
-                and ready.arm(atom, self._view[:8], L.HEAD, head, L.WAITERS, bit,
+                and ready.arm(atom, L.HEAD, head, L.WAITERS, bit,
                               notify.WITHDRAW_BITS, timeout)):
             return True
         atom.fetch_and(L.WAITERS, ~bit & _MASK64)
@@ -677,11 +677,11 @@ class Puller(ForkAware):
             ready.set()
 
     async def recv_async(self, timeout: float | None = None) -> Any:
-        """Await the next item, deserialized; None if none came within ``timeout`` seconds or
-        the puller was closed while waiting.
+        """Await the next item, deserialized; None if none came within ``timeout`` seconds.
 
         The awaitable :meth:`recv` (same errors: :class:`SHMPeerGoneError` once the pusher is
-        gone and every item taken). An item is taken in one step after the await, so a
+        gone and every item taken; :class:`SHMClosedError` if the puller is closed, also while
+        it waits). An item is taken in one step after the await, so a
         cancelled await takes nothing. One task at a time may await a puller.
         """
         got = await self._next_async(timeout)
@@ -715,8 +715,6 @@ class Puller(ForkAware):
                     await aio.wait_readable(ready, longest if remaining is None
                                             else min(longest, remaining),
                                             f"puller of {self.name!r}")
-            if not self._finalizer.alive:
-                return None  # closed while we waited
-            got = self._next(0)
+            got = self._next(0)  # (SHMClosedError if it was closed while we waited)
             if got is not None:
                 return got

@@ -453,8 +453,9 @@ class _ChannelReader(ForkAware):
         Safe while another thread is inside a call on this subscriber: that call returns at
         once by raising :class:`SHMClosedError`, and the mapping lives until it has left.
         Zero-copy views received earlier stay memory-safe, but their contents may change
-        once the subscriber is closed. A task awaiting this subscriber (``recv_async``,
-        ``async for``) wakes and ends; ``fileno()``'s descriptor is closed.
+        once the subscriber is closed. A task awaiting this subscriber wakes: ``async for``
+        ends, ``recv_async`` raises :class:`SHMClosedError`; ``fileno()``'s descriptor is
+        closed.
         """
         self._closed = True
         if self._ready is not None:
@@ -497,11 +498,10 @@ class _ChannelReader(ForkAware):
         atom, reader = self._segment.atom, self._reader
         if not self._alive:
             # Nothing rings a dead publisher's doorbell: look again when recv would.
-            if not ready.arm(atom, self._segment.view[:8], L.DOORBELL, atom.load(L.DOORBELL),
+            if not ready.arm(atom, L.DOORBELL, atom.load(L.DOORBELL), bump=True,
                              timeout=DEAD_POLL_MAX):
                 ready.set()
-        elif not notify.arm_subscriber(ready, atom, self._segment.view[:8], reader.cursor,
-                                       reader.waiter_bit,
+        elif not notify.arm_subscriber(ready, atom, reader.cursor, reader.waiter_bit,
                                        OBSERVER_POLL if self.observer else SUBSCRIBER_SLICE):
             ready.set()  # (the slice: a look at the publisher now and then, as recv does)
 
@@ -701,9 +701,9 @@ class Subscriber(_ChannelReader):
         The awaitable :meth:`recv`, for asyncio (also inside Jupyter's running loop) and,
         through anyio, trio. Nothing spins while it waits: a shared helper thread sleeps on
         the channel's futex for it (docs/event-loops.md). Cancelling it (or
-        ``asyncio.timeout``) loses no message: the next receive gets it. Returns None too
-        if the subscriber is closed while it waits. One task at a time may await a
-        subscriber.
+        ``asyncio.timeout``) loses no message: the next receive gets it. Raises
+        :class:`SHMClosedError` if the subscriber is closed, also while it waits (as a
+        blocking ``recv`` in another thread does). One task at a time may await a subscriber.
         """
         got = await self._receive_async(timeout)
         return None if got is None else self._serializer.decode(got[0], got[1])
@@ -717,7 +717,7 @@ class Subscriber(_ChannelReader):
                                ) -> list[Any]:
         """Await at least one message, then return all waiting ones (up to ``max_n``),
         deserialized, oldest first; an empty list if none came within ``timeout`` seconds
-        (None: no limit) or the subscriber was closed meanwhile."""
+        (None: no limit). :class:`SHMClosedError` as for :meth:`recv_async`."""
         from . import aio
 
         if max_n < 1:
@@ -727,17 +727,16 @@ class Subscriber(_ChannelReader):
             return batch if batch[0] else None
 
         got = await aio.receive(self, take, timeout)
-        if got is None or got is aio.CLOSED:
+        if got is None:
             return []
-        payloads, encodings = got  # type: ignore[misc]
+        payloads, encodings = got
         decode = self._serializer.decode
         return [decode(p, e) for p, e in zip(payloads, encodings, strict=True)]
 
     async def _receive_async(self, timeout: float | None) -> tuple[bytes, int] | None:
         from . import aio
 
-        got = await aio.receive(self, self._take, timeout)
-        return None if got is aio.CLOSED else got  # type: ignore[return-value]
+        return await aio.receive(self, self._take, timeout)
 
     def __aiter__(self) -> Subscriber:
         return self
@@ -746,7 +745,10 @@ class Subscriber(_ChannelReader):
         """``async for msg in sub``: every message, until the subscriber is closed."""
         from . import aio
 
-        got = await aio.receive(self, self._take, None) if not self._closed else aio.CLOSED
-        if got is aio.CLOSED or got is None:
+        try:
+            got = await aio.receive(self, self._take, None)
+        except SHMClosedError:
+            raise StopAsyncIteration from None
+        if got is None:  # (not with timeout=None; for the type checker)
             raise StopAsyncIteration
-        return self._serializer.decode(got[0], got[1])  # type: ignore[index]
+        return self._serializer.decode(got[0], got[1])

@@ -738,7 +738,7 @@ class Requester(ForkAware):
 
     def close(self) -> None:
         """Leave the channel (frees this requester's row). Idempotent. A task awaiting
-        :meth:`request_async` wakes and gets ``ValueError`` (the requester is closed)."""
+        :meth:`request_async` wakes and gets :class:`SHMClosedError`."""
         if self._ready is not None:
             self._ready.close()
         self._finalizer()
@@ -759,8 +759,9 @@ class Requester(ForkAware):
 
         Nothing spins while it waits, for a free queue slot or for the reply. If it is
         cancelled after the request went out, that request is given up as after a timeout
-        of :meth:`request` (its reply is dropped when it comes). Raises ``ValueError`` if
-        the requester is closed meanwhile. One task at a time may await a requester.
+        of :meth:`request` (its reply is dropped when it comes). Raises
+        :class:`SHMClosedError` if the requester is closed, also while it waits. One task at
+        a time may await a requester.
         """
         from . import aio
 
@@ -815,7 +816,7 @@ class Requester(ForkAware):
         atom.fetch_or(L.WAITERS, bit)
         value = atom.load(word)
         if (value != self._correlation and not atom.load(L.CLOSED)
-                and ready.arm(atom, self._view[:8], word, value, L.WAITERS, bit,
+                and ready.arm(atom, word, value, L.WAITERS, bit,
                               notify.WITHDRAW_BITS)):
             return withdraw
         withdraw()
@@ -833,7 +834,7 @@ class Requester(ForkAware):
         atom.fetch_add(L.REQ_PRODUCERS_WAITING, 1)
         entry = atom.load(offset)
         still_full = entry >> L.QUEUE_LAP_SHIFT < position // lay.num_slots
-        if still_full and ready.arm(atom, self._view[:8], offset, entry,
+        if still_full and ready.arm(atom, offset, entry,
                                     L.REQ_PRODUCERS_WAITING, 1, notify.WITHDRAW_COUNT):
             return withdraw
         withdraw()
