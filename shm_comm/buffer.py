@@ -18,6 +18,7 @@ from __future__ import annotations
 import weakref
 
 from . import layout as L
+from .errors import SHMFormatError
 from .naming import segment_name
 from .ring import RingReader
 from .segment import Segment
@@ -56,7 +57,9 @@ def read_message_spsc(shm: object, tail: int) -> tuple[bytes, int] | None:
 
     If ``tail`` was already overwritten, the oldest message still in the ring is returned and
     ``next_tail`` jumps accordingly (the gap is what was lost). The payload is a copy that was
-    validated against concurrent overwrites. Reads never modify the segment.
+    validated against concurrent overwrites. Reads never modify the segment. A malformed
+    message (a corrupted segment) raises :class:`~shm_comm.SHMFormatError` whose
+    ``next_tail`` attribute is the tail to go on with (past it).
     """
     segment = _segment_of(shm)
     reader = _readers.get(segment)
@@ -64,5 +67,9 @@ def read_message_spsc(shm: object, tail: int) -> tuple[bytes, int] | None:
         reader = RingReader(segment.atom, segment.layout, None, tail)
         _readers[segment] = reader
     reader.cursor = tail
-    got = reader.take_copy()
+    try:
+        got = reader.take_copy()
+    except SHMFormatError as exc:
+        exc.next_tail = reader.cursor  # type: ignore[attr-defined]
+        raise
     return None if got is None else (got[0], reader.cursor)

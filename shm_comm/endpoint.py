@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import weakref
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from . import layout as L
 from . import ring
@@ -37,14 +38,14 @@ def _note_exit() -> None:
 def closed_call(exc: SHMClosedError, timeout: float | None, result: T) -> T:
     """What a public call does when its end is closed (``except SHMClosedError as exc``).
 
-    Raises ``exc``, except while the interpreter exits: the exit hooks close every end, and
-    daemon threads may still be inside (or about to make) calls on them. Those calls then
-    behave as on a silent channel, without a traceback: they sleep out ``timeout`` (None:
-    until the interpreter stops the thread) and return ``result`` (None, an empty batch,
-    False for a send: nothing is published).
+    Raises ``exc``, except in other threads than the main one while the interpreter exits:
+    the exit hooks close every end, and daemon threads may still be inside (or about to
+    make) calls on them. Those calls then behave as on a silent channel, without a
+    traceback: they sleep out ``timeout`` (None: until the interpreter stops the thread) and
+    return ``result`` (None, an empty batch, False for a send: nothing is published).
     """
-    if not _exiting:
-        raise exc
+    if not _exiting or threading.current_thread() is threading.main_thread():
+        raise exc  # (the main thread runs the exit hooks themselves: it must not sleep)
     if timeout is None:
         while True:
             sleep(3600.0)
@@ -109,9 +110,6 @@ class ForkAware:
         if self.closed and not isinstance(exc, SHMClosedError):
             raise SHMClosedError(f"{type(self).__name__} of {self.name!r} was closed while "
                                  "this call was using it") from exc
-
-    def _raise_closed(self) -> NoReturn:
-        raise SHMClosedError(f"{type(self).__name__} of {self.name!r} is closed")
 
     def __exit__(self, *exc: object) -> None:
         self.close()

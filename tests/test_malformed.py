@@ -188,3 +188,24 @@ def test_a_subscriber_in_another_process_skips_a_corrupted_message(channel: str)
             assert wait_for_line(proc, "m0") == "m0 m1 malformed m3 m4 m5 m6 m7 1"
         finally:
             stop(proc)
+
+
+def test_read_message_spsc_says_where_to_go_on(channel: str) -> None:
+    """The tuning guide's hand-written loop: a malformed message raises once and its
+    ``next_tail`` skips it."""
+    from shm_comm.buffer import attach, read_message_spsc
+
+    with Publisher(channel, num_slots=8, slot_size=64, serialization="raw") as pub:
+        shm = attach(channel)
+        try:
+            for i in range(3):
+                pub.send_bytes(b"m%d" % i)
+            corrupt_length(pub, 1)
+            got, tail = read_message_spsc(shm, 0) or (b"", 0)
+            assert (got, tail) == (b"m0", 1)
+            with pytest.raises(SHMFormatError) as raised:
+                read_message_spsc(shm, tail)
+            tail = raised.value.next_tail  # type: ignore[attr-defined]
+            assert read_message_spsc(shm, tail) == (b"m2", 3)
+        finally:
+            shm.close()
