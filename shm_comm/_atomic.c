@@ -337,6 +337,7 @@ futex_word(volatile uint64_t *p)
 }
 #endif
 
+#if SHMC_HAVE_FUTEX
 /* Whether futex_waitv works here: 0 not known yet, 1 yes, -1 no (an old kernel, or a
  * seccomp filter that refuses it). Written without the GIL; every writer writes the same. */
 static int waitv_state;
@@ -374,6 +375,7 @@ sleep_two(AtomicBuffer *ab, volatile uint64_t *word, uint32_t expected,
     __atomic_store_n(&waitv_state, 1, __ATOMIC_RELAXED);
     return rc;
 }
+#endif
 
 /* The sleep of a pinned call (see _atomic.h), on its own list entry so that release() can
  * wake it. A release can come between our release of the GIL and the futex call; that
