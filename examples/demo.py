@@ -10,6 +10,7 @@ Exits non-zero if either process failed or a message is unaccounted for.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -39,13 +40,17 @@ def _number(pattern: str, lines: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run both processes; returns non-zero if either failed or a message went missing."""
-    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                            epilog=f"Sends {COUNT} joint states at {RATE} Hz; takes about "
-                                   f"{COUNT / RATE:g} s.").parse_args(argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=f"Sends {COUNT} joint states at {RATE} Hz; takes about {COUNT / RATE:g} s.")
+    # A name of its own, so two demos (or CI runs) on one machine never meet.
+    parser.add_argument("--channel", default=f"demo_joints_{os.getpid()}",
+                        help="channel name (default: demo_joints_<pid>)")
+    channel = parser.parse_args(argv).channel
     python = sys.executable
-    pub = subprocess.Popen([python, str(HERE / "publisher.py"), "--rate", str(RATE), "--count",
-                            str(COUNT), "--wait-subscribers", "1"], stdout=subprocess.PIPE,
-                           text=True)
+    pub = subprocess.Popen([python, str(HERE / "publisher.py"), "--channel", channel, "--rate",
+                            str(RATE), "--count", str(COUNT), "--wait-subscribers", "1"],
+                           stdout=subprocess.PIPE, text=True)
     pub_lines: list[str] = []
     sub_lines: list[str] = []
     pub_ready = threading.Event()
@@ -55,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         pub.kill()
         print("publisher did not start", file=sys.stderr)
         return 1
-    sub = subprocess.Popen([python, str(HERE / "subscriber.py"), "--count", str(COUNT),
-                            "--every", str(RATE)], stdout=subprocess.PIPE, text=True)
+    sub = subprocess.Popen([python, str(HERE / "subscriber.py"), "--channel", channel,
+                            "--count", str(COUNT), "--every", str(RATE)],
+                           stdout=subprocess.PIPE, text=True)
     threads.append(threading.Thread(target=_relay, args=("subscriber", sub, None, sub_lines)))
     threads[1].start()
     codes = [sub.wait(60), pub.wait(60)]
