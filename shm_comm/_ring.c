@@ -119,6 +119,63 @@ ring_leave(Ring *self)
     shmc_leave(self->atom);
 }
 
+/* Copies a payload into a buffer. Large ones (LARGE_COPY and up) are copied without the GIL
+ * (the mapping stays pinned; the buffer is marked reserved meanwhile, so another thread's
+ * writer call is refused instead of racing), and on x86-64 with non-temporal stores
+ * (STREAM_COPY and up): plain stores first read every destination line, which halves the
+ * bandwidth of a big copy (16 MiB into shared memory: 22-26 GB/s streamed, 13-15 GB/s
+ * plain, here), while the frame is read by another core anyway. Measured end to end (send,
+ * then another process reads all of it): streaming wins from 4 MiB (4 MiB 0.36-0.47 ms
+ * against 0.48-0.57, 1080p RGB 0.53-0.61 against 0.59-0.72) and loses below (2 MiB 0.19
+ * against 0.14-0.17, 1 MiB 0.09-0.11 against 0.06), where the consumer finds plainly
+ * stored lines in the shared cache. The stores are fenced before the entry publishes them. */
+#define LARGE_COPY ((size_t)1 << 20)
+#define STREAM_COPY ((size_t)4 << 20)
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+static void
+stream_copy(char *dst, const char *src, size_t n)
+{
+    size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+    memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    n -= head;
+    for (; n >= 64; n -= 64, src += 64, dst += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
+        _mm_stream_si128((__m128i *)dst, a);
+        _mm_stream_si128((__m128i *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(dst + 48), d);
+    }
+    memcpy(dst, src, n);
+    _mm_sfence();  /* non-temporal stores are weakly ordered: finish them before publishing */
+}
+#else
+#define stream_copy memcpy
+#endif
+
+static void
+copy_payload(Ring *self, uint64_t index, char *dst, const void *src, size_t n)
+{
+    if (n < LARGE_COPY) {
+        memcpy(dst, src, n);
+        return;
+    }
+    self->loaned = (long long)index;
+    Py_BEGIN_ALLOW_THREADS
+    if (n >= STREAM_COPY)
+        stream_copy(dst, (const char *)src, n);
+    else
+        memcpy(dst, src, n);
+    Py_END_ALLOW_THREADS
+    self->loaned = -1;
+}
+
 /* A method body that runs with the mapping pinned, and its wrapper. */
 #define PINNED_FASTCALL(name, need_write)                                                 \
     static PyObject *name##_pinned(Ring *, char *, PyObject *const *, Py_ssize_t);        \
@@ -434,7 +491,8 @@ Ring_write_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t narg
         PyBuffer_Release(&payload);
         return NULL;
     }
-    memcpy(payload_at(self, base, (uint64_t)index), payload.buf, (size_t)payload.len);
+    copy_payload(self, (uint64_t)index, payload_at(self, base, (uint64_t)index), payload.buf,
+                 (size_t)payload.len);
     uint64_t length = (uint64_t)payload.len;
     PyBuffer_Release(&payload);
     return PyLong_FromUnsignedLongLong(
@@ -470,7 +528,7 @@ Ring_write_stamped_pinned(Ring *self, char *base, PyObject *const *args, Py_ssiz
         memcpy(dst, prefix.buf, (size_t)prefix.len);
         wr_le64(dst + stamp_offset, seq);
         wr_le64(dst + stamp_offset + 8, timestamp);
-        memcpy(dst + prefix.len, data.buf, (size_t)data.len);
+        copy_payload(self, (uint64_t)index, dst + prefix.len, data.buf, (size_t)data.len);
         result = PyLong_FromUnsignedLongLong(publish(
             self, base, (uint64_t)index, (uint64_t)(prefix.len + data.len), encoding, timestamp,
             1));

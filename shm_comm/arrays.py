@@ -222,7 +222,13 @@ class ArrayPublisher(Publisher):
                                      L.ENCODING_ARRAY, timestamp_ns)
                 return True
             header, _data_offset, length = self._header_for(arr.shape)
-            index = writer.reserve()
+            if arr.flags.c_contiguous:
+                # One C copy of the bytes (without the GIL, streamed for big frames: see
+                # _ring.c, copy_payload), header and stamps in the same call.
+                writer.write_stamped(header, arr.reshape(-1).view(np.uint8).data, _SEQ_TIMESTAMP_AT,
+                                     L.ENCODING_ARRAY, timestamp_ns)
+                return True
+            index = writer.reserve()  # any other layout: np.copyto gathers it in place
             try:
                 np.copyto(self._target(index, arr.shape), arr, casting="no")
             except BaseException as exc:

@@ -38,7 +38,7 @@ from ._atomic import AtomicBuffer, Ring
 from .errors import SHMBufferFullError, SHMConnectionError, SHMFormatError
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["PidLiveness", "RingReader", "RingWriter", "RowLiveness", "claim_record",
            "reap_dead_records", "release_record"]
@@ -224,10 +224,12 @@ class RingWriter:
         return self._fast.commit_stamped(index, length, encoding, timestamp_ns, prefix,
                                          stamp_offset)
 
-    def write_stamped(self, prefix: bytes, data: bytes, stamp_offset: int, encoding: int,
-                      timestamp_ns: int) -> int:
+    def write_stamped(self, prefix: bytes, data: ReadableBuffer, stamp_offset: int,
+                      encoding: int, timestamp_ns: int) -> int:
         """Publish ``prefix + data`` with the message's seq and timestamp stored as u64s at
-        ``stamp_offset`` of the payload (inside ``prefix``); returns the sequence number."""
+        ``stamp_offset`` of the payload (inside ``prefix``); returns the sequence number.
+        ``data`` is any C-contiguous buffer; a large one is copied without the GIL (and on
+        x86-64 with non-temporal stores: ``_ring.c``, ``copy_payload``)."""
         return self._fast.write_stamped(prefix, data, stamp_offset, encoding, timestamp_ns)
 
     def write_many(self, payloads: list[bytes | memoryview], encoding: int,
