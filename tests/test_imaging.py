@@ -133,7 +133,7 @@ def test_encoding_raw_jpeg_png_and_downscaling() -> None:
 
 def test_blind_budget_bounds_all_widgets_together() -> None:
     pytest.importorskip("anywidget")
-    from shm_comm.widgets import _BlindBudget
+    from shm_comm.widgets._pacing import _BlindBudget
 
     budget = _BlindBudget(frames_per_s=90.0, bytes_per_s=1_000_000)
     widgets = [object() for _ in range(6)]
@@ -158,7 +158,7 @@ def test_widget_streams_blind_only_while_a_cell_runs_and_it_was_viewed() -> None
     from shm_comm import widgets as W
 
     view = W.ImageView("nonexistent_channel_for_pacing", autostart=False)
-    activity = W._ACTIVITY
+    activity = W._pacing._ACTIVITY
     saved = (activity.busy, activity.busy_since, activity.last_ack)
     try:
         now = time.monotonic()

@@ -1,6 +1,6 @@
 // shm_comm ImageView front end: the newest image of a channel on a <canvas>.
 //
-// Protocol (see ImageView in shm_comm/widgets.py):
+// Protocol (see ImageView in shm_comm/widgets/imageview.py):
 //   Python -> JS, custom message {type: "frame", id, frame, ack, status, status_text,
 //     dropped, image} and, when image is true, {format: "jpeg" | "png" | "raw", width,
 //     height, channels, src_width, src_height, stamp, sent, seq, bytes[, vrange, colormap]}

@@ -1,13 +1,14 @@
 // shm_comm LivePlot front end: a rolling time-series plot drawn on a 2D <canvas>.
 //
-// Protocol (see shm_comm/widgets.py for the Python side):
+// Protocol (see shm_comm/widgets/liveplot.py for the Python side):
 //   Python -> JS, custom message {type: "frame", frame, reset, status, status_text, labels,
 //     t0, tnow, arrays: [{name: "t", dtype: "float32", shape: [k]},
 //                        {name: "y", dtype: "float32", shape: [k, m]}]}
 //     with one binary buffer per entry of `arrays`. Times are float32 offsets from t0
 //     (seconds, float64 in JSON) so that float32 keeps sub-millisecond resolution.
 //     reset=true means "this is the whole window": drop what you have.
-//     ack=false: sent while a cell runs (paced by time, see widgets.py): do not acknowledge.
+//     ack=false: sent while a cell runs (paced by time, see shm_comm/widgets/_pacing.py):
+//     do not acknowledge.
 //   JS -> Python: {type: "ready"} when a view appears (Python answers with a reset frame),
 //     {type: "ack", frames: {<widget id>: frame, ...}} after frames have been drawn (Python
 //     keeps at most MAX_UNACKED frames per widget unacknowledged, so the browser paces the

@@ -15,7 +15,7 @@
 
 // Acknowledgements leave at most every ACK_INTERVAL ms per kernel: each one costs the page a
 // busy/idle round of JupyterLab's indicators, and Python keeps enough frames in flight
-// (MAX_UNACKED in widgets.py) to cover the wait.
+// (MAX_UNACKED in shm_comm/widgets/_pacing.py) to cover the wait.
 const ACK_INTERVAL = 50;
 
 function sharedScheduler() {

@@ -1,7 +1,8 @@
 // shm_comm StatsMonitor front end: one table row per channel.
 //
-// The Python side (shm_comm/widgets.py) polls shm_comm.channel_info() a few times a second
-// and syncs the `rows` trait: a small list of plain numbers per channel, formatted here.
+// The Python side (shm_comm/widgets/statsmonitor.py) polls shm_comm.channel_info() a few
+// times a second and syncs the `rows` trait: a small list of plain numbers per channel,
+// formatted here.
 // Test hooks: data-updates on the table, data-channel/data-rate/data-alive on each row.
 
 function formatRate(hz) {
