@@ -13,6 +13,7 @@ from typing import Any
 
 from . import layout as L
 from . import ring, trust
+from ._atomic import AtomicBuffer
 from ._backend import backend
 from .errors import SHMFormatError
 from .naming import (
@@ -68,9 +69,25 @@ def _space() -> dict[str, int | None]:
     return {"shm_total": space[0] if space else None, "shm_free": space[1] if space else None}
 
 
+def _counters(atom: AtomicBuffer) -> tuple[int, int]:
+    """``(head, bytes_total)`` as one consistent pair.
+
+    A writer stores ``bytes_total``, then ``head``, for each message. Loaded apart, a message
+    published in between counts in one and not in the other (``bw``'s mean size was off by a
+    message on a busy machine). A ``bytes_total`` that did not change around the load of
+    ``head`` leaves only a writer caught between its two stores, a few instructions wide.
+    """
+    for _ in range(100):
+        data = atom.load(L.BYTES_TOTAL)
+        head = atom.load(L.HEAD)
+        if atom.load(L.BYTES_TOTAL) == data:
+            break
+    return head, data
+
+
 def _info_from_segment(segment: Segment) -> dict[str, Any]:
     atom, lay, header = segment.atom, segment.layout, segment.header
-    head = atom.load(L.HEAD)
+    head, bytes_total = _counters(atom)
     alive = segment.owner_alive()
     owner_running = segment.owner_running()
     last_ts = None
@@ -93,7 +110,7 @@ def _info_from_segment(segment: Segment) -> dict[str, Any]:
         "stale": not owner_running,
         "closed": bool(atom.load(L.CLOSED)),
         "msg_count": head,
-        "bytes_total": atom.load(L.BYTES_TOTAL),
+        "bytes_total": bytes_total,
         # Queues (request/reply, push/pull) never drop: a full queue refuses the sender.
         "drop_count": 0 if queue else ring.drop_count(atom, lay),
         "queued": max(0, head - atom.load(L.QUEUE_TAIL)) if queue else None,

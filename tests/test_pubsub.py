@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from helpers import spawn_python, wait_for_line
+from helpers import spawn_python, stop, wait_for_line
 
 from shm_comm import (
     ArrayPublisher,
@@ -812,6 +812,42 @@ def test_list_channels_channel_info_force_unlink(channel: str) -> None:
         assert not [s for s in list_channels() if s.get("name") == channel]
     finally:
         pub.close()  # must not fail although its name is gone
+
+
+FULL_SPEED_PUBLISHER = r"""
+import select, sys
+from shm_comm import Publisher
+with Publisher(sys.argv[1], num_slots=64, slot_size=64) as pub:
+    print("ready", flush=True)
+    while not select.select([sys.stdin], [], [], 0)[0]:  # until stdin closes
+        for _ in range(1000):
+            pub.send_bytes(b"x" * 40)
+"""
+
+
+def test_channel_info_counters_are_one_snapshot_while_a_publisher_sends(channel: str) -> None:
+    """``msg_count`` and ``bytes_total`` describe the same messages, however busy the
+    publisher (another process sending 40-byte messages as fast as it can): tools divide
+    one by the other (``bw``'s mean size)."""
+    proc = spawn_python(FULL_SPEED_PUBLISHER, channel, stdin=subprocess.PIPE)
+    try:
+        wait_for_line(proc, "ready")
+        assert poll_until(lambda: (channel_info(channel) or {}).get("msg_count", 0) > 0, 10)
+        seen = set()  # until 100 snapshots caught it sending (few per slice on a busy machine)
+        deadline = time.monotonic() + 60
+        while len(seen) < 100:
+            info = channel_info(channel)
+            assert info is not None
+            assert info["bytes_total"] == 40 * info["msg_count"], info
+            seen.add(info["msg_count"])
+            assert time.monotonic() < deadline, f"the publisher sent {len(seen)} times"
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(10) == 0
+        assert channel_info(channel) is None  # it closed its channel
+    finally:
+        stop(proc)
+        force_unlink(channel)  # only if it was killed (a stale segment)
 
 
 def test_channel_info_unknown_kind_is_a_value_error(channel: str) -> None:
