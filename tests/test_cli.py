@@ -41,7 +41,11 @@ COMMANDS = ["list", "info", "echo", "hz", "bw", "pub", "top", "clean"]
 
 # A publisher process: argv name, kind (pickle, msgpack, raw, array, struct), rate in Hz,
 # message size in bytes. Prints "ready" once the channel exists, publishes on an absolute
-# schedule until its stdin closes or says "stop", then prints what it sent and exits cleanly.
+# schedule until its stdin closes or says "stop", then prints what it sent and exits cleanly:
+# the count, and for message i the wall-clock times (time.time_ns, the clock that stamps
+# messages) just before and just after its send, which bracket the stamp it carries. On a busy
+# machine the real rate strays from the nominal one; rate tests compare the tools' figures
+# with these brackets (stamp_span) rather than with the nominal rate.
 PUBLISHER = r"""
 import json, select, sys, time
 import numpy as np
@@ -66,17 +70,21 @@ else:
 print("ready", flush=True)
 start = time.monotonic()
 i = 0
+stamps = []
 while not select.select([sys.stdin], [], [], 0)[0]:
+    before = time.time_ns()
     send(i)
+    stamps.append((before, time.time_ns()))
     i += 1
     time.sleep(max(0.0, start + i / rate - time.monotonic()))
-print(json.dumps({"sent": i}), flush=True)
+print(json.dumps({"sent": i, "stamps": stamps}), flush=True)
 pub.close()
 """
 
 
-def run_cli(*args: str, timeout: float = 9.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m shm_comm args...`` to completion."""
+def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m shm_comm args...`` to completion (``timeout``: a bound on a hang; a
+    busy machine takes seconds to start Python)."""
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
                           cwd=str(ROOT))
 
@@ -131,6 +139,21 @@ def stop_publisher(proc: subprocess.Popen[str]) -> dict[str, Any]:
     proc.stdin.flush()
     summary: dict[str, Any] = json.loads(wait_for_line(proc, "{", timeout=5))
     return summary
+
+
+def stamp_span(stamps: list[list[int]], first: int, last: int) -> tuple[float, float]:
+    """Shortest and longest the time between the stamps of messages ``first`` and ``last``
+    can be, in seconds, given the times a PUBLISHER logged around each send (its "stamps")."""
+    return (stamps[last][0] - stamps[first][1]) / 1e9, (stamps[last][1] - stamps[first][0]) / 1e9
+
+
+def assert_publishers_rate(rate: float, messages: int, span: tuple[float, float]) -> None:
+    """``rate`` is ``messages`` over a stamped ``span`` (as stamp_span gives it): the rate the
+    publisher really achieved, which a loaded machine moves away from the nominal one."""
+    shortest, longest = span
+    assert shortest > 0, span
+    assert messages / longest * (1 - 1e-9) <= rate <= messages / shortest * (1 + 1e-9), (
+        rate, messages, span)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
@@ -454,17 +477,29 @@ def test_echo_stops_on_a_closed_pipe(channel: str,
 ])
 def test_hz_reports_the_published_rate(channel: str, kind: str, rate: float, size: int,
                                        publisher: Callable[..., subprocess.Popen[str]]) -> None:
-    publisher(channel, kind, rate, size)
+    pub = publisher(channel, kind, rate, size)
     result = run_cli("hz", channel, "-n", "2", "-i", "1.5", "--json")
+    stamps = stop_publisher(pub)["stamps"]
     assert result.returncode == 0, result.stderr
     reports = json_lines(result.stdout)
     assert len(reports) == 2
     last = reports[-1]
-    # The publisher keeps an absolute schedule, so its mean rate holds even on a loaded
-    # machine; the spread of single periods (std) is the scheduler's, not ours to assert.
-    assert last["rate"] == pytest.approx(rate, rel=0.02)
-    assert last["window"] >= rate * 2
-    assert 0 < last["min"] <= 1 / rate <= last["max"]
+    first_seq, last_seq = last["first_seq"], last["last_seq"]
+    # Every message between the first and the last one hz saw was seen or counted as skipped.
+    assert last["window"] + last["skipped"] == last_seq - first_seq + 1
+    assert last_seq - first_seq >= rate  # 3 s of reports: at least a second's worth
+    # The rate is the publisher's own, from its stamps of those two messages: exactly what it
+    # achieved in between (on a busy machine, not quite the nominal rate; bounded generously).
+    assert_publishers_rate(last["rate"], last_seq - first_seq,
+                           stamp_span(stamps, first_seq, last_seq))
+    assert last["rate"] == pytest.approx(rate, rel=0.3)
+    # Periods come from consecutive messages seen, so they lie within the logged brackets;
+    # when hz saw every message, their mean is the rate's period.
+    periods = [stamp_span(stamps, k, k + 1) for k in range(first_seq, last_seq)]
+    assert min(p[0] for p in periods) - 1e-9 <= last["min"] <= last["max"]
+    assert last["max"] <= max(p[1] for p in periods) + 1e-9
+    if last["skipped"] == 0:
+        assert last["min"] <= 1 / last["rate"] <= last["max"]
     assert last["std"] >= 0
 
 
@@ -475,24 +510,45 @@ def test_hz_text_output_like_ros2(channel: str,
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.splitlines()
     rate = float(first.removeprefix("average rate: "))
-    assert rate == pytest.approx(100, rel=0.02)
+    # The figure itself is checked against the publisher's stamps above; here the format,
+    # and a generous bound (a busy machine moves the real rate).
+    assert rate == pytest.approx(100, rel=0.3)
     assert re.match(r"^\tmin: 0\.\d{6}s max: 0\.\d{6}s std dev: 0\.\d{6}s window: \d+$", second)
 
 
 def test_bw_from_byte_counters(channel: str,
                                publisher: Callable[..., subprocess.Popen[str]]) -> None:
     size = 64 << 10
-    publisher(channel, "array", 100, size)
+    pub = publisher(channel, "array", 100, size)
+    wait_until(lambda: (channel_info(channel) or {}).get("msg_count", 0) >= 1)
+    before = (channel_info(channel) or {})["msg_count"]
     result = run_cli("bw", channel, "-n", "2", "-i", "0.75", "--json")
+    after = (channel_info(channel) or {})["msg_count"]
+    text = run_cli("bw", channel, "-n", "1", "-i", "0.5").stdout
+    stamps = stop_publisher(pub)["stamps"]
     assert result.returncode == 0, result.stderr
     report = json_lines(result.stdout)[-1]
     message = size + 64  # payload plus the typed-array header (one 64-byte block)
     assert report["mean_size"] == message
-    assert report["messages_per_s"] == pytest.approx(100, rel=0.03)
-    assert report["bytes_per_s"] == pytest.approx(100 * message, rel=0.03)
-    text = run_cli("bw", channel, "-n", "1", "-i", "0.5").stdout
-    assert re.match(r"^6\.\d+ MiB/s from \d+ messages \(\d+(\.\d+)? msg/s\)\n"
-                    r"\tmessage size mean: 64\.1 KiB window: ", text), text
+    assert report["bytes_per_s"] == pytest.approx(report["messages_per_s"] * message,
+                                                  rel=1e-12)
+    # The counters moved by ``messages`` between two snapshots taken while bw ran, and bw
+    # divides by the stamps of the newest message in each: the rate is ``messages`` over the
+    # stamped span of some run of that many messages sent meanwhile. (Snapshot n holds
+    # messages up to seq n - 1.)
+    messages = report["messages"]
+    assert messages >= 1
+    spans = [stamp_span(stamps, first, first + messages)
+             for first in range(before - 1, after - messages)]
+    assert any(messages / longest * (1 - 1e-9) <= report["messages_per_s"]
+               <= messages / shortest * (1 + 1e-9) for shortest, longest in spans), (
+        report, before, after)
+    assert report["messages_per_s"] == pytest.approx(100, rel=0.3)  # generous: a busy machine
+    match = re.match(r"^(\d+(?:\.\d+)?) MiB/s from \d+ messages \((\d+(?:\.\d+)?) msg/s\)\n"
+                     r"\tmessage size mean: 64\.1 KiB window: ", text)
+    assert match, text
+    mib_per_s, per_s = float(match.group(1)), float(match.group(2))
+    assert mib_per_s == pytest.approx(per_s * message / 2**20, rel=0.01)  # 3 digits shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,10 +719,12 @@ def test_top_once_for_scripts(channel: str,
     assert " 2 channels " in result.stdout.splitlines()[0]
     rows = [line.split()[0] for line in result.stdout.splitlines()[3:] if line.strip()]
     assert rows == [channel, f"{channel}_2"]  # sorted by rate, fastest first
-    assert _top_rate(result.stdout, f"{channel}_2") == pytest.approx(50, rel=0.05)
+    # counter_rate's figures are checked against the publisher's stamps (test_bw_...); here
+    # the table, and generous bounds (over 0.5 s a busy machine moves the real rate).
+    assert _top_rate(result.stdout, f"{channel}_2") == pytest.approx(50, rel=0.3)
     assert re.search(r"^CHANNEL\s+KIND\s+PID\s+RATE\s+BANDWIDTH\s+MSGS\s+DROPS\s+SUBS\s+LAST",
                      result.stdout, re.MULTILINE)
-    assert _top_rate(result.stdout, channel) == pytest.approx(200, rel=0.05)
+    assert _top_rate(result.stdout, channel) == pytest.approx(200, rel=0.3)
 
 
 def _read_pty(master: int, proc: subprocess.Popen[str], until: Callable[[bytes], bool],
