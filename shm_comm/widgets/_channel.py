@@ -1,5 +1,6 @@
 """Reading one channel on a widget's thread: as an observer, waiting for the channel to
-appear, following a restarted publisher, and the status a widget shows of it.
+appear, following a restarted publisher, and the status a widget shows of it; and what the
+widgets of one channel (LivePlot, ImageView) share: the channel, the status, pause and resume.
 
 Each widget reads its channel with ``ArraySubscriber(name, observer=True)`` on its own
 daemon thread, so it never slows the publisher or changes its drop count, and notebook
@@ -12,10 +13,15 @@ import collections
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from typing import Any
+
+import traitlets
 
 import shm_comm
 from shm_comm.errors import SHMError
+
+from ._pacing import _StreamWidget
 
 RETRY_INTERVAL = 0.5
 """Seconds between attempts to find a missing channel or a restarted publisher."""
@@ -142,3 +148,66 @@ class _ChannelWatch:
         if len(marks) < 2 or marks[-1][0] - marks[0][0] < 0.2:
             return 0.0
         return (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+
+
+def _check_channel(channel: object) -> None:
+    """TypeError unless ``channel`` is a non-empty str (the name's syntax is checked when the
+    reader connects, and shows as the widget's error status)."""
+    if not isinstance(channel, str) or not channel:
+        raise TypeError(f"channel must be a non-empty str, got {channel!r}")
+
+
+class _ChannelWidget(_StreamWidget):
+    """A streaming widget of one channel: the channel, its status, pause and resume.
+
+    Subclasses check the channel with :func:`_check_channel` before anything else, read it on
+    their thread (keeping ``_status`` up to date) and say in :meth:`_resumed` what a resume
+    asks of that thread.
+    """
+
+    channel = traitlets.Unicode(read_only=True).tag(sync=True)
+    title = traitlets.Unicode("").tag(sync=True)
+    paused = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, channel: str, **traits: Any) -> None:
+        super().__init__(**traits)
+        self.set_trait("channel", channel)
+        self._status = ("waiting", "waiting for publisher")
+        self.observe(self._on_paused, names="paused")
+
+    @property
+    def status(self) -> str:
+        """One of waiting, live, stale, gone, error, stopped (see :mod:`shm_comm.widgets`)."""
+        return self._status[0]
+
+    @property
+    def status_text(self) -> str:
+        """The status as shown in the widget's badge."""
+        return self._status[1]
+
+    def pause(self) -> None:
+        """Freeze the display; the channel is still read, and :meth:`resume` shows what is
+        new (a plot everything that came meanwhile, an image view the newest image)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Resume live updates after :meth:`pause`."""
+        self.paused = False
+
+    def _wait_until(self, count: Callable[[], int], n: int, timeout: float) -> bool:
+        """Block until ``count()`` reaches ``n``; False on timeout (seconds) or if the thread
+        stopped."""
+        deadline = time.monotonic() + timeout
+        while count() < n:
+            if time.monotonic() > deadline or not self.running:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _on_paused(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            self._resumed()
+
+    def _resumed(self) -> None:  # pragma: no cover - overridden
+        """The view was resumed (kernel main thread): what the reader thread should send."""
+        raise NotImplementedError

@@ -26,8 +26,8 @@ from shm_comm.imaging import (
 )
 
 from ._base import _CSS, _asset
-from ._channel import RETRY_INTERVAL, _ChannelWatch
-from ._pacing import MAX_UNACKED, _StreamWidget
+from ._channel import RETRY_INTERVAL, _ChannelWatch, _ChannelWidget, _check_channel
+from ._pacing import MAX_UNACKED
 
 __all__ = ["ImageView"]
 
@@ -73,7 +73,7 @@ class _ImageReader(_ChannelWatch):
         return message, int(sub.last_timestamp_ns), seq
 
 
-class ImageView(_StreamWidget):
+class ImageView(_ChannelWidget):
     """A live image of one shm_comm channel (a camera, a depth sensor) in the notebook.
 
     Args:
@@ -110,10 +110,7 @@ class ImageView(_StreamWidget):
     # and acknowledges it, which lengthens the round trip that paces the stream.
     _max_unacked = MAX_UNACKED + 1
 
-    channel = traitlets.Unicode(read_only=True).tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
     width = traitlets.Int(0).tag(sync=True)
-    paused = traitlets.Bool(False).tag(sync=True)
 
     def __init__(
         self,
@@ -129,8 +126,7 @@ class ImageView(_StreamWidget):
         title: str = "",
         autostart: bool = True,
     ) -> None:
-        if not isinstance(channel, str) or not channel:
-            raise TypeError(f"channel must be a non-empty str, got {channel!r}")
+        _check_channel(channel)
         if field is not None and not isinstance(field, str):
             raise TypeError(f"field must be a field name (str) or None, got {field!r}")
         if vrange is not None and not (len(vrange) == 2 and vrange[0] < vrange[1]):
@@ -143,8 +139,7 @@ class ImageView(_StreamWidget):
             raise ValueError(f"quality must be 1 to 95, got {quality!r}")
         if width < 0:
             raise ValueError(f"width must be >= 0 CSS pixels, got {width!r}")
-        super().__init__(title=title, width=int(width))
-        self.set_trait("channel", channel)
+        super().__init__(channel, title=title, width=int(width))
         self._field = field
         self._vrange = (float(vrange[0]), float(vrange[1])) if vrange is not None else None
         self._colormap = colormap
@@ -154,7 +149,6 @@ class ImageView(_StreamWidget):
         self._view_width = 0  # device pixels available in the view (0: unknown)
         self._want_image = True  # a view appeared or resumed: send the newest image again
         self._want_status = False  # a view appeared: send the status again
-        self._status = ("waiting", "waiting for publisher")
         self._frames_read = 0
         self._frames_skipped = 0
         self._bytes_sent = 0
@@ -162,7 +156,6 @@ class ImageView(_StreamWidget):
         self._last_bytes = 0
         self._frame_age = math.nan
         self._shown_range: tuple[float, float] | None = None
-        self.observe(self._on_paused, names="paused")
         if autostart:
             self.start()
 
@@ -170,16 +163,6 @@ class ImageView(_StreamWidget):
         return f"ImageView({self.channel!r}, field={self._field!r})"
 
     # -- Python-side state, for notebooks and tests
-
-    @property
-    def status(self) -> str:
-        """One of waiting, live, stale, gone, error, stopped (as for LivePlot)."""
-        return self._status[0]
-
-    @property
-    def status_text(self) -> str:
-        """The status as shown in the widget's badge."""
-        return self._status[1]
 
     @property
     def frames_read(self) -> int:
@@ -217,23 +200,9 @@ class ImageView(_StreamWidget):
         """The value range of the last colormapped image sent (None for colour and grey)."""
         return self._shown_range
 
-    def pause(self) -> None:
-        """Freeze the picture (the channel is still watched; the newest image shows on
-        :meth:`resume`)."""
-        self.paused = True
-
-    def resume(self) -> None:
-        """Resume live updates after :meth:`pause`."""
-        self.paused = False
-
     def wait_for_frames(self, n: int = 1, timeout: float = 10.0) -> bool:
         """Block until at least ``n`` images were sent; False on timeout (seconds)."""
-        deadline = time.monotonic() + timeout
-        while self._images_sent < n:
-            if time.monotonic() > deadline or not self.running:
-                return False
-            time.sleep(0.02)
-        return True
+        return self._wait_until(lambda: self._images_sent, n, timeout)
 
     # -- messages from the front end (kernel main thread)
 
@@ -245,10 +214,9 @@ class ImageView(_StreamWidget):
             self._want_image = True  # a new view has seen nothing yet: image and status
             self._want_status = True
 
-    def _on_paused(self, change: dict[str, Any]) -> None:
-        if not change["new"]:
-            self._want_image = True
-            self._wake.set()
+    def _resumed(self) -> None:
+        self._want_image = True
+        self._wake.set()
 
     # -- the reader thread
 

@@ -24,8 +24,7 @@ import numpy.typing as npt
 import traitlets
 
 from ._base import _CSS, _asset
-from ._channel import _ChannelWatch
-from ._pacing import _StreamWidget
+from ._channel import _ChannelWatch, _ChannelWidget, _check_channel
 
 __all__ = ["LivePlot"]
 
@@ -247,7 +246,7 @@ class _ChannelReader(_ChannelWatch):
 # --------------------------------------------------------------------------------------
 
 
-class LivePlot(_StreamWidget):
+class LivePlot(_ChannelWidget):
     """A rolling time-series plot of one shm_comm channel, live in the notebook.
 
     Args:
@@ -274,13 +273,10 @@ class LivePlot(_StreamWidget):
     _esm = _asset("scheduler.js") + _asset("liveplot.js")
     _css = _CSS
 
-    channel = traitlets.Unicode(read_only=True).tag(sync=True)
     window = traitlets.Float(10.0).tag(sync=True)
     height = traitlets.Int(240).tag(sync=True)
-    title = traitlets.Unicode("").tag(sync=True)
     y_label = traitlets.Unicode("").tag(sync=True)
     y_range = traitlets.List(traitlets.Float(), default_value=[]).tag(sync=True)
-    paused = traitlets.Bool(False).tag(sync=True)
 
     def __init__(
         self,
@@ -294,23 +290,19 @@ class LivePlot(_StreamWidget):
         y_range: tuple[float, float] | None = None,
         autostart: bool = True,
     ) -> None:
-        if not isinstance(channel, str) or not channel:
-            raise TypeError(f"channel must be a non-empty str, got {channel!r}")
+        _check_channel(channel)
         if not (isinstance(window, (int, float)) and 0 < window < math.inf):
             raise ValueError(f"window must be a positive number of seconds, got {window!r}")
         if y_range is not None and not (len(y_range) == 2 and y_range[0] < y_range[1]):
             raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
         self._fields = _check_fields(fields)
         super().__init__(
-            window=float(window), height=int(height), title=title, y_label=y_label,
+            channel, window=float(window), height=int(height), title=title, y_label=y_label,
             y_range=list(y_range) if y_range is not None else [],
         )  # fmt: skip
-        self.set_trait("channel", channel)
         self._want_reset = True
-        self._status = ("waiting", "waiting for publisher")
         self._samples = 0
         self._missed = 0
-        self.observe(self._on_paused, names="paused")
         if autostart:
             self.start()
 
@@ -319,16 +311,6 @@ class LivePlot(_StreamWidget):
         return f"LivePlot({self.channel!r}, fields={self._fields!r}, window={self.window!r})"
 
     # -- Python-side state, for notebooks and tests
-
-    @property
-    def status(self) -> str:
-        """One of waiting, live, stale, gone, error, stopped (see :mod:`shm_comm.widgets`)."""
-        return self._status[0]
-
-    @property
-    def status_text(self) -> str:
-        """The status as shown in the widget's badge."""
-        return self._status[1]
 
     @property
     def samples_received(self) -> int:
@@ -345,22 +327,9 @@ class LivePlot(_StreamWidget):
         """Frames sent to the front end."""
         return self._frame + 1
 
-    def pause(self) -> None:
-        """Freeze the display (the channel is still read, so nothing is lost)."""
-        self.paused = True
-
-    def resume(self) -> None:
-        """Resume live updates after :meth:`pause`."""
-        self.paused = False
-
     def wait_for_data(self, n: int = 1, timeout: float = 10.0) -> bool:
         """Block until at least ``n`` samples were read; False on timeout (seconds)."""
-        deadline = time.monotonic() + timeout
-        while self._samples < n:
-            if time.monotonic() > deadline or not self.running:
-                return False
-            time.sleep(0.02)
-        return True
+        return self._wait_until(lambda: self._samples, n, timeout)
 
     # -- messages from the front end (kernel main thread)
 
@@ -369,10 +338,9 @@ class LivePlot(_StreamWidget):
             with self._lock:
                 self._want_reset = True
 
-    def _on_paused(self, change: dict[str, Any]) -> None:
-        if not change["new"]:
-            with self._lock:
-                self._want_reset = True
+    def _resumed(self) -> None:
+        with self._lock:
+            self._want_reset = True
 
     # -- the reader thread
 
