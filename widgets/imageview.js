@@ -60,23 +60,19 @@ function rawImageData(buffer, width, height, channels) {
 const MIN_WIDTH = 320; // CSS pixels: smaller images are scaled up to this
 
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "shmc-root shmc-imageview shmc-empty";
-  root.dataset.status = "starting";
-  root.dataset.channel = model.get("channel");
-
-  const header = document.createElement("div");
-  header.className = "shmc-header";
-  const title = document.createElement("span");
-  title.className = "shmc-title";
-  const badge = document.createElement("span");
-  badge.className = "shmc-badge";
   const info = document.createElement("span");
   info.className = "shmc-info";
-  const button = document.createElement("button");
-  button.className = "shmc-button shmc-pause";
-  button.type = "button";
-  header.append(title, badge, info, button);
+  const ui = channelView(model, {
+    kind: "ImageView",
+    className: "shmc-imageview shmc-empty",
+    extras: [info],
+    freezeHint: "Freeze the picture",
+    onPaused: () => {
+      statusDirty = true;
+      scheduler.request();
+    },
+  });
+  const { root, send } = ui;
 
   const stage = document.createElement("div");
   stage.className = "shmc-stage";
@@ -92,7 +88,7 @@ function render({ model, el }) {
   const stats = document.createElement("div");
   stats.className = "shmc-image-stats";
   stage.append(canvas, overlay, stats);
-  root.append(header, stage);
+  root.append(stage);
   el.append(root);
 
   let status = "starting";
@@ -113,39 +109,8 @@ function render({ model, el }) {
   let ready = null; // {msg, bitmap | imageData} decoded, to draw on the next animation frame
   let statusDirty = true;
 
-  const send = (msg) => {
-    try {
-      model.send(msg);
-    } catch (err) {
-      console.warn("shm_comm ImageView: send failed", err); // the kernel may be gone
-    }
-  };
-
-  const setText = (node, text) => {
-    if (node.textContent !== text) node.textContent = text;
-  };
-  const setData = (node, key, value) => {
-    if (node.dataset[key] !== value) node.dataset[key] = value;
-  };
-
-  function setTitle() {
-    setText(title, model.get("title") || model.get("channel"));
-  }
-
-  function setButton() {
-    const paused = model.get("paused");
-    button.textContent = paused ? "\u25B6 Resume" : "\u275A\u275A Pause";
-    button.title = paused ? "Resume live updates" : "Freeze the picture";
-    root.classList.toggle("shmc-paused", paused);
-    statusDirty = true;
-    scheduler.request();
-  }
-
   function showStatus() {
-    const paused = model.get("paused");
-    setText(badge, paused ? "paused" : statusText);
-    setData(badge, "status", paused ? "paused" : status);
-    setData(root, "status", status);
+    ui.showStatus(status, statusText);
     root.classList.toggle("shmc-gone", status === "gone" || status === "stopped");
     let text = "";
     if (status === "waiting") text = `waiting for publisher on "${model.get("channel")}"\u2026`;
@@ -332,20 +297,11 @@ function render({ model, el }) {
     showStats();
   }, 500);
 
-  button.addEventListener("click", () => {
-    model.set("paused", !model.get("paused"));
-    model.save_changes();
-  });
-  const onPaused = () => setButton();
-  const onTitle = () => setTitle();
   model.on("msg:custom", onMessage);
-  model.on("change:paused", onPaused);
-  model.on("change:title", onTitle);
   model.on("change:width", onResize);
   const observer = new ResizeObserver(() => onResize());
   observer.observe(root);
-  setTitle();
-  setButton();
+  ui.start();
   onResize();
   sentWidth = viewWidth();
   send({ type: "ready", width: sentWidth });
@@ -355,9 +311,8 @@ function render({ model, el }) {
     observer.disconnect();
     clearInterval(statsTimer);
     if (ready && ready.picture.close) ready.picture.close();
+    ui.dispose();
     model.off("msg:custom", onMessage);
-    model.off("change:paused", onPaused);
-    model.off("change:title", onTitle);
     model.off("change:width", onResize);
   };
 }

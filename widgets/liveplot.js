@@ -71,30 +71,23 @@ function formatValue(v, step) {
 const MAX_SAMPLES = 2_000_000; // per widget view, all chunks together
 
 function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "shmc-root shmc-liveplot";
-  root.dataset.status = "starting";
-  root.dataset.channel = model.get("channel");
-
-  const header = document.createElement("div");
-  header.className = "shmc-header";
-  const title = document.createElement("span");
-  title.className = "shmc-title";
-  const badge = document.createElement("span");
-  badge.className = "shmc-badge";
   const legend = document.createElement("div");
   legend.className = "shmc-legend";
-  const button = document.createElement("button");
-  button.className = "shmc-button shmc-pause";
-  button.type = "button";
-  header.append(title, badge, legend, button);
+  const ui = channelView(model, {
+    kind: "LivePlot",
+    className: "shmc-liveplot",
+    extras: [legend],
+    freezeHint: "Freeze the plot (data keeps being read)",
+    onPaused: () => setBadge(),
+  });
+  const { root, send } = ui;
 
   const canvas = document.createElement("canvas");
   canvas.className = "shmc-liveplot-canvas";
   canvas.dataset.frames = "0";
   canvas.dataset.seq = "-1";
   canvas.dataset.n = "0";
-  root.append(header, canvas);
+  root.append(canvas);
   el.append(root);
 
   // Samples of the rolling window: a list of chunks {t: Float64Array, y: Float32Array, k}.
@@ -112,40 +105,8 @@ function render({ model, el }) {
   let framesDrawn = 0;
   let cssWidth = 0;
 
-  const send = (msg) => {
-    try {
-      model.send(msg);
-    } catch (err) {
-      console.warn("shm_comm LivePlot: send failed", err); // the kernel may be gone
-    }
-  };
-
-  function setTitle() {
-    title.textContent = model.get("title") || model.get("channel");
-  }
-
-  function setButton() {
-    const paused = model.get("paused");
-    button.textContent = paused ? "\u25B6 Resume" : "\u275A\u275A Pause";
-    button.title = paused ? "Resume live updates" : "Freeze the plot (data keeps being read)";
-    root.classList.toggle("shmc-paused", paused);
-    setBadge();
-  }
-
-  // DOM writes only on change: even an identical textContent replaces the text node and
-  // makes the browser lay out the page again, which costs more than drawing the plot.
-  const setText = (node, text) => {
-    if (node.textContent !== text) node.textContent = text;
-  };
-  const setData = (node, key, value) => {
-    if (node.dataset[key] !== value) node.dataset[key] = value;
-  };
-
   function setBadge() {
-    const paused = model.get("paused");
-    setText(badge, paused ? "paused" : statusText);
-    setData(badge, "status", paused ? "paused" : status);
-    setData(root, "status", status);
+    ui.showStatus(status, statusText);
   }
 
   function setLegend() {
@@ -513,28 +474,19 @@ function render({ model, el }) {
     canvas.dataset.n = String(nVisible);
   }
 
-  button.addEventListener("click", () => {
-    model.set("paused", !model.get("paused"));
-    model.save_changes();
-  });
-  const onPaused = () => setButton();
   const onLayout = () => {
     resize();
     scheduleDraw();
   };
-  const onTitle = () => setTitle();
   model.on("msg:custom", onMessage);
-  model.on("change:paused", onPaused);
   model.on("change:height", onLayout);
   model.on("change:window", onLayout);
   model.on("change:y_range", onLayout);
   model.on("change:y_label", onLayout);
-  model.on("change:title", onTitle);
 
   const observer = new ResizeObserver(() => resize());
   observer.observe(root);
-  setTitle();
-  setButton();
+  ui.start();
   resize();
   scheduleDraw();
   send({ type: "ready" });
@@ -542,13 +494,12 @@ function render({ model, el }) {
   return () => {
     scheduler.remove(view);
     observer.disconnect();
+    ui.dispose();
     model.off("msg:custom", onMessage);
-    model.off("change:paused", onPaused);
     model.off("change:height", onLayout);
     model.off("change:window", onLayout);
     model.off("change:y_range", onLayout);
     model.off("change:y_label", onLayout);
-    model.off("change:title", onTitle);
   };
 }
 

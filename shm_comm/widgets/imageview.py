@@ -104,7 +104,7 @@ class ImageView(_ChannelWidget):
     many published images were not shown. Thread safety: call the methods from one thread.
     """
 
-    _esm = _asset("scheduler.js") + _asset("imageview.js")
+    _esm = _asset("scheduler.js") + _asset("channelview.js") + _asset("imageview.js")
     _css = _CSS
     # One more image in flight than a plot: the browser decodes each image before it draws
     # and acknowledges it, which lengthens the round trip that paces the stream.

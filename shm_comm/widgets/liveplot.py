@@ -270,7 +270,7 @@ class LivePlot(_ChannelWidget):
     Thread safety: call the methods from one thread (the notebook's).
     """
 
-    _esm = _asset("scheduler.js") + _asset("liveplot.js")
+    _esm = _asset("scheduler.js") + _asset("channelview.js") + _asset("liveplot.js")
     _css = _CSS
 
     window = traitlets.Float(10.0).tag(sync=True)
