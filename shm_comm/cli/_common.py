@@ -10,8 +10,8 @@ import argparse
 import difflib
 import fnmatch
 import time
-from collections.abc import Callable
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterable
+from typing import Any, TypeAlias, TypeVar
 
 from .. import layout as L
 from ..channels import channel_info, list_channels
@@ -19,13 +19,13 @@ from ..errors import SHMConnectionError, SHMError
 from ..naming import validate_channel_name
 from ..pubsub import Subscriber
 from ..wait import sleep
-from ._format import note
+from ._format import note, to_json, write_line
 
 __all__ = ["CHANNEL_POLL", "DEFAULT_TIMEOUT", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_PIPE",
            "EXIT_TERMINATED", "EXIT_USAGE", "KINDS", "KIND_IDS", "CLIError", "Commands",
-           "add_command", "add_json_option", "add_wait_option", "age_of", "attach_observer",
-           "close_matches",
-           "counter_rate", "lookup", "matches", "non_negative", "positive", "receive",
+           "add_command", "add_json_option", "add_pattern_argument", "add_report_options",
+           "add_wait_option", "age_of", "attach_observer", "close_matches", "counter_rate",
+           "lookup", "matches", "non_negative", "positive", "receive", "report_every",
            "segment_state", "valid_name", "wait_for_channel"]
 
 KINDS = ("pubsub", "reqrep", "pipeline")
@@ -228,3 +228,40 @@ def add_json_option(sub: argparse.ArgumentParser, streaming: bool) -> None:
     """``--json``: one JSON document, or one JSON object per line for streaming commands."""
     sub.add_argument("--json", action="store_true",
                      help="one JSON object per line" if streaming else "print JSON")
+
+
+def add_report_options(sub: argparse.ArgumentParser, interval: float = 1.0,
+                       what: str = "reports") -> None:
+    """``-i/--interval SECONDS`` between ``what`` (default ``interval``) and ``-n/--count N``:
+    exit after N reports (default 0: until Ctrl-C)."""
+    sub.add_argument("-i", "--interval", type=positive, default=interval, metavar="SECONDS",
+                     help=f"seconds between {what} (default {interval:g})")
+    sub.add_argument("-n", "--count", type=int, default=0, metavar="N",
+                     help="exit after N reports (default: run until Ctrl-C)")
+
+
+def add_pattern_argument(sub: argparse.ArgumentParser, example: str) -> None:
+    """An optional ``pattern``: a glob of channel or segment names, as :func:`matches` applies
+    it; ``example`` shows one in the help."""
+    sub.add_argument("pattern", nargs="?",
+                     help=f"only channels (or segments) matching this glob, e.g. {example!r}")
+
+
+_Status = TypeVar("_Status")
+
+
+def report_every(args: argparse.Namespace, status: Callable[[], _Status],
+                 as_json: Callable[[_Status], dict[str, Any]],
+                 as_lines: Callable[[_Status], Iterable[str]]) -> None:
+    """Every ``args.interval`` seconds print ``status()``, ``args.count`` times (0: until
+    Ctrl-C): with ``args.json`` one JSON object per line, the time first, else ``as_lines``."""
+    reports = 0
+    while args.count <= 0 or reports < args.count:
+        sleep(args.interval)
+        current = status()
+        if args.json:
+            write_line(to_json({"time": time.time(), **as_json(current)}))
+        else:
+            for line in as_lines(current):
+                write_line(line)
+        reports += 1

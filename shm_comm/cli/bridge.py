@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import time
 
-from ..wait import sleep
 from ._common import (
     EXIT_USAGE,
     CLIError,
     Commands,
     add_command,
     add_json_option,
-    positive,
+    add_report_options,
+    report_every,
 )
-from ._format import note, to_json, write_line
+from ._format import note
 
 __all__ = ["add_parser", "run"]
 
@@ -35,16 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc), EXIT_USAGE) from None
     with bridge:  # start(); SHMConnectionError (e.g. port taken) -> main: exit 1
         note(f"bridge: host {bridge.host!r}, prefix {bridge.prefix!r}; Ctrl-C stops")
-        reports = 0
-        while args.count <= 0 or reports < args.count:
-            sleep(args.interval)
-            stats = bridge.stats()
-            if args.json:
-                write_line(to_json({"time": time.time(), **stats}))
-            else:
-                for line in format_status(stats):
-                    write_line(line)
-            reports += 1
+        report_every(args, bridge.stats, lambda stats: stats, format_status)
     return 0
 
 
@@ -76,8 +66,5 @@ def add_parser(commands: Commands) -> None:
                           "(default shm_comm)")
     sub.add_argument("--host", default=None, metavar="NAME",
                      help="this side's name in keys (default: the short host name)")
-    sub.add_argument("-i", "--interval", type=positive, default=5.0, metavar="SECONDS",
-                     help="seconds between status reports (default 5)")
-    sub.add_argument("-n", "--count", type=int, default=0, metavar="N",
-                     help="exit after N reports (default: run until Ctrl-C)")
+    add_report_options(sub, 5.0, "status reports")
     add_json_option(sub, streaming=True)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..channels import list_channels, remove_if_stale
-from ._common import Commands, add_command, matches
+from ._common import Commands, add_command, add_pattern_argument, matches
 from ._format import format_bytes, write_line
 
 __all__ = ["add_parser", "run"]
@@ -47,6 +47,5 @@ def add_parser(commands: Commands) -> None:
         "Remove the segments whose publisher process is gone (crashed or killed "
         "before cleaning up). A segment whose publisher lives is never removed, nor "
         "one that is not a readable shm_comm channel, nor another user's.")
-    sub.add_argument("pattern", nargs="?",
-                     help="only channels (or segments) matching this glob, e.g. 'robot1_*'")
+    add_pattern_argument(sub, "robot1_*")
     sub.add_argument("--dry-run", action="store_true", help="only show what would be removed")

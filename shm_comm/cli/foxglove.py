@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
-import time
+from typing import Any
 
-from ..wait import sleep
 from ._common import (
     EXIT_USAGE,
     CLIError,
     Commands,
     add_command,
     add_json_option,
-    positive,
+    add_report_options,
+    report_every,
 )
-from ._format import note, to_json, write_line
+from ._format import note
 
 __all__ = ["add_parser", "run"]
 
@@ -28,6 +28,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _as_json(stats: dict[str, Any]) -> dict[str, Any]:
+    """``FoxgloveBridge.stats()`` with each channel's ChannelStats as a plain dict."""
+    return {
+        "channels": {n: dataclasses.asdict(c) for n, c in stats["channels"].items()},
+        "failed": stats["failed"], "clients": stats["clients"],
+        "outbox_full": stats["outbox_full"],
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,21 +61,7 @@ def run(args: argparse.Namespace) -> int:
         if not _is_loopback(args.host):
             note("foxglove: listening beyond this machine: anyone who reaches this port sees "
                  "the channels (there is no authentication)")
-        reports = 0
-        while args.count <= 0 or reports < args.count:
-            sleep(args.interval)
-            stats = bridge.stats()
-            if args.json:
-                write_line(to_json({
-                    "time": time.time(),
-                    "channels": {n: dataclasses.asdict(c) for n, c in stats["channels"].items()},
-                    "failed": stats["failed"], "clients": stats["clients"],
-                    "outbox_full": stats["outbox_full"],
-                }))  # fmt: skip
-            else:
-                for line in format_status(stats):
-                    write_line(line)
-            reports += 1
+        report_every(args, bridge.stats, _as_json, format_status)
     finally:
         bridge.stop()
     return 0
@@ -94,8 +89,5 @@ def add_parser(commands: Commands) -> None:
     sub.add_argument("--compressed-images", action="store_true",
                      help="send images as foxglove.CompressedImage (JPEG; PNG for 16-bit "
                           "depth) instead of RawImage: far fewer bytes for remote viewers")
-    sub.add_argument("-i", "--interval", type=positive, default=5.0, metavar="SECONDS",
-                     help="seconds between status reports (default 5)")
-    sub.add_argument("-n", "--count", type=int, default=0, metavar="N",
-                     help="exit after N reports (default: run until Ctrl-C)")
+    add_report_options(sub, 5.0, "status reports")
     add_json_option(sub, streaming=True)

@@ -14,9 +14,9 @@ from ._common import (
     Commands,
     add_command,
     add_json_option,
+    add_report_options,
     add_wait_option,
     attach_observer,
-    positive,
     receive,
 )
 from ._format import to_json, write_line
@@ -121,9 +121,6 @@ def add_parser(commands: Commands) -> None:
     sub.add_argument("name", help="channel name")
     sub.add_argument("-w", "--window", type=int, default=10000, metavar="N",
                      help="messages in the statistics window (default 10000)")
-    sub.add_argument("-i", "--interval", type=positive, default=1.0, metavar="SECONDS",
-                     help="seconds between reports (default 1)")
-    sub.add_argument("-n", "--count", type=int, default=0, metavar="N",
-                     help="exit after N reports (default: run until Ctrl-C)")
+    add_report_options(sub)
     add_wait_option(sub)
     add_json_option(sub, streaming=True)

@@ -8,7 +8,15 @@ import time
 from .._backend import backend
 from ..channels import list_channels
 from ..trust import ENV_TRUSTED_USERS
-from ._common import Commands, add_command, add_json_option, age_of, matches, segment_state
+from ._common import (
+    Commands,
+    add_command,
+    add_json_option,
+    add_pattern_argument,
+    age_of,
+    matches,
+    segment_state,
+)
 from ._format import format_age, format_bytes, format_slots, render_table, to_json, write_line
 
 __all__ = ["add_parser", "run"]
@@ -83,6 +91,5 @@ def add_parser(commands: Commands) -> None:
         "age of the last message, the segment's owner, and a state: live, stale (publisher died: "
         "`shm-comm clean` removes it), closed, no-access (another user's), "
         "incompatible (other format version) or unreadable.")
-    sub.add_argument("pattern", nargs="?",
-                     help="only channels (or segments) matching this glob, e.g. 'cam*'")
+    add_pattern_argument(sub, "cam*")
     add_json_option(sub, streaming=False)

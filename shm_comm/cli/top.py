@@ -19,6 +19,7 @@ from ._common import (
     CLIError,
     Commands,
     add_command,
+    add_pattern_argument,
     age_of,
     counter_rate,
     matches,
@@ -182,8 +183,7 @@ def add_parser(commands: Commands) -> None:
         "Every channel with its rate, bandwidth, messages, drops (and new drops), "
         "subscribers and age of the last message, refreshed in place. Reads "
         "counters only. On a terminal, q or Ctrl-C quits.")
-    sub.add_argument("pattern", nargs="?",
-                     help="only channels (or segments) matching this glob, e.g. 'arm.*'")
+    add_pattern_argument(sub, "arm.*")
     sub.add_argument("-d", "--interval", type=positive, default=1.0, metavar="SECONDS",
                      help="seconds between refreshes (default 1)")
     sub.add_argument("-n", "--iterations", type=int, default=0, metavar="ITER",
