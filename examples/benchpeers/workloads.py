@@ -389,6 +389,37 @@ def wake_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     return {}
 
 
+def _wake_sample(message: Any, received_ns: int, lat: list[int], count: int) -> bool:
+    """Adds the wake-up latency of one message received at ``received_ns`` to ``lat`` (stray
+    connection probes add nothing); True when it was the last of ``count``."""
+    seq, stamp = unpack_header(message)
+    if seq < 0:
+        return False
+    lat.append(received_ns - stamp)
+    return seq == count - 1
+
+
+class _IdleUsage:
+    """This process's CPU time, wall time and context switches from its creation to
+    :meth:`since`: what a receiver costs while it waits for a message that does not come."""
+
+    def __init__(self) -> None:
+        self._rusage = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu = time.process_time()
+        self._wall = time.monotonic()
+
+    def since(self) -> dict[str, Any]:
+        cpu = time.process_time()
+        wall = time.monotonic()
+        rusage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "idle_cpu_s": cpu - self._cpu,
+            "idle_wall_s": wall - self._wall,
+            "idle_vcsw": rusage.ru_nvcsw - self._rusage.ru_nvcsw,
+            "idle_ivcsw": rusage.ru_nivcsw - self._rusage.ru_nivcsw,
+        }
+
+
 def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     """Receiver: wake-up latency samples, then CPU time while blocked for ``idle_seconds``."""
     if p["mode"] == "async":
@@ -405,30 +436,17 @@ def wake_b(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
     lat: list[int] = []
     while len(lat) < p["count"]:
         m = r.recv()
-        t = now_ns()
-        seq, stamp = unpack_header(m)
-        if seq >= 0:
-            lat.append(t - stamp)
-            if seq == p["count"] - 1:
-                break
+        if _wake_sample(m, now_ns(), lat, p["count"]):
+            break
     out["wake_ns"] = lat
     if p["idle_seconds"] > 0:
         sync["ready"].set()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu0 = time.process_time()
-        w0 = time.monotonic()
+        idle = _IdleUsage()
         while unpack_header(r.recv())[0] != SEQ_WAKE:
             pass  # stray connection probes
-        cpu1 = time.process_time()
-        w1 = time.monotonic()
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        used = idle.since()
         sync["finished"].set()
-        out.update(
-            idle_cpu_s=cpu1 - cpu0,
-            idle_wall_s=w1 - w0,
-            idle_vcsw=ru1.ru_nvcsw - ru0.ru_nvcsw,
-            idle_ivcsw=ru1.ru_nivcsw - ru0.ru_nivcsw,
-        )
+        out.update(used)
     _wait(sync)
     r.close()
     return out
@@ -447,30 +465,17 @@ async def _wake_b_async(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict
     lat: list[int] = []
     while len(lat) < p["count"]:
         m = await r.recv_async()
-        t = now_ns()
-        seq, stamp = unpack_header(m)
-        if seq >= 0:
-            lat.append(t - stamp)
-            if seq == p["count"] - 1:
-                break
+        if _wake_sample(m, now_ns(), lat, p["count"]):
+            break
     out["wake_ns"] = lat
     if p["idle_seconds"] > 0:
         sync["ready"].set()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu0 = time.process_time()
-        w0 = time.monotonic()
+        idle = _IdleUsage()
         while unpack_header(await r.recv_async())[0] != SEQ_WAKE:
             pass  # stray connection probes
-        cpu1 = time.process_time()
-        w1 = time.monotonic()
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        used = idle.since()
         sync["finished"].set()
-        out.update(
-            idle_cpu_s=cpu1 - cpu0,
-            idle_wall_s=w1 - w0,
-            idle_vcsw=ru1.ru_nvcsw - ru0.ru_nvcsw,
-            idle_ivcsw=ru1.ru_nivcsw - ru0.ru_nivcsw,
-        )
+        out.update(used)
     _wait(sync)
     r.close()
     return out
