@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TypeAlias
 
 from . import _atomic
 from . import layout as L
@@ -45,16 +45,6 @@ WITHDRAW_BITS = 1
 WITHDRAW_COUNT = 2
 _LOW32 = 0xFFFFFFFF
 _MASK64 = 0xFFFFFFFFFFFFFFFF
-
-
-class _Notifier(Protocol):
-    def add(self, fd: int, /) -> int: ...
-    def arm(self, slot: int, atom: AtomicBuffer, word: int, expected: int, announce: int,
-            value: int, withdraw: int, timeout: float, bump: bool, /) -> bool: ...
-    def disarm(self, slot: int, /) -> bool: ...
-    def armed(self, slot: int, /) -> bool: ...
-    def fired(self, slot: int, /) -> tuple[int, int]: ...
-    def remove(self, slot: int, /) -> None: ...
 
 
 class _PollingNotifier:
@@ -156,6 +146,9 @@ def _signal(fd: int) -> None:
         pass  # the counter (or pipe) is full: readable anyway
 
 
+# The process's notifier: the C one (its methods are declared in _atomic.pyi) or, where there
+# are no futexes, _PollingNotifier, which has the same methods.
+_Notifier: TypeAlias = "_atomic.Notifier | _PollingNotifier"
 _NOTIFIER: _Notifier | None = None
 _KIND = ""
 _LEAKED: list[object] = []  # a fork child's copy of the parent's notifier: never freed
