@@ -51,6 +51,7 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------------------------
 
 def valid_name(name: str) -> str:
+    """``name`` if it is a valid channel name, else :class:`CLIError` (exit status 2)."""
     try:
         return validate_channel_name(name)
     except (ValueError, TypeError) as exc:
@@ -166,6 +167,7 @@ def matches(info: dict[str, Any], pattern: str) -> bool:
 
 
 def age_of(timestamp: float | None, now: float) -> float | None:
+    """Seconds from ``timestamp`` to ``now`` (the same clock), None without a timestamp."""
     return None if timestamp is None else now - timestamp
 
 
@@ -196,6 +198,7 @@ def counter_rate(old: dict[str, Any], new: dict[str, Any], elapsed: float
 # --------------------------------------------------------------------------------------------
 
 def positive(text: str) -> float:
+    """An argparse type: a number > 0."""
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
@@ -203,6 +206,7 @@ def positive(text: str) -> float:
 
 
 def non_negative(text: str) -> float:
+    """An argparse type: a number >= 0."""
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
