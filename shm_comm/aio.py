@@ -11,7 +11,8 @@ gone and the reconnect are the same, so an awaiting receiver behaves like a bloc
   awaits (adding and removing a reader costs ~20 µs here, more than a wake-up), and the
   loop's callback empties it and wakes the one task waiting.
 * **Any other loop** (trio) goes through ``anyio.wait_readable``, an optional dependency
-  (``pip install shm-comm-streams[async]``).
+  (the ``async`` extra: ``pip install -e ".[async]"`` in the checkout, or ``pip install
+  anyio``).
 
 Cancellation safety: a message is taken only by the awaiting task itself, after its await
 returned and in the same step as the return, so an await that is cancelled or times out has
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import layout as L
+from ._optional import missing
 from .errors import SHMClosedError
 from .notify import Readiness, arm_subscriber, drain
 from .wait import OBSERVER_POLL, SUBSCRIBER_SLICE
@@ -49,10 +51,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _anyio() -> Any:
     try:
         import anyio
-    except ImportError:
-        raise RuntimeError(
-            "shm_comm's async methods run in asyncio directly; other event loops (trio) need "
-            "anyio: pip install 'shm-comm-streams[async]'") from None
+    except ImportError as exc:  # asyncio needs nothing; other loops (trio) need anyio
+        raise missing("awaiting shm_comm outside asyncio", "async", "anyio", exc) from exc
     return anyio
 
 

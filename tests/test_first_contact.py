@@ -41,6 +41,21 @@ def test_widgets_without_anywidget_say_what_to_install() -> None:
     assert "pip install anywidget" in last
 
 
+def test_awaiting_under_trio_without_anyio_says_what_to_install() -> None:
+    code = ("import os, trio\n"
+            "from shm_comm import Publisher, Subscriber\n"
+            "name = f'first_contact_anyio_{os.getpid()}'\n"
+            "with Publisher(name) as pub, Subscriber(name) as sub:\n"
+            "    trio.run(sub.recv_async, 0.05)\n")
+    result = run_without("anyio", code)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: awaiting shm_comm outside asyncio needs the "
+                           "'async' extra"), last
+    assert 'pip install -e ".[async]"' in last
+    assert "pip install anyio" in last
+
+
 @pytest.mark.parametrize(("module", "argv", "extra", "package"), [
     ("mcap", ["record", "imu", "-o", "{tmp}/run.mcap"], "record", "mcap"),
     ("mcap", ["play", "{tmp}/run.mcap"], "record", "mcap"),
