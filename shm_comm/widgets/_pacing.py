@@ -32,10 +32,11 @@ from typing import Any
 from ._base import _ThreadedWidget
 
 FRAME_RATE = 30.0
-"""Target frames per second of a LivePlot."""
+"""Target frames per second of a LivePlot or an ImageView."""
 MAX_UNACKED = 3
 """Frames a LivePlot may have in flight before it waits for the browser's acknowledgement
-(the page acknowledges at most every 50 ms, all widgets of a kernel in one message)."""
+(an ImageView one more; the page acknowledges at most every 50 ms, all widgets of a kernel
+in one message)."""
 STALL_TIMEOUT = 1.0
 """Seconds after which unacknowledged frames are assumed lost (or the kernel busy)."""
 BLIND_FRAMES_PER_S = 90.0
