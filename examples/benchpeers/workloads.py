@@ -25,6 +25,7 @@ from .base import (
     SEQ_PROBE,
     SEQ_STOP,
     SEQ_WAKE,
+    ArraySender,
     ChannelSpec,
     Mode,
     Peer,
@@ -85,6 +86,17 @@ def probe_until_ack(s: Sender, size: int, ack: Any) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("consumer never acknowledged the connection probes")
     time.sleep(0.05)  # let in-flight probes arrive before the measurement starts
+
+
+def probe_array_until_ack(tx: ArraySender, src: Any, ack: Any) -> None:
+    """Array producer: send ``src`` as probes until the consumer sets ``ack``."""
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    while not ack.is_set():
+        tx.send_array(src, SEQ_PROBE, 0)
+        if ack.wait(0.05):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("array consumer never acknowledged the probes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,13 +301,7 @@ def array_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         src[:] = 1.0
         _wait(sync)
         _wait(sync)
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        while not sync["ack"].is_set():
-            tx.send_array(src, SEQ_PROBE, 0)
-            if sync["ack"].wait(0.05):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("array consumer never acknowledged the probes")
+        probe_array_until_ack(tx, src, sync["ack"])
         send_ns = []
         t2_start = 0
         total = n_warm + n_lat + n_thr
@@ -791,13 +797,7 @@ def first_a(peer: Peer, specs: Specs, p: Params, sync: Sync) -> dict[str, Any]:
         src[:] = 1.0
         _wait(sync)
         _wait(sync)
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        while not sync["ack"].is_set():
-            tx.send_array(src, SEQ_PROBE, 0)
-            if sync["ack"].wait(0.05):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("array consumer never acknowledged the probes")
+        probe_array_until_ack(tx, src, sync["ack"])
         for i in range(p["count"]):
             if not credits.acquire(timeout=30):
                 raise TimeoutError("consumer stopped returning credits")
