@@ -93,11 +93,8 @@ function render({ model, el }) {
 
   let status = "starting";
   let statusText = "starting";
-  let widgetId = "";
   let hasImage = false;
-  let lastFrame = -1; // newest frame number applied (image or status)
-  let ackFrame = -1; // newest frame number that asked for an acknowledgement
-  let ackedFrame = -1;
+  const acks = acknowledgements();
   let framesDrawn = 0;
   let replaced = 0; // images that arrived while an older one was waiting, never drawn
   let dropped = 0; // published images Python never sent (it sends the newest only)
@@ -153,7 +150,6 @@ function render({ model, el }) {
 
   function onMessage(msg, buffers) {
     if (!msg || msg.type !== "frame") return;
-    widgetId = msg.id || widgetId;
     if (msg.image && buffers && buffers.length) {
       msg.sameClock = Math.abs(Date.now() / 1000 - msg.sent) < 1.0;
       if (waiting) replaced++; // never decoded: the newer one wins
@@ -165,8 +161,7 @@ function render({ model, el }) {
   }
 
   function applyStatus(msg) {
-    lastFrame = Math.max(lastFrame, msg.frame);
-    if (msg.ack !== false) ackFrame = Math.max(ackFrame, msg.frame);
+    acks.applied(msg);
     status = msg.status || status;
     statusText = msg.status_text || status;
     if (Number.isFinite(msg.dropped)) dropped = msg.dropped;
@@ -248,11 +243,7 @@ function render({ model, el }) {
         lastStatsAt = now;
         showStats();
       }
-      if (ackFrame > ackedFrame && widgetId) {
-        ackedFrame = ackFrame;
-        return [widgetId, ackFrame];
-      }
-      return null;
+      return acks.due();
     },
   };
   scheduler.add(view);

@@ -97,10 +97,8 @@ function render({ model, el }) {
   let tnow = NaN;
   let status = "starting";
   let statusText = "starting";
-  let widgetId = ""; // the Python widget's id, sent with every frame
   let lastFrame = -1; // last frame number received
-  let ackedFrame = -1; // last frame number acknowledged
-  let ackFrame = -1; // last frame number that asked for an acknowledgement
+  const acks = acknowledgements();
   let resyncAsked = false;
   let framesDrawn = 0;
   let cssWidth = 0;
@@ -175,8 +173,7 @@ function render({ model, el }) {
       setLegend();
     }
     lastFrame = msg.frame;
-    if (msg.ack !== false) ackFrame = msg.frame; // frames sent while a cell runs ask for none
-    widgetId = msg.id || widgetId;
+    acks.applied(msg);
     status = msg.status || status;
     statusText = msg.status_text || status;
     setBadge();
@@ -202,11 +199,7 @@ function render({ model, el }) {
       const take = queue.length > 3 ? queue.length : Math.min(1, queue.length);
       for (const [msg, arrays] of queue.splice(0, take)) apply(msg, arrays);
       draw();
-      if (ackFrame > ackedFrame && widgetId) {
-        ackedFrame = ackFrame;
-        return [widgetId, ackFrame];
-      }
-      return null;
+      return acks.due();
     },
   };
   scheduler.add(view);

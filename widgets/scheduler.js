@@ -69,3 +69,23 @@ function sharedScheduler() {
   }
   return window[key];
 }
+
+// What one view owes Python: the newest frame that asked for an acknowledgement (frames sent
+// while a cell runs ask for none). applied(msg) when a frame has been applied; due() in the
+// view's step(): the acknowledgement [widget id, frame] to send, once, or null.
+function acknowledgements() {
+  let widgetId = ""; // the Python widget's id, sent with every frame
+  let ackFrame = -1; // newest frame number that asked for an acknowledgement
+  let ackedFrame = -1; // newest frame number acknowledged
+  return {
+    applied(msg) {
+      widgetId = msg.id || widgetId;
+      if (msg.ack !== false) ackFrame = Math.max(ackFrame, msg.frame);
+    },
+    due() {
+      if (ackFrame <= ackedFrame || !widgetId) return null;
+      ackedFrame = ackFrame;
+      return [widgetId, ackFrame];
+    },
+  };
+}
