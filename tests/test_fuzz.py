@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import stat
 import struct
 import time
@@ -343,9 +344,19 @@ def test_long_fuzz_run(channel: str) -> None:
     long(given(mutations)(test_corrupted_static_header_is_refused.hypothesis.inner_test))()
 
 
+@pytest.mark.timeout(420)
 def test_atheris_short_session(tmp_path: Path) -> None:
-    """A short coverage-guided session of tests/fuzz_atheris.py (longer: run it by hand)."""
+    """A short coverage-guided session of tests/fuzz_atheris.py (longer: run it by hand).
+
+    ``-runs`` inputs (300000: about 25 s on a quiet 2-core machine), cut at
+    ``-max_total_time`` if a loaded machine makes that take four minutes (then at least
+    100000). libFuzzer's ``-timeout`` is a hang detector, measured in wall-clock seconds per
+    input by a SIGALRM timer that fires every timeout/2 + 1 s: an input takes well under a
+    millisecond, so 60 s means a hang, while 10 s also fired when the whole process stood
+    still that long on a busy machine (a bogus timeout, exit 70; shown with SIGSTOP).
+    """
     pytest.importorskip("atheris")
+    import signal
     import subprocess
     import sys
 
@@ -353,11 +364,19 @@ def test_atheris_short_session(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, str(root / "tests" / "fuzz_atheris.py"), f"-runs={runs}",
-         "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/"],
-        capture_output=True, text=True, timeout=600, cwd=root)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert f"Done {runs} runs" in proc.stderr
-    print("\n" + [line for line in proc.stderr.splitlines() if "Done" in line][-1])
+         "-max_total_time=240", "-timeout=60", "-rss_limit_mb=2048",
+         f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=360, cwd=root)
+    died = f" (killed by {signal.Signals(-proc.returncode).name})" if proc.returncode < 0 else ""
+    assert proc.returncode == 0, (f"exit {proc.returncode}{died}\nstdout: {proc.stdout[-2000:]}"
+                                  f"\nstderr: {proc.stderr[-4000:]}")
+    done = [line for line in proc.stderr.splitlines() if line.startswith("Done ")]
+    assert done, proc.stderr[-4000:]
+    match = re.match(r"Done (\d+) runs in (\d+) second", done[-1])
+    assert match, done[-1]
+    assert int(match.group(1)) == runs or (int(match.group(2)) >= 240
+                                           and int(match.group(1)) >= min(runs, 100_000)), done
+    print("\n" + done[-1])
 
 
 @FUZZ
