@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import time
 from typing import Any
 
 from . import layout as L
@@ -69,25 +70,33 @@ def _space() -> dict[str, int | None]:
     return {"shm_total": space[0] if space else None, "shm_free": space[1] if space else None}
 
 
-def _counters(atom: AtomicBuffer) -> tuple[int, int]:
-    """``(head, bytes_total)`` as one consistent pair.
+def _counters(atom: AtomicBuffer, lay: L.SegmentLayout) -> tuple[int, int]:
+    """``(head, bytes_total)`` as one consistent pair: ``bytes_total`` counts exactly the
+    ``head`` messages.
 
-    A writer stores ``bytes_total``, then ``head``, for each message. Loaded apart, a message
-    published in between counts in one and not in the other (``bw``'s mean size was off by a
-    message on a busy machine). A ``bytes_total`` that did not change around the load of
-    ``head`` leaves only a writer caught between its two stores, a few instructions wide.
+    A writer stores each message's ring entry, then ``bytes_total``, then ``head`` (a batch:
+    all its entries, then the two words once). Loaded apart, a message published in between
+    counts in one and not in the other (``bw``'s mean size was off on a busy machine). A
+    ``bytes_total`` unchanged around the load of ``head``, with no entry yet for message
+    ``head``, is a pair from between two publishes: an entry already there means a writer
+    between its stores (preempted there, it can stay for milliseconds), so we wait for it,
+    briefly: a writer that died there leaves the entry for good.
     """
-    for _ in range(100):
+    for attempt in range(40):
         data = atom.load(L.BYTES_TOTAL)
         head = atom.load(L.HEAD)
-        if atom.load(L.BYTES_TOTAL) == data:
+        in_flight = (lay.kind == L.KIND_PUBSUB
+                     and atom.load(lay.entry(head)) >> L.ENTRY_INDEX_BITS > head)
+        if not in_flight and atom.load(L.BYTES_TOTAL) == data:
             break
+        if attempt >= 8:
+            time.sleep(0.001)
     return head, data
 
 
 def _info_from_segment(segment: Segment) -> dict[str, Any]:
     atom, lay, header = segment.atom, segment.layout, segment.header
-    head, bytes_total = _counters(atom)
+    head, bytes_total = _counters(atom, lay)
     alive = segment.owner_alive()
     owner_running = segment.owner_running()
     last_ts = None

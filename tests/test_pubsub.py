@@ -827,8 +827,9 @@ with Publisher(sys.argv[1], num_slots=64, slot_size=64) as pub:
 
 def test_channel_info_counters_are_one_snapshot_while_a_publisher_sends(channel: str) -> None:
     """``msg_count`` and ``bytes_total`` describe the same messages, however busy the
-    publisher (another process sending 40-byte messages as fast as it can): tools divide
-    one by the other (``bw``'s mean size)."""
+    publisher (another process sending 40-byte messages as fast as it can, preempted now and
+    then between its stores on a loaded machine): tools divide one by the other (``bw``'s
+    mean size)."""
     proc = spawn_python(FULL_SPEED_PUBLISHER, channel, stdin=subprocess.PIPE)
     try:
         wait_for_line(proc, "ready")
