@@ -766,6 +766,28 @@ Ring_intact_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(intact_from(self, seq, &entry, 1) == 0);
 }
 
+/* counters() -> (head, bytes_total) | None: the two counters as one pair, bytes_total
+ * counting exactly the head messages. The writer stores a message's entry, then bytes_total,
+ * then head. A bytes_total unchanged around the load of head, with no entry yet for message
+ * head, is a pair from between two publishes (seq-cst loads: none moves past another). A
+ * writer that publishes every few hundred nanoseconds moves on between two loads from
+ * Python, so the tries run here, back to back; None if they all met a writer between its
+ * stores (preempted there, or dead there: the caller waits a little, then takes what is). */
+PINNED_FASTCALL(Ring_counters, 0)
+static PyObject *
+Ring_counters_pinned(Ring *self, char *base, PyObject *const *args, Py_ssize_t nargs)
+{
+    CHECK_NARGS(0, "counters");
+    for (int attempt = 0; attempt < 4096; attempt++) {
+        uint64_t data = a_load(word(self, self->bytes_total));
+        uint64_t head = a_load(word(self, self->head));
+        uint64_t entry = a_load(entry_word(self, head));
+        if (entry >> ENTRY_INDEX_BITS <= head && a_load(word(self, self->bytes_total)) == data)
+            return Py_BuildValue("(KK)", (unsigned long long)head, (unsigned long long)data);
+    }
+    Py_RETURN_NONE;
+}
+
 /* Parses take()'s (cursor, rec_cursor) arguments; -1 with an exception if they are bad. */
 static int
 take_args(Ring *self, PyObject *const *args, uint64_t *cursor, Py_ssize_t *rec_cursor)
@@ -1314,6 +1336,9 @@ static PyMethodDef Ring_methods[] = {
     {"intact", (PyCFunction)(void (*)(void))Ring_intact, METH_FASTCALL,
      "intact(seq, entry) -> bool: the reader check after copying message seq from the buffer "
      "that entry named (False: discard the copy)."},
+    {"counters", (PyCFunction)(void (*)(void))Ring_counters, METH_FASTCALL,
+     "counters() -> (head, bytes_total) as one pair, or None while a writer is between its "
+     "stores."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from . import layout as L
 from . import ring, trust
-from ._atomic import AtomicBuffer
 from ._backend import backend
 from .errors import SHMFormatError
 from .naming import (
@@ -70,33 +69,43 @@ def _space() -> dict[str, int | None]:
     return {"shm_total": space[0] if space else None, "shm_free": space[1] if space else None}
 
 
-def _counters(atom: AtomicBuffer, lay: L.SegmentLayout) -> tuple[int, int]:
+def _counters(segment: Segment) -> tuple[int, int]:
     """``(head, bytes_total)`` as one consistent pair: ``bytes_total`` counts exactly the
     ``head`` messages.
 
-    A writer stores each message's ring entry, then ``bytes_total``, then ``head`` (a batch:
-    all its entries, then the two words once). Loaded apart, a message published in between
-    counts in one and not in the other (``bw``'s mean size was off on a busy machine). A
-    ``bytes_total`` unchanged around the load of ``head``, with no entry yet for message
-    ``head``, is a pair from between two publishes: an entry already there means a writer
-    between its stores (preempted there, it can stay for milliseconds), so we wait for it,
-    briefly: a writer that died there leaves the entry for good.
+    Loaded apart, a message published in between counts in one and not in the other
+    (``bw``'s mean size was off on a busy machine). A channel's ring takes the pair in C
+    (``Ring.counters``: a writer at full speed moves on between two loads from Python) and
+    answers None while a writer is between its stores; preempted there it can stay for
+    milliseconds on a loaded machine, so we wait for it for as long as its process holds
+    the segment (up to 5 s); a writer that died there leaves the pair for good, and we take
+    it as it is. Queues store ``head`` as their consumers move it, so there the pair is the
+    one whose ``bytes_total`` did not change around the load of ``head``.
     """
-    for attempt in range(40):
-        data = atom.load(L.BYTES_TOTAL)
-        head = atom.load(L.HEAD)
-        in_flight = (lay.kind == L.KIND_PUBSUB
-                     and atom.load(lay.entry(head)) >> L.ENTRY_INDEX_BITS > head)
-        if not in_flight and atom.load(L.BYTES_TOTAL) == data:
-            break
-        if attempt >= 8:
+    atom, lay = segment.atom, segment.layout
+    fast = ring.fast_path(atom, lay) if lay.kind == L.KIND_PUBSUB else None
+    deadline = time.monotonic() + 5.0
+    attempt = 0
+    while True:
+        if fast is not None:
+            pair = fast.counters()
+            if pair is not None:
+                return pair
+        else:
+            data = atom.load(L.BYTES_TOTAL)
+            head = atom.load(L.HEAD)
+            if atom.load(L.BYTES_TOTAL) == data:
+                return head, data
+        attempt += 1
+        if attempt > 8:
+            if (attempt > 40 and not segment.owner_running()) or time.monotonic() > deadline:
+                return atom.load(L.HEAD), atom.load(L.BYTES_TOTAL)
             time.sleep(0.001)
-    return head, data
 
 
 def _info_from_segment(segment: Segment) -> dict[str, Any]:
     atom, lay, header = segment.atom, segment.layout, segment.header
-    head, bytes_total = _counters(atom, lay)
+    head, bytes_total = _counters(segment)
     alive = segment.owner_alive()
     owner_running = segment.owner_running()
     last_ts = None
