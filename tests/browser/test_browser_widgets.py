@@ -40,6 +40,13 @@ pytestmark = pytest.mark.browser
 LOGS = Path(__file__).resolve().parents[2] / "logs"
 NOTEBOOK = "notebooks/03_live_widgets.ipynb"
 MIN_FPS = 20.0
+# Issue 16's floor. Frames are counted in the page (data-frames: drawn) by its own clock,
+# from after start-up (plots live, camera drawing); no fixture works meanwhile (measured:
+# pytest, Playwright's driver and Chromium's browser process take under 15 % of a core
+# together in the windows). A quiet 2-core machine gives about 29 fps for the plots, 23-24 for
+# the camera paced by acknowledgements (3 frames in flight) and 28-29 while a cell runs. A
+# saturated one gives less: three of these tests at once plus two CPU hogs (load 8.4) gave
+# 16.5-22. machine_cpu_percent in the figures tells which it was (200 = both cores busy).
 FPS_FRAMES = 120  # frames counted for the frame rate (about 4 s at 30 fps)...
 FPS_MAX_SECONDS = 10.0  # ...or fewer, if that takes longer
 IMU = '.shmc-liveplot[data-channel="imu"] canvas'
@@ -90,6 +97,8 @@ def measure_fps(page: Any, kernel: psutil.Process, views: dict[str, str] | None 
         sels,
     )
     kernel.cpu_percent(None)
+    psutil.cpu_percent(None)
+    started = time.time()
     if seconds is not None:
         page.wait_for_timeout(seconds * 1000)  # a measuring window, not a synchronisation
     else:
@@ -110,6 +119,11 @@ def measure_fps(page: Any, kernel: psutil.Process, views: dict[str, str] | None 
     )
     fps = {"seconds": counts[0], **dict(zip(views, counts[1:], strict=True))}
     fps["kernel_cpu_percent"] = cpu
+    # How busy the whole machine was meanwhile (200 % is two saturated cores): frame rates
+    # fall when other work starves the page, its server and its kernel (see MIN_FPS).
+    fps["machine_cpu_percent"] = psutil.cpu_percent(None) * psutil.cpu_count()
+    fps["load_average"] = os.getloadavg()[0]
+    fps["window_unix_time"] = [started, time.time()]  # to line up with a load log
     return fps
 
 
@@ -234,11 +248,16 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
 
         # A cell runs for RUNNING_CELL s: acknowledgements cannot reach the kernel meanwhile,
         # and the widgets must stay live (paced by time) without flooding the page.
+        sent = time.monotonic()
         msg_id = kc.execute(f"time.sleep({RUNNING_CELL})")
         status_bar.get_by_text(re.compile(r"\(ipykernel\) \| Busy$")).wait_for(timeout=10_000)
         page.wait_for_timeout(1000)  # skip the first second: measure the steady state
+        # The window ends a second before the cell can end (it starts after we sent it), so
+        # it lies within the running cell however late the Busy indicator showed.
+        window = sent + RUNNING_CELL - 1 - time.monotonic()
+        assert window >= RUNNING_CELL / 2, f"Busy showed {RUNNING_CELL - 2 - window:.1f} s late"
         running = measure_fps(page, kernel, {"imu": IMU, "camera": CAMERA, "joints": JOINTS},
-                              seconds=RUNNING_CELL - 3)  # fmt: skip
+                              seconds=window)  # fmt: skip
         reply_of(kc, msg_id, RUNNING_CELL + 30)
         status_bar.get_by_text(re.compile(r"\(ipykernel\) \| Idle$")).wait_for(timeout=30_000)
         wait_frames(page, IMU, 10, 10_000)  # back on acknowledgements
