@@ -11,8 +11,11 @@
 //     the width available changes (device pixels: Python downscales wider images), and the
 //     shared acknowledgements {type: "ack", frames: {<widget id>: frame}} (scheduler.js).
 //
-// Only the newest image matters: one that arrives while the previous one is still being
-// decoded replaces the waiting one (counted in the badge's drops), so a slow page never
+// Newer images matter more, but the page should show every image it can: images arrive
+// bunched (the kernel-to-browser path delivers two within one animation frame now and then),
+// so up to MAX_QUEUED wait to be decoded and up to MAX_QUEUED decoded ones wait to be drawn,
+// one per animation frame (a bunched image is shown one refresh late, instead of never).
+// Beyond that the oldest gives way (counted in the badge's drops), so a slow page never
 // queues images up.
 //
 // Test hooks on the canvas: data-frames (images drawn), data-seq (publisher sequence number
@@ -58,6 +61,11 @@ function rawImageData(buffer, width, height, channels) {
 }
 
 const MIN_WIDTH = 320; // CSS pixels: smaller images are scaled up to this
+const MAX_QUEUED = 2; // images waiting to be decoded, and decoded ones waiting to be drawn
+
+function closePicture(picture) {
+  if (picture.close) picture.close(); // an ImageBitmap (raw images are ImageData)
+}
 
 function render({ model, el }) {
   const info = document.createElement("span");
@@ -96,14 +104,14 @@ function render({ model, el }) {
   let hasImage = false;
   const acks = acknowledgements();
   let framesDrawn = 0;
-  let replaced = 0; // images that arrived while an older one was waiting, never drawn
+  let replaced = 0; // images that gave way to newer ones before they were drawn
   let dropped = 0; // published images Python never sent (it sends the newest only)
   let shownMeta = null;
   const drawTimes = []; // performance.now() of recent draws, for the frame rate
 
-  let waiting = null; // [msg, buffer] received, not decoded yet
+  const waiting = []; // [msg, buffer] received, not decoded yet (oldest first)
   let decoding = false;
-  let ready = null; // {msg, bitmap | imageData} decoded, to draw on the next animation frame
+  const ready = []; // {msg, picture: bitmap | imageData} decoded, one drawn per animation frame
   let statusDirty = true;
 
   function showStatus() {
@@ -152,8 +160,11 @@ function render({ model, el }) {
     if (!msg || msg.type !== "frame") return;
     if (msg.image && buffers && buffers.length) {
       msg.sameClock = Math.abs(Date.now() / 1000 - msg.sent) < 1.0;
-      if (waiting) replaced++; // never decoded: the newer one wins
-      waiting = [msg, buffers[0]];
+      waiting.push([msg, buffers[0]]);
+      if (waiting.length > MAX_QUEUED) {
+        waiting.shift(); // never decoded: the newer ones win
+        replaced++;
+      }
       decodeNext();
     } else {
       applyStatus(msg);
@@ -170,10 +181,9 @@ function render({ model, el }) {
   }
 
   async function decodeNext() {
-    if (decoding || !waiting) return;
+    if (decoding || !waiting.length) return;
     decoding = true;
-    const [msg, buffer] = waiting;
-    waiting = null;
+    const [msg, buffer] = waiting.shift();
     try {
       let picture;
       if (msg.format === "raw") {
@@ -184,23 +194,22 @@ function render({ model, el }) {
           : new Uint8Array(buffer);
         picture = await createImageBitmap(new Blob([bytes], { type: `image/${msg.format}` }));
       }
-      if (ready && ready.picture.close) {
-        ready.picture.close();
+      ready.push({ msg, picture });
+      if (ready.length > MAX_QUEUED) {
+        closePicture(ready.shift().picture); // decoded, never drawn
         replaced++;
       }
-      ready = { msg, picture };
     } catch (err) {
       console.error("shm_comm ImageView: cannot decode image", err);
       applyStatus(msg); // still acknowledge it
     }
     decoding = false;
     scheduler.request();
-    if (waiting) decodeNext();
+    if (waiting.length) decodeNext();
   }
 
   function draw() {
-    const { msg, picture } = ready;
-    ready = null;
+    const { msg, picture } = ready.shift();
     if (canvas.width !== msg.width || canvas.height !== msg.height) {
       canvas.width = msg.width;
       canvas.height = msg.height;
@@ -231,9 +240,9 @@ function render({ model, el }) {
   const view = {
     group: model.widget_manager || {},
     send,
-    dirty: () => ready !== null || statusDirty,
+    dirty: () => ready.length > 0 || statusDirty,
     step: () => {
-      if (ready) draw();
+      if (ready.length) draw();
       if (statusDirty) {
         statusDirty = false;
         showStatus();
@@ -301,7 +310,7 @@ function render({ model, el }) {
     scheduler.remove(view);
     observer.disconnect();
     clearInterval(statsTimer);
-    if (ready && ready.picture.close) ready.picture.close();
+    for (const { picture } of ready.splice(0)) closePicture(picture);
     ui.dispose();
     model.off("msg:custom", onMessage);
     model.off("change:width", onResize);
