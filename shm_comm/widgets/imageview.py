@@ -308,5 +308,5 @@ class ImageView(_ChannelWidget):
             self._bytes_sent += len(encoded.data)
             self._images_sent += 1
             self._expected_bytes = len(encoded.data)
-        self._last_send = time.monotonic()
+        self._mark_sent()
         self.send(content, buffers)

@@ -450,5 +450,5 @@ class LivePlot(_ChannelWidget):
             np.ascontiguousarray(y, dtype="<f4").tobytes(),
         ]
         self._expected_bytes = sum(len(b) for b in buffers)
-        self._last_send = time.monotonic()
+        self._mark_sent()
         self.send(content, buffers)

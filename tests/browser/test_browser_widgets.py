@@ -43,10 +43,11 @@ MIN_FPS = 20.0
 # Issue 16's floor. Frames are counted in the page (data-frames: drawn) by its own clock,
 # from after start-up (plots live, camera drawing); no fixture works meanwhile (measured:
 # pytest, Playwright's driver and Chromium's browser process take under 15 % of a core
-# together in the windows). A quiet 2-core machine gives about 29 fps for the plots, 23-24 for
-# the camera paced by acknowledgements (3 frames in flight) and 28-29 while a cell runs. A
-# saturated one gives less: three of these tests at once plus two CPU hogs (load 8.4) gave
-# 16.5-22. machine_cpu_percent in the figures tells which it was (200 = both cores busy).
+# together in the windows). A quiet 2-core machine gives about 29.5 fps for the plots, 30 for
+# the camera (every frame of the 30 Hz simulator: kernel_read_per_s = kernel_sent_per_s) and
+# 28.5-29 while a cell runs; two CPU hogs alongside, 29.7 for the camera. A saturated machine
+# gives less: three of these tests at once plus two CPU hogs (load 8.4) gave 16.5-22.
+# machine_cpu_percent in the figures tells which it was (200 = both cores busy).
 FPS_FRAMES = 120  # frames counted for the frame rate (about 4 s at 30 fps)...
 FPS_MAX_SECONDS = 10.0  # ...or fewer, if that takes longer
 IMU = '.shmc-liveplot[data-channel="imu"] canvas'
@@ -232,7 +233,15 @@ def test_live_widgets_notebook(lab: dict[str, Any], page: Any) -> None:
     )
     kc = kernel_client(lab, NOTEBOOK)
     try:
+        # What the kernel read and sent meanwhile: the page can only draw what was sent.
+        counts = {"read": "camera_view.frames_read", "sent": "camera_view.frames_sent",
+                  "t": "__import__('time').monotonic()"}  # fmt: skip
+        before = run_in_kernel(kc, "", counts)
         camera = measure_fps(page, kernel, {"camera": CAMERA, "imu": IMU})
+        after = run_in_kernel(kc, "", counts)
+        seconds = float(after["t"]) - float(before["t"])
+        for key in ("read", "sent"):
+            camera[f"kernel_{key}_per_s"] = (int(after[key]) - int(before[key])) / seconds
         camera_stats = run_in_kernel(kc, "", {
             "bytes_per_frame": "camera_view.bytes_sent / max(1, camera_view.frames_sent)",
             "last": "camera_view.last_frame_bytes", "age": "camera_view.frame_age",
