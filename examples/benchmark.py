@@ -69,6 +69,9 @@ ARRAY_SIZES = [1 * MIB, 16 * MIB]
 FIRST_SIZES = [FRAME_1080P, 16 * MIB]
 MICRO_SIZES = [1 * KIB, 1 * MIB, 16 * MIB]
 TYPED_PEER = "shm_comm[typed]"
+# The asyncio reference for the awaiting wake-up row: a pipe awaited with loop.add_reader
+# costs what any descriptor written by another process costs an asyncio loop.
+ASYNC_REFERENCE = "mp.Pipe"
 
 
 def settings(quick: bool, iterations: int | None) -> dict[str, dict[str, Any]]:
@@ -139,8 +142,8 @@ def plan(
                 part("stream@block", dict(cfg["stream"], block_send=True))
         if "wakeup" in only:
             part("wake", dict(wake, mode="block"))
-            if subject:  # awaiting in asyncio, right after the blocking row (same processes)
-                part("wake@async", dict(wake, mode="async"))
+            if peer.supports_async:  # awaiting in asyncio, right after the blocking row
+                part("wake@async", dict(wake, mode="async"))  # (same processes)
         if subject:
             # busy-poll contrast; the spinning idle phase only in full runs (2 s)
             spin = dict(cfg["wake"], mode="spin")
@@ -295,6 +298,10 @@ def compute_metrics(
         if "lat.block.48.p50" in typed:
             m[SUBJECT]["lat.block.typed.p50"] = typed["lat.block.48.p50"]
         alias_main_array_metrics(m)
+        reference = m.get(ASYNC_REFERENCE, {})  # what asyncio itself costs (same round)
+        for key in ("wake.async.p50", "wake.async.p99", "wake.block.p50", "wake.block.p99"):
+            if key in reference:
+                m[SUBJECT]["asyncref." + key] = reference[key]
         derive(m[SUBJECT], MICRO_SIZES, ARRAY_SIZES)
     metrics: dict[str, dict[str, float]] = {n: {} for n in peers}
     for n in peers:

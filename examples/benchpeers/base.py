@@ -86,8 +86,8 @@ class Sender:
 
 
 class Receiver:
-    """Receiving end of a channel, opened in ``block`` (sleep in the OS), ``spin`` or (shm_comm
-    only) ``async`` mode."""
+    """Receiving end of a channel, opened in ``block`` (sleep in the OS), ``spin`` or (peers
+    with ``supports_async``) ``async`` mode."""
 
     mode: Mode = "block"
 
@@ -114,7 +114,7 @@ class Receiver:
 
     async def recv_async(self) -> Any:
         """Await the next message inside an asyncio loop (receivers opened in ``async``
-        mode, which only shm_comm offers here)."""
+        mode, of peers with ``supports_async``)."""
         raise NotImplementedError
 
     def recv_for(self, timeout: float) -> Any | None:
@@ -184,6 +184,8 @@ class Peer:
     description: ClassVar[str] = ""
     #: Whether the receiver supports a busy-polling (spin) mode.
     supports_spin: ClassVar[bool] = True
+    #: Whether the receiver can be awaited in asyncio (``Receiver.recv_async``).
+    supports_async: ClassVar[bool] = False
     #: Array send paths this peer offers (shm_comm: "send" and "loan").
     array_variants: ClassVar[tuple[str, ...]] = ("default",)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,28 @@ class _PReceiver(Receiver):
     def __init__(self, conn: Any, mode: Mode) -> None:
         self.conn = conn
         self.mode = mode
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def recv_async(self) -> Any:
+        """The least an asyncio loop does to be woken by another process: the pipe stays
+        registered with ``loop.add_reader`` (as shm_comm keeps its descriptor registered),
+        the task awaits a future that the reader callback completes, then ``recv_bytes``."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            loop.add_reader(self.conn.fileno(), self._readable)
+            self._loop = loop
+        while not self.conn.poll(0):
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.conn.recv_bytes()
+
+    def _readable(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def recv(self) -> Any:
         if self.mode == "spin":
@@ -48,6 +71,8 @@ class _PReceiver(Receiver):
         return None
 
     def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.conn.fileno())
         self.conn.close()
 
 
@@ -78,7 +103,9 @@ class MPPipePeer(Peer):
     """``multiprocessing.Pipe(duplex=False)``: a plain OS pipe, bytes in, bytes out."""
 
     name = "mp.Pipe"
-    description = "multiprocessing.Pipe send_bytes/recv_bytes; spin = poll(0) loop"
+    description = ("multiprocessing.Pipe send_bytes/recv_bytes; spin = poll(0) loop; awaited "
+                   "(the asyncio reference) = loop.add_reader on the pipe, then recv_bytes")
+    supports_async = True
 
     def make_channel(
         self, ctx: Any, name: str, kind: Kind, size: int, shape: tuple[int, ...] = ()

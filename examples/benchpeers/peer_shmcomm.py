@@ -134,6 +134,7 @@ class ShmCommPeer(Peer):
         "shm_comm send_bytes/recv_bytes; blocking = default Subscriber (futex), spin = "
         "poll_interval=0; arrays via ArrayPublisher.send or loan(), recv(copy=False)"
     )
+    supports_async = True
     array_variants = ("send", "loan")
 
     def __init__(self) -> None:

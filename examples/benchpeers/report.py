@@ -457,6 +457,17 @@ def shm_comm_table(m: dict[str, float], micro_sizes: list[int], arr_sizes: list[
             ratio = m[f"wake.async.{q}"] / max(1e-9, m[f"wake.block.{q}"])
             lines.append(f"| wake-up latency {q}, awaiting / blocked (same run) | {ratio:.2f}x |")
     for q in ("p50", "p99"):
+        ref_async, ref_block = m.get(f"asyncref.wake.async.{q}"), m.get(f"asyncref.wake.block.{q}")
+        if ref_async is None or not ref_block:
+            continue
+        lines.append(f"| asyncio reference {q}: a pipe awaited with loop.add_reader | "
+                     f"{ref_async:.1f} µs |")
+        lines.append(f"| asyncio reference {q}, awaited / read blocking (mp.Pipe, same run) | "
+                     f"{ref_async / ref_block:.2f}x |")
+        if f"wake.async.{q}" in m:
+            lines.append(f"| wake-up latency {q}, awaiting subscriber / the asyncio reference "
+                         f"(same run) | {m[f'wake.async.{q}'] / ref_async:.2f}x |")
+    for q in ("p50", "p99"):
         add(f"busy-poll ping-pong 64 B, send_bytes(block=False), one-way {q}",
             f"blocksend.nonblock.{q}", "{:.2f} µs")
         add(f"busy-poll ping-pong 64 B, send_bytes(block=True), one-way {q}",
