@@ -73,18 +73,19 @@ def _counters(segment: Segment) -> tuple[int, int]:
     """``(head, bytes_total)`` as one consistent pair: ``bytes_total`` counts exactly the
     ``head`` messages.
 
-    Loaded apart, a message published in between counts in one and not in the other
-    (``bw``'s mean size was off on a busy machine). A channel's ring takes the pair in C
+    Loaded apart, a message published in between counts in one and not in the other (``bw``'s
+    mean size was off on a busy machine). A channel's ring takes the pair in C
     (``Ring.counters``: a writer at full speed moves on between two loads from Python) and
     answers None while a writer is between its stores; preempted there it can stay for
-    milliseconds on a loaded machine, so we wait for it for as long as its process holds
-    the segment (up to 5 s); a writer that died there leaves the pair for good, and we take
-    it as it is. Queues store ``head`` as their consumers move it, so there the pair is the
-    one whose ``bytes_total`` did not change around the load of ``head``.
+    milliseconds on a loaded machine, so we wait for it for as long as its process holds the
+    segment (up to 1 s: a stopped one, SIGSTOP or a debugger, must not stall ``top``); a writer
+    that died there leaves the pair for good, and we take it as it is. Queues (request/reply,
+    push/pull) have no such ring entry: there the pair is the one whose ``bytes_total`` did not
+    change around the load of ``head``.
     """
     atom, lay = segment.atom, segment.layout
     fast = ring.fast_path(atom, lay) if lay.kind == L.KIND_PUBSUB else None
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 1.0
     attempt = 0
     while True:
         if fast is not None:
