@@ -524,7 +524,8 @@ def unpack_array_header(buf: bytes | memoryview, offset: int = 0, length: int | 
 # timestamp, length, encoding; a request also carries, at BUF_EXTRA, its correlation id, the
 # requester's row, pid and token). In request/reply, buffer ``N + r`` is requester row
 # ``r``'s reply buffer (header seq = the correlation id it answers); the last buffer is
-# unused. In push/pull the ``max_holders + 1`` buffers after the queue are unused.
+# unused. In push/pull ``max_holders`` is 0 (pullers copy every item out) and the one buffer
+# after the queue is unused.
 
 QUEUE_FREE = 0
 QUEUE_READY = 1

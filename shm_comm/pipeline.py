@@ -127,7 +127,9 @@ class Pusher(ForkAware):
                  max_pullers: int = DEFAULT_MAX_PULLERS) -> None:
         self.name = validate_channel_name(name)
         self._serializer = get_serializer(serialization)
-        layout = L.SegmentLayout(L.KIND_PIPELINE, num_slots, slot_size, max_pullers)
+        # Pullers copy every item out: no zero-copy holders, so no spare buffers for them.
+        layout = L.SegmentLayout(L.KIND_PIPELINE, num_slots, slot_size, max_pullers,
+                                 max_holders=0)
         self._segment = Segment.create(segment_name("pipeline", name), layout,
                                        self._serializer.encoding, name)
         self._layout = layout

@@ -96,6 +96,18 @@ def test_push_pull_in_one_process(channel: str) -> None:
         assert puller.stats()["received"] == 2
 
 
+def test_queue_reserves_no_buffers_for_zero_copy_holders(channel: str) -> None:
+    """Pullers copy every item out: the segment holds the queue's buffers and one more, not
+    one spare per possible puller (16 x 4 KiB of /dev/shm that nothing used)."""
+    from shm_comm.channels import channel_info
+
+    with Pusher(channel, num_slots=32, max_pullers=16):
+        info = channel_info(channel, "pipeline")
+        assert info is not None
+        assert (info["max_holders"], info["num_buffers"]) == (0, 32 + 1)
+        assert info["size"] < L.SegmentLayout(L.KIND_PIPELINE, 32, 4096, 16).total_size
+
+
 def test_msgpack_and_fifo_order_with_one_puller(channel: str) -> None:
     with Pusher(channel, num_slots=8, serialization="msgpack") as pusher, \
             Puller(channel, serialization="msgpack") as puller:
