@@ -268,18 +268,25 @@ def remove_stale(dry_run: bool = False, pattern: str | None = None) -> list[str]
     """Remove the segments whose creator process is gone; never a live one.
 
     ``pattern`` (a glob) limits it to channels or segment names that match. Also removes
-    half-built segments whose creator died during creation. Returns the names removed (or
-    that would be, with ``dry_run``).
+    half-built segments whose creator died during creation (``.shmcp_joints.PID.RANDOM.tmp``,
+    judged by the name they were built for). Returns the names removed (or that would be,
+    with ``dry_run``; half-built ones are then not listed).
     """
+    def fits(segment: str, channel: str) -> bool:
+        return pattern is None or any(fnmatch.fnmatchcase(text, pattern)
+                                      for text in (channel, segment))
+
+    def half_built_fits(segment: str) -> bool:
+        return fits(segment, segment.split("_", 1)[1])
+
     removed = []
-    if not dry_run and pattern is None:
+    if not dry_run:
         for prefix in SEGMENT_PREFIXES:
-            removed.extend(backend.remove_dead_temporaries(prefix))
+            removed.extend(backend.remove_dead_temporaries(prefix, half_built_fits))
     for info in list_channels():
         if "error" in info or info["publisher_alive"]:
             continue
-        if pattern is not None and not (fnmatch.fnmatchcase(info["name"], pattern)
-                                        or fnmatch.fnmatchcase(info["segment"], pattern)):
+        if not fits(info["segment"], info["name"]):
             continue
         if remove_if_stale(info["segment"], dry_run):
             removed.append(info["segment"])

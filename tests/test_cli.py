@@ -323,6 +323,28 @@ def test_clean_removes_only_stale_segments(channel: str,
     assert "no stale segments" in run_cli("clean", f"*{channel}_*").stdout
 
 
+def test_clean_removes_half_built_segments_that_fit_its_pattern(channel: str) -> None:
+    """A publisher killed while building its segment leaves it under a temporary name; clean
+    removes it when its creator is gone (no lock held, pid 4194302 absent), within the
+    pattern only."""
+    def half_built(name: str) -> Path:
+        path = Path(backend.display_path(f".{segment_name('pubsub', name)}.4194302.0badc0de.tmp"))
+        path.write_bytes(b"\0" * 4096)
+        return path
+
+    mine, other = half_built(f"{channel}_half"), half_built(f"{channel}x_half")
+    try:
+        assert not backend.pid_alive(4194302)
+        cleaned = run_cli("clean", f"{channel}_*")
+        assert cleaned.returncode == 0
+        assert f"removed {mine.name} (left half-built by a process that died)" in cleaned.stdout
+        assert not mine.exists()
+        assert other.exists()  # outside the pattern
+    finally:
+        mine.unlink(missing_ok=True)
+        other.unlink(missing_ok=True)
+
+
 def test_list_and_info_show_the_shared_memory_each_channel_takes(channel: str) -> None:
     from shm_comm import ArrayPublisher
 

@@ -153,10 +153,12 @@ def create_exclusive(name: str, size: int, initialize: Callable[[mmap.mmap], Non
         unlink(temp)
 
 
-def remove_dead_temporaries(name: str = "") -> list[str]:
+def remove_dead_temporaries(name: str = "",
+                            wanted: Callable[[str], bool] | None = None) -> list[str]:
     """Remove half-built segments (``.NAME.PID.RANDOM.tmp``) whose creator died mid-creation.
 
-    Only names starting with ``.`` + ``name`` are considered, only our own (same uid, regular
+    Only names starting with ``.`` + ``name`` are considered (and, with ``wanted``, only
+    those for which ``wanted(NAME)`` is true), only our own (same uid, regular
     files), and only if no process holds the creator's ``flock`` (taken right after the file
     is created) and the pid in the name is gone or the file is older than ``TEMP_GRACE``
     seconds: a creator in another pid namespace has a pid that means nothing here. Returns
@@ -170,6 +172,8 @@ def remove_dead_temporaries(name: str = "") -> list[str]:
             continue
         parts = entry.rsplit(".", 3)
         if len(parts) != 4 or not parts[1].isdigit():
+            continue
+        if wanted is not None and not wanted(parts[0][1:]):
             continue
         try:
             fd = _open_fd(entry, os.O_RDONLY | _EXISTING)

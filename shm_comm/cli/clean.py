@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..channels import list_channels, remove_if_stale
+from ..channels import list_channels, remove_stale
 from ._common import Commands, add_command, add_pattern_argument, matches
 from ._format import format_bytes, write_line
 
@@ -18,14 +18,18 @@ def run(args: argparse.Namespace) -> int:
     if args.pattern:
         segments = [s for s in segments if matches(s, args.pattern)]
     verb = "would remove" if args.dry_run else "removed"
-    removed = 0
-    for info in segments:
-        if "error" in info or info["publisher_alive"]:
+    removed = remove_stale(args.dry_run, args.pattern)
+    described = {info["segment"]: info for info in segments}
+    for segment in removed:
+        info = described.get(segment)
+        if segment.startswith("."):
+            write_line(f"{verb} {segment} (left half-built by a process that died)")
             continue
-        if remove_if_stale(info["segment"], args.dry_run):
-            removed += 1
-            write_line(f"{verb} {info['segment']} (channel {info['name']!r}, publisher pid "
-                       f"{info['publisher_pid']} gone, {format_bytes(info['size'])})")
+        if info is None or "error" in info:  # went stale since it was listed
+            write_line(f"{verb} {segment} (publisher gone)")
+            continue
+        write_line(f"{verb} {segment} (channel {info['name']!r}, publisher pid "
+                   f"{info['publisher_pid']} gone, {format_bytes(info['size'])})")
     if not removed:
         write_line("no stale segments" + (f" matching {args.pattern!r}" if args.pattern else ""))
     unreadable = [s["segment"] for s in segments if "error" in s]
@@ -45,7 +49,8 @@ def add_parser(commands: Commands) -> None:
     sub = add_command(
         commands, "clean", run, "remove stale segments",
         "Remove the segments whose publisher process is gone (crashed or killed "
-        "before cleaning up). A segment whose publisher lives is never removed, nor "
+        "before cleaning up), and those left half-built by a publisher that died while "
+        "creating them. A segment whose publisher lives is never removed, nor "
         "one that is not a readable shm_comm channel, nor another user's.")
     add_pattern_argument(sub, "robot1_*")
     sub.add_argument("--dry-run", action="store_true", help="only show what would be removed")
