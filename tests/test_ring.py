@@ -1149,3 +1149,21 @@ def test_room_needs_to_know_where_the_rows_are(anon_ring) -> None:
     fast.watch_cursors(L.MEMBERSHIP, *rows, L.STATE_ACTIVE)
     assert fast.has_room(r.layout.num_slots)
     assert r.atom.load(L.HEAD) == 0
+
+
+def test_counters_are_one_pair_and_wait_out_a_writer_between_its_stores(anon_ring) -> None:
+    """``Ring.counters`` (what channel_info reads) answers ``(head, bytes_total)`` only when
+    they describe the same messages: not while a writer has stored the next message's entry
+    but not yet ``bytes_total`` and ``head`` (its steps, played here one at a time)."""
+    r = anon_ring(num_slots=4)
+    for size in (3, 5, 7):
+        r.send(b"x" * size)
+    lay = r.layout
+    fast = ring.fast_path(r.atom, lay)
+    assert fast.counters() == (3, 15)
+    r.atom.store(lay.entry(3), (4 << L.ENTRY_INDEX_BITS) | 0)  # step 3: message 3's entry
+    assert fast.counters() is None
+    r.atom.store(L.BYTES_TOTAL, 15 + 11)  # step 4a: its bytes, head not yet
+    assert fast.counters() is None
+    r.atom.store(L.HEAD, 4)  # step 4b: published
+    assert fast.counters() == (4, 26)
