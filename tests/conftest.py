@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import SESSION
+from helpers import SESSION, Proc, Spawn
 
 SHM_DIR = Path("/dev/shm")
 
@@ -67,3 +67,18 @@ def channel() -> str:
     return f"t{SESSION}_{secrets.token_hex(4)}"
 
 
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start ``Proc`` children; every one is killed (if running) and reaped afterwards."""
+    started: list[Proc] = []
+
+    def start(code: str, *args: str, stdin: bool = False) -> Proc:
+        proc = Proc(code, *args, stdin=stdin)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.finish()

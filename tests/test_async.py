@@ -18,13 +18,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import ROOT
-from test_processes import CONTROLLED_PUBLISHER, Proc, Spawn
+from helpers import ROOT, Spawn
+from test_processes import CONTROLLED_PUBLISHER
 
 from shm_comm import (
     ArrayPublisher,
@@ -86,23 +85,6 @@ for line in sys.stdin:
     print("SENT", n, flush=True)
 pub.close()
 """
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start ``Proc`` children; every one is killed (if running) and reaped afterwards."""
-    started: list[Proc] = []
-
-    def start(code: str, *args: str, stdin: bool = False) -> Proc:
-        proc = Proc(code, *args, stdin=stdin)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.finish()
 
 
 def open_fds() -> int:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from test_processes import Proc, Spawn
+from helpers import Spawn
 
 from shm_comm import ArrayPublisher, ArraySubscriber, Publisher, Subscriber
 
@@ -47,23 +46,6 @@ with Subscriber(channel, timeout_connect=30) as sub:
     print("DONE", st["received"], st["dropped"], f"{elapsed:.6f}", f"{p50:.1f}", f"{p99:.1f}",
           flush=True)
 """
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start ``Proc`` children; every one is killed (if running) and reaped afterwards."""
-    started: list[Proc] = []
-
-    def start(code: str, *args: str, stdin: bool = False) -> Proc:
-        proc = Proc(code, *args, stdin=stdin)
-        started.append(proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in started:
-            proc.finish()
 
 
 def message(seq: int, size: int) -> bytes:
